@@ -1,0 +1,2 @@
+//! bolide: a VOEvent broker.
+pub mod xml;
