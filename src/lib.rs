@@ -1,2 +1,3 @@
 //! bolide: a VOEvent broker.
+pub mod store;
 pub mod xml;

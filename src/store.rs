@@ -1,0 +1,927 @@
+//! The persistent event database: duplicate detection for incoming VOEvents.
+//!
+//! This module owns everything bolide keeps on disk about events it has
+//! already seen: an LMDB environment (crate `lmdb-rkv`) in one directory,
+//! the record format inside it, expiry after a TTL, and pruning of expired
+//! records in small write transactions.
+//!
+//! # On-disk layout
+//!
+//! The directory (`StoreConfig::dir`, created with its parents if missing)
+//! holds the two files of an LMDB environment, `data.mdb` and `lock.mdb`.
+//! The environment contains three named databases:
+//!
+//! | database  | key                                        | value                     |
+//! |-----------|--------------------------------------------|---------------------------|
+//! | `meta`    | `format`                                   | `bolide-eventdb-1` (bytes)|
+//! | `events`  | 32-byte SHA-256 digest of the event bytes  | 8-byte big-endian Unix seconds of insertion |
+//! | `by_time` | 8-byte big-endian time ++ 32-byte digest (40 bytes) | empty             |
+//!
+//! `events` and `by_time` are always updated in the same transaction, so for
+//! every `events` record `k -> t` there is exactly one `by_time` entry
+//! `t ++ k`. Because the time is big-endian, LMDB's lexicographic key order
+//! on `by_time` is chronological order, and pruning walks the oldest records
+//! first with a cursor and stops at the first unexpired one, instead of
+//! scanning every record.
+//!
+//! `meta/format` is written when the environment is created and checked on
+//! every open; an LMDB environment without it (or with another value), or a
+//! file that is not LMDB at all, is refused with [`StoreError::Corrupt`]
+//! naming the file, rather than being modified.
+//!
+//! A record whose `time + ttl <= now` is expired: [`Store::seen`] reports it
+//! as not seen, [`Store::insert_batch`] overwrites it, and [`Store::prune`]
+//! deletes it.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use lmdb::{
+    Cursor, Database, DatabaseFlags, Environment, EnvironmentFlags, Transaction, WriteFlags,
+};
+
+/// SHA-256 digest of an event's bytes: the key of a record.
+pub type Key = [u8; 32];
+
+/// Value of the `format` record in the `meta` database.
+pub const FORMAT: &[u8] = b"bolide-eventdb-1";
+/// Default size of the memory map, i.e. the maximum size of `data.mdb`: 1 GiB.
+pub const DEFAULT_MAP_SIZE: usize = 1 << 30;
+/// Default lifetime of a record: 30 days.
+pub const DEFAULT_TTL_SECS: u64 = 30 * 86_400;
+/// A reasonable number of deletions per prune transaction: small enough that
+/// the write lock is held for around a millisecond, large enough that the
+/// per-commit cost is amortised.
+pub const DEFAULT_PRUNE_CHUNK: usize = 1000;
+
+const META_DB: &str = "meta";
+const EVENTS_DB: &str = "events";
+const BY_TIME_DB: &str = "by_time";
+const FORMAT_KEY: &[u8] = b"format";
+const DATA_FILE: &str = "data.mdb";
+
+/// How to open a [`Store`].
+///
+/// # `no_sync`
+///
+/// With `no_sync: false` (the default) every commit — i.e. every
+/// [`Store::insert_batch`] and every prune chunk — waits for `fdatasync` of
+/// `data.mdb`, so a committed batch survives an OS crash or power loss.
+///
+/// With `no_sync: true` the environment is opened with LMDB's `MDB_NOSYNC`
+/// (which also implies skipping the meta-page sync that `MDB_NOMETASYNC`
+/// alone would skip). Commits then return as soon as the pages have been
+/// written into the OS page cache. What is at risk: transactions committed
+/// since the kernel last wrote the file back (typically up to ~30 s on Linux)
+/// can be lost on an **OS crash or power loss**; the database stays
+/// consistent (LMDB keeps the previous meta page), it just forgets the most
+/// recent events, which may then be accepted again as new. Nothing is lost on
+/// a **process** crash (panic, abort, SIGKILL), because LMDB writes committed
+/// pages to the file through the kernel's page cache, which outlives the
+/// process. The test `process_abort_with_no_sync_loses_nothing` verifies the
+/// latter by aborting a child process right after a no-sync commit and
+/// reopening; the OS-crash case is not tested. [`Store::sync`] forces a flush.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Directory holding `data.mdb` and `lock.mdb`; created if missing.
+    pub dir: PathBuf,
+    /// Size of the memory map in bytes = maximum size of the database.
+    /// Rounded up to a multiple of the page size by LMDB; if the existing file
+    /// is larger, the file size wins; 0 means LMDB's default (1 MiB). A map
+    /// too small for even the empty database (a few pages) makes `open` fail
+    /// with [`StoreError::MapFull`].
+    pub map_size: usize,
+    /// Skip fsync on commit (see the type documentation for what is at risk).
+    pub no_sync: bool,
+    /// Lifetime of a record in seconds.
+    pub ttl_secs: u64,
+}
+
+impl StoreConfig {
+    /// A configuration with the defaults (1 GiB map, sync on, 30-day TTL).
+    pub fn new(dir: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            dir: dir.into(),
+            map_size: DEFAULT_MAP_SIZE,
+            no_sync: false,
+            ttl_secs: DEFAULT_TTL_SECS,
+        }
+    }
+}
+
+/// Everything that can go wrong with the event database.
+#[derive(Debug)]
+pub enum StoreError {
+    /// The memory map (maximum database size) is exhausted.
+    MapFull { path: PathBuf, map_size: usize },
+    /// The directory or its files cannot be written.
+    ReadOnly { path: PathBuf },
+    /// `path` (the data file) is not LMDB, not a bolide event database, or is damaged.
+    Corrupt { path: PathBuf, reason: String },
+    /// The same directory is already open in this process (LMDB forbids
+    /// opening one environment twice in a process).
+    AlreadyOpen { path: PathBuf },
+    /// An I/O error on `path` (creating the directory, opening the files).
+    Io { path: PathBuf, source: io::Error },
+    /// Any other LMDB error, on the environment in `path`.
+    Lmdb { path: PathBuf, source: lmdb::Error },
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::MapFull { path, map_size } => write!(
+                f,
+                "event database {} is full (map size {} bytes): raise --eventdb-map-size or lower the TTL",
+                path.display(),
+                map_size
+            ),
+            StoreError::ReadOnly { path } => write!(
+                f,
+                "{} is not writable: fix its permissions or point --eventdb at a writable directory",
+                path.display()
+            ),
+            StoreError::Corrupt { path, reason } => write!(
+                f,
+                "{} is not a bolide event database or is corrupt ({}): move it away (a new one will be created) or point --eventdb elsewhere",
+                path.display(),
+                reason
+            ),
+            StoreError::AlreadyOpen { path } => write!(
+                f,
+                "event database {} is already open in this process: use the existing handle",
+                path.display()
+            ),
+            StoreError::Io { path, source } => write!(
+                f,
+                "cannot use event database location {}: {}: check the --eventdb path",
+                path.display(),
+                source
+            ),
+            StoreError::Lmdb { path, source } => {
+                write!(f, "event database {}: LMDB error: {}", path.display(), source)
+            }
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Io { source, .. } => Some(source),
+            StoreError::Lmdb { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Directories currently open in this process (canonical paths).
+static OPEN_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Removes its directory from `OPEN_DIRS` when dropped. It is the last field
+/// of [`Store`], so it is dropped after the environment has been closed.
+struct OpenGuard(PathBuf);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        let mut open = OPEN_DIRS.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|p| p != &self.0);
+    }
+}
+
+/// The event database. `Send + Sync`: share it as `Arc<Store>`.
+///
+/// Reads ([`seen`](Store::seen), [`len`](Store::len)) use LMDB read
+/// transactions and never block or are blocked by writers. Writes
+/// ([`insert_batch`](Store::insert_batch), [`prune`](Store::prune)) are
+/// serialised by LMDB's single write lock.
+pub struct Store {
+    env: Environment,
+    events: Database,
+    by_time: Database,
+    dir: PathBuf,
+    map_size: usize,
+    ttl_secs: u64,
+    _guard: OpenGuard,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .field("map_size", &self.map_size)
+            .field("ttl_secs", &self.ttl_secs)
+            .finish()
+    }
+}
+
+fn time_key(time: u64, key: &Key) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    k[..8].copy_from_slice(&time.to_be_bytes());
+    k[8..].copy_from_slice(key);
+    k
+}
+
+fn is_denied(kind: io::ErrorKind, errno: Option<i32>) -> bool {
+    kind == io::ErrorKind::PermissionDenied
+        || matches!(
+            errno,
+            Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS)
+        )
+}
+
+/// Map an LMDB error to a `StoreError` for the environment in `dir`.
+fn map_lmdb(dir: &Path, map_size: usize, e: lmdb::Error) -> StoreError {
+    use lmdb::Error as E;
+    match e {
+        E::MapFull => StoreError::MapFull {
+            path: dir.to_path_buf(),
+            map_size,
+        },
+        E::Invalid | E::VersionMismatch | E::Corrupted | E::PageNotFound | E::Panic => {
+            StoreError::Corrupt {
+                path: dir.join(DATA_FILE),
+                reason: format!("LMDB: {}", e),
+            }
+        }
+        E::Other(errno) if is_denied(io::Error::from_raw_os_error(errno).kind(), Some(errno)) => {
+            StoreError::ReadOnly {
+                path: dir.to_path_buf(),
+            }
+        }
+        E::Other(errno) if errno > 0 => StoreError::Io {
+            path: dir.to_path_buf(),
+            source: io::Error::from_raw_os_error(errno),
+        },
+        source => StoreError::Lmdb {
+            path: dir.to_path_buf(),
+            source,
+        },
+    }
+}
+
+impl Store {
+    /// Open (creating if needed) the event database in `cfg.dir`.
+    pub fn open(cfg: &StoreConfig) -> Result<Store, StoreError> {
+        if let Err(e) = fs::create_dir_all(&cfg.dir) {
+            return Err(if is_denied(e.kind(), e.raw_os_error()) {
+                StoreError::ReadOnly {
+                    path: cfg.dir.clone(),
+                }
+            } else {
+                StoreError::Io {
+                    path: cfg.dir.clone(),
+                    source: e,
+                }
+            });
+        }
+        let dir = fs::canonicalize(&cfg.dir).map_err(|source| StoreError::Io {
+            path: cfg.dir.clone(),
+            source,
+        })?;
+        {
+            let mut open = OPEN_DIRS.lock().unwrap_or_else(|e| e.into_inner());
+            if open.contains(&dir) {
+                return Err(StoreError::AlreadyOpen { path: dir });
+            }
+            open.push(dir.clone());
+        }
+        // From here on the guard releases the registry entry on every error path.
+        let guard = OpenGuard(dir.clone());
+
+        // NO_TLS: the reader slot belongs to the read transaction, not the
+        // thread, and is released when the transaction ends. bolide runs a
+        // thread per connection; without NO_TLS every thread that ever read
+        // would pin one of the (default 126) reader slots until it exits.
+        let mut flags = EnvironmentFlags::NO_TLS;
+        if cfg.no_sync {
+            flags |= EnvironmentFlags::NO_SYNC | EnvironmentFlags::NO_META_SYNC;
+        }
+        let env = Environment::new()
+            .set_flags(flags)
+            .set_max_dbs(4)
+            .set_map_size(cfg.map_size)
+            .open(&dir)
+            .map_err(|e| map_lmdb(&dir, cfg.map_size, e))?;
+        // The real map size (LMDB raises it to the file size if that is larger).
+        let map_size = env.info().map(|i| i.map_size()).unwrap_or(cfg.map_size);
+        let (events, by_time) = Self::init(&env, &dir, map_size)?;
+        Ok(Store {
+            env,
+            events,
+            by_time,
+            dir,
+            map_size,
+            ttl_secs: cfg.ttl_secs,
+            _guard: guard,
+        })
+    }
+
+    /// Check (or, in an empty environment, create) the meta record and open
+    /// the `events` and `by_time` databases, in one write transaction.
+    fn init(
+        env: &Environment,
+        dir: &Path,
+        map_size: usize,
+    ) -> Result<(Database, Database), StoreError> {
+        let err = |e| map_lmdb(dir, map_size, e);
+        let mut txn = env.begin_rw_txn().map_err(err)?;
+        // SAFETY (for the unsafe open_db/create_db below): LMDB requires that
+        // database handles are not opened by concurrent transactions of the
+        // same environment. `env` is not shared yet (`Store::open` owns it)
+        // and this is its only transaction.
+        let meta = match unsafe { txn.open_db(Some(META_DB)) } {
+            Ok(db) => db,
+            Err(lmdb::Error::NotFound) => {
+                // No meta database: fine only if the environment is empty.
+                let main = unsafe { txn.open_db(None) }.map_err(err)?;
+                let entries = txn.stat(main).map_err(err)?.entries();
+                if entries != 0 {
+                    return Err(StoreError::Corrupt {
+                        path: dir.join(DATA_FILE),
+                        reason: format!("an LMDB database without a bolide `{META_DB}` record"),
+                    });
+                }
+                let (meta, events, by_time) = unsafe {
+                    (
+                        txn.create_db(Some(META_DB), DatabaseFlags::empty())
+                            .map_err(err)?,
+                        txn.create_db(Some(EVENTS_DB), DatabaseFlags::empty())
+                            .map_err(err)?,
+                        txn.create_db(Some(BY_TIME_DB), DatabaseFlags::empty())
+                            .map_err(err)?,
+                    )
+                };
+                txn.put(meta, &FORMAT_KEY, &FORMAT, WriteFlags::empty())
+                    .map_err(err)?;
+                txn.commit().map_err(err)?;
+                return Ok((events, by_time));
+            }
+            Err(lmdb::Error::Incompatible) => {
+                return Err(StoreError::Corrupt {
+                    path: dir.join(DATA_FILE),
+                    reason: "an LMDB database with a foreign layout".to_string(),
+                })
+            }
+            Err(e) => return Err(err(e)),
+        };
+        match txn.get(meta, &FORMAT_KEY) {
+            Ok(v) if v == FORMAT => {}
+            Ok(v) => {
+                return Err(StoreError::Corrupt {
+                    path: dir.join(DATA_FILE),
+                    reason: format!(
+                        "format is {:?}, expected {:?}",
+                        String::from_utf8_lossy(v),
+                        String::from_utf8_lossy(FORMAT)
+                    ),
+                })
+            }
+            Err(lmdb::Error::NotFound) => {
+                return Err(StoreError::Corrupt {
+                    path: dir.join(DATA_FILE),
+                    reason: "the meta database has no format record".to_string(),
+                })
+            }
+            Err(e) => return Err(err(e)),
+        }
+        let open_named = |name: &str| match unsafe { txn.open_db(Some(name)) } {
+            Ok(db) => Ok(db),
+            Err(lmdb::Error::NotFound) | Err(lmdb::Error::Incompatible) => {
+                Err(StoreError::Corrupt {
+                    path: dir.join(DATA_FILE),
+                    reason: format!("database `{name}` is missing"),
+                })
+            }
+            Err(e) => Err(err(e)),
+        };
+        let events = open_named(EVENTS_DB)?;
+        let by_time = open_named(BY_TIME_DB)?;
+        txn.commit().map_err(err)?;
+        Ok((events, by_time))
+    }
+
+    fn err(&self, e: lmdb::Error) -> StoreError {
+        map_lmdb(&self.dir, self.map_size, e)
+    }
+
+    fn corrupt(&self, reason: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.dir.join(DATA_FILE),
+            reason,
+        }
+    }
+
+    fn decode_time(&self, v: &[u8]) -> Result<u64, StoreError> {
+        let b: [u8; 8] = v
+            .try_into()
+            .map_err(|_| self.corrupt(format!("an events record has {} bytes, not 8", v.len())))?;
+        Ok(u64::from_be_bytes(b))
+    }
+
+    fn expired(&self, time: u64, now: u64) -> bool {
+        time.saturating_add(self.ttl_secs) <= now
+    }
+
+    /// The stored insertion time of `key`, expired or not.
+    pub fn time_of(&self, key: &Key) -> Result<Option<u64>, StoreError> {
+        let txn = self.env.begin_ro_txn().map_err(|e| self.err(e))?;
+        match txn.get(self.events, key) {
+            Ok(v) => Ok(Some(self.decode_time(v)?)),
+            Err(lmdb::Error::NotFound) => Ok(None),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// Whether `key` has an unexpired record at time `now` (Unix seconds).
+    /// A record with `time + ttl <= now` counts as not seen.
+    pub fn seen(&self, key: &Key, now: u64) -> Result<bool, StoreError> {
+        Ok(matches!(self.time_of(key)?, Some(t) if !self.expired(t, now)))
+    }
+
+    /// Store every `(key, time)` in one write transaction with one commit
+    /// (group commit: one fsync for the whole batch). An existing record for
+    /// a key — expired or not — is replaced by the new time, and its old
+    /// `by_time` entry removed; a key repeated within the batch ends with its
+    /// last time. On error nothing of the batch is stored.
+    ///
+    /// Very large batches can fail with LMDB's `TxnFull` (on the order of a
+    /// million records); batches of thousands are fine.
+    pub fn insert_batch(&self, records: &[(Key, u64)]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.env.begin_rw_txn().map_err(|e| self.err(e))?;
+        for (key, time) in records {
+            let old = match txn.get(self.events, key) {
+                Ok(v) => Some(self.decode_time(v)?),
+                Err(lmdb::Error::NotFound) => None,
+                Err(e) => return Err(self.err(e)),
+            };
+            if let Some(old) = old {
+                if old == *time {
+                    continue;
+                }
+                match txn.del(self.by_time, &time_key(old, key), None) {
+                    Ok(()) | Err(lmdb::Error::NotFound) => {}
+                    Err(e) => return Err(self.err(e)),
+                }
+            }
+            txn.put(self.events, key, &time.to_be_bytes(), WriteFlags::empty())
+                .map_err(|e| self.err(e))?;
+            txn.put(
+                self.by_time,
+                &time_key(*time, key),
+                &[0u8; 0],
+                WriteFlags::empty(),
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// Delete every record with `time + ttl <= now`, oldest first, at most
+    /// `chunk` (at least 1) deletions per write transaction; each chunk is
+    /// committed before the next starts, so writers interleave. Returns the
+    /// number of records deleted.
+    pub fn prune(&self, now: u64, chunk: usize) -> Result<usize, StoreError> {
+        let chunk = chunk.max(1);
+        let mut total = 0;
+        loop {
+            let mut txn = self.env.begin_rw_txn().map_err(|e| self.err(e))?;
+            let mut victims: Vec<[u8; 40]> = Vec::with_capacity(chunk.min(4096));
+            {
+                let mut cursor = txn.open_ro_cursor(self.by_time).map_err(|e| self.err(e))?;
+                for item in cursor.iter_start() {
+                    let (k, _) = item.map_err(|e| self.err(e))?;
+                    let k: [u8; 40] = k.try_into().map_err(|_| {
+                        self.corrupt(format!("a by_time key has {} bytes, not 40", k.len()))
+                    })?;
+                    let mut t = [0u8; 8];
+                    t.copy_from_slice(&k[..8]);
+                    if !self.expired(u64::from_be_bytes(t), now) {
+                        break;
+                    }
+                    victims.push(k);
+                    if victims.len() >= chunk {
+                        break;
+                    }
+                }
+            }
+            if victims.is_empty() {
+                return Ok(total); // dropping `txn` aborts it: nothing to write
+            }
+            let mut deleted = 0;
+            for v in &victims {
+                txn.del(self.by_time, v, None).map_err(|e| self.err(e))?;
+                let mut key = [0u8; 32];
+                key.copy_from_slice(&v[8..]);
+                let mut t = [0u8; 8];
+                t.copy_from_slice(&v[..8]);
+                let current = match txn.get(self.events, &key) {
+                    Ok(val) => Some(self.decode_time(val)?),
+                    Err(lmdb::Error::NotFound) => None,
+                    Err(e) => return Err(self.err(e)),
+                };
+                // Only delete the record this index entry describes; a stale
+                // entry (should not exist) is just dropped.
+                if current == Some(u64::from_be_bytes(t)) {
+                    txn.del(self.events, &key, None).map_err(|e| self.err(e))?;
+                    deleted += 1;
+                }
+            }
+            txn.commit().map_err(|e| self.err(e))?;
+            total += deleted;
+            if victims.len() < chunk {
+                return Ok(total);
+            }
+            // Give a waiting writer a chance at the write lock.
+            std::thread::yield_now();
+        }
+    }
+
+    /// Number of records, expired or not.
+    pub fn len(&self) -> Result<usize, StoreError> {
+        let txn = self.env.begin_ro_txn().map_err(|e| self.err(e))?;
+        let stat = txn.stat(self.events).map_err(|e| self.err(e))?;
+        Ok(stat.entries())
+    }
+
+    /// Whether there are no records at all.
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Flush committed transactions to disk (useful with `no_sync`).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.env.sync(true).map_err(|e| self.err(e))
+    }
+
+    /// The (canonical) directory holding the database.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The TTL in seconds.
+    pub fn ttl_secs(&self) -> u64 {
+        self.ttl_secs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    const DAY: u64 = 86_400;
+    const NOW: u64 = 1_700_000_000;
+
+    /// A unique directory under the temp dir, removed on drop (also on panic).
+    struct TestDir(PathBuf);
+
+    impl TestDir {
+        fn new(name: &str) -> TestDir {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "bolide-store-{}-{}-{}",
+                name,
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            ));
+            let _ = fs::remove_dir_all(&p);
+            TestDir(p)
+        }
+        fn cfg(&self) -> StoreConfig {
+            StoreConfig::new(&self.0)
+        }
+    }
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn key(i: u64) -> Key {
+        let mut k = [0x5au8; 32];
+        k[..8].copy_from_slice(&i.to_be_bytes());
+        k
+    }
+
+    #[test]
+    fn store_is_send_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Store>();
+    }
+
+    #[test]
+    fn insert_seen_persist() {
+        let d = TestDir::new("basic");
+        {
+            let s = Store::open(&d.cfg()).unwrap();
+            assert!(s.is_empty().unwrap());
+            s.insert_batch(&[(key(1), NOW), (key(2), NOW)]).unwrap();
+            assert!(s.seen(&key(1), NOW).unwrap());
+            assert!(s.seen(&key(2), NOW + 10).unwrap());
+            assert!(!s.seen(&key(3), NOW).unwrap());
+            assert_eq!(s.len().unwrap(), 2);
+            // Same directory twice in one process is refused.
+            let again = Store::open(&d.cfg()).unwrap_err();
+            assert!(matches!(again, StoreError::AlreadyOpen { .. }), "{again}");
+        }
+        let s = Store::open(&d.cfg()).unwrap();
+        assert!(s.seen(&key(1), NOW).unwrap());
+        assert!(s.seen(&key(2), NOW).unwrap());
+        assert!(!s.seen(&key(3), NOW).unwrap());
+        assert_eq!(s.len().unwrap(), 2);
+        assert_eq!(s.path(), fs::canonicalize(&d.0).unwrap());
+    }
+
+    #[test]
+    fn creates_parent_dirs() {
+        let d = TestDir::new("parents");
+        let cfg = StoreConfig::new(d.0.join("a/b/c"));
+        let s = Store::open(&cfg).unwrap();
+        assert!(s.path().join("data.mdb").exists());
+    }
+
+    #[test]
+    fn expiry_and_prune_in_chunks() {
+        let d = TestDir::new("expiry");
+        let mut cfg = d.cfg();
+        cfg.ttl_secs = 10 * DAY;
+        let s = Store::open(&cfg).unwrap();
+        // 250 expired (ages 10..=259 days: exactly-at-ttl counts as expired), 100 fresh.
+        let mut recs = Vec::new();
+        for i in 0..250 {
+            recs.push((key(i), NOW - (10 + i) * DAY));
+        }
+        for i in 250..350 {
+            recs.push((key(i), NOW - (i - 250) * 60));
+        }
+        s.insert_batch(&recs).unwrap();
+        assert_eq!(s.len().unwrap(), 350);
+        assert!(!s.seen(&key(0), NOW).unwrap(), "exactly ttl old is expired");
+        assert!(s.seen(&key(0), NOW - 1).unwrap());
+        assert!(!s.seen(&key(100), NOW).unwrap());
+        assert!(s.seen(&key(300), NOW).unwrap());
+        // Chunk 7 forces many transactions.
+        assert_eq!(s.prune(NOW, 7).unwrap(), 250);
+        assert_eq!(s.len().unwrap(), 100);
+        for i in 250..350 {
+            assert!(s.seen(&key(i), NOW).unwrap());
+        }
+        assert_eq!(s.prune(NOW, 7).unwrap(), 0);
+        // chunk 0 is treated as 1
+        assert_eq!(s.prune(NOW + 11 * DAY, 0).unwrap(), 100);
+        assert!(s.is_empty().unwrap());
+    }
+
+    #[test]
+    fn overwrite_expired_keeps_index_consistent() {
+        let d = TestDir::new("overwrite");
+        let s = Store::open(&d.cfg()).unwrap();
+        let old = NOW - 40 * DAY;
+        s.insert_batch(&[(key(1), old), (key(2), old)]).unwrap();
+        assert!(!s.seen(&key(1), NOW).unwrap());
+        // Re-insert key 1 fresh; key 1 also repeated in the batch: last wins.
+        s.insert_batch(&[(key(1), NOW - 5), (key(1), NOW)]).unwrap();
+        assert_eq!(s.time_of(&key(1)).unwrap(), Some(NOW));
+        assert!(s.seen(&key(1), NOW).unwrap());
+        assert_eq!(s.len().unwrap(), 2);
+        // Only key 2 is expired; the old by_time entry of key 1 must be gone.
+        assert_eq!(s.prune(NOW, 100).unwrap(), 1);
+        assert!(s.seen(&key(1), NOW).unwrap());
+        assert_eq!(s.len().unwrap(), 1);
+        let txn = s.env.begin_ro_txn().unwrap();
+        assert_eq!(txn.stat(s.by_time).unwrap().entries(), 1);
+    }
+
+    #[test]
+    fn batch_of_10000() {
+        let d = TestDir::new("batch");
+        let mut cfg = d.cfg();
+        cfg.no_sync = true;
+        let s = Store::open(&cfg).unwrap();
+        let recs: Vec<(Key, u64)> = (0..10_000).map(|i| (key(i), NOW + i % 100)).collect();
+        s.insert_batch(&recs).unwrap();
+        assert_eq!(s.len().unwrap(), 10_000);
+        assert!(s.seen(&key(0), NOW).unwrap());
+        assert!(s.seen(&key(9_999), NOW).unwrap());
+        assert!(!s.seen(&key(10_000), NOW).unwrap());
+        s.sync().unwrap();
+    }
+
+    #[test]
+    fn garbage_file_refused() {
+        let d = TestDir::new("garbage");
+        fs::create_dir_all(&d.0).unwrap();
+        let junk: Vec<u8> = (0..16384u32).map(|i| (i * 7 + 3) as u8).collect();
+        fs::write(d.0.join("data.mdb"), junk).unwrap();
+        let e = Store::open(&d.cfg()).unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("data.mdb") && msg.contains("move it away"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn foreign_lmdb_refused() {
+        let d = TestDir::new("foreign");
+        fs::create_dir_all(&d.0).unwrap();
+        {
+            // An LMDB environment with unrelated data in the main database.
+            let env = Environment::new().open(&d.0).unwrap();
+            let db = env.open_db(None).unwrap();
+            let mut txn = env.begin_rw_txn().unwrap();
+            txn.put(db, b"hello", b"world", WriteFlags::empty())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let e = Store::open(&d.cfg()).unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e:?}");
+        assert!(e.to_string().contains("data.mdb"), "{e}");
+    }
+
+    #[test]
+    fn wrong_format_refused() {
+        let d = TestDir::new("format");
+        fs::create_dir_all(&d.0).unwrap();
+        {
+            let env = Environment::new().set_max_dbs(4).open(&d.0).unwrap();
+            let db = env
+                .create_db(Some(META_DB), DatabaseFlags::empty())
+                .unwrap();
+            let mut txn = env.begin_rw_txn().unwrap();
+            txn.put(db, &FORMAT_KEY, b"bolide-eventdb-99", WriteFlags::empty())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let e = Store::open(&d.cfg()).unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e:?}");
+        assert!(e.to_string().contains("bolide-eventdb-99"), "{e}");
+    }
+
+    #[test]
+    fn unwritable_location_refused() {
+        // Under a regular file: fails for root too.
+        let cfg = StoreConfig::new("/dev/null/bolide");
+        let e = Store::open(&cfg).unwrap_err();
+        assert!(e.to_string().contains("/dev/null/bolide"), "{e}");
+
+        // A read-only directory: permission checks do not apply to root.
+        let d = TestDir::new("readonly");
+        fs::create_dir_all(&d.0).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&d.0, fs::Permissions::from_mode(0o555)).unwrap();
+        let r = Store::open(&d.cfg());
+        fs::set_permissions(&d.0, fs::Permissions::from_mode(0o755)).unwrap();
+        if unsafe { libc::geteuid() } == 0 {
+            println!(
+                "skipping the 0555-directory assertion: running as root, which ignores permissions"
+            );
+        } else {
+            let e = r.unwrap_err();
+            assert!(matches!(e, StoreError::ReadOnly { .. }), "{e:?}");
+            assert!(e.to_string().contains("not writable"), "{e}");
+        }
+    }
+
+    #[test]
+    fn map_full_and_recovery() {
+        let d = TestDir::new("mapfull");
+        let mut cfg = d.cfg();
+        cfg.map_size = 64 * 1024;
+        cfg.no_sync = true;
+        let s = Store::open(&cfg).unwrap();
+        let mut n = 0u64;
+        let err = loop {
+            let recs: Vec<(Key, u64)> = (n..n + 20).map(|i| (key(i), NOW - 40 * DAY)).collect();
+            match s.insert_batch(&recs) {
+                Ok(()) => n += 20,
+                Err(e) => break e,
+            }
+            assert!(n < 100_000, "map never filled");
+        };
+        assert!(matches!(err, StoreError::MapFull { .. }), "{err:?}");
+        assert!(err.to_string().contains("--eventdb-map-size"), "{err}");
+        assert!(n > 0);
+        // Still readable; the failed batch left nothing behind.
+        assert_eq!(s.len().unwrap() as u64, n);
+        assert!(s.time_of(&key(0)).unwrap().is_some());
+        assert!(s.time_of(&key(n)).unwrap().is_none());
+        assert!(!s.seen(&key(n), NOW).unwrap());
+        // Pruning (all are expired) frees space; inserts work again.
+        assert_eq!(s.prune(NOW, 50).unwrap() as u64, n);
+        let recs: Vec<(Key, u64)> = (0..20).map(|i| (key(1_000_000 + i), NOW)).collect();
+        s.insert_batch(&recs).unwrap();
+        assert!(s.seen(&key(1_000_000), NOW).unwrap());
+    }
+
+    #[test]
+    fn concurrent_insert_prune_read() {
+        let d = TestDir::new("concurrent");
+        let mut cfg = d.cfg();
+        cfg.no_sync = true;
+        let s = Arc::new(Store::open(&cfg).unwrap());
+        const OLD: u64 = 5_000;
+        const FRESH: u64 = 10_000;
+        const BATCH: u64 = 250;
+        let old: Vec<(Key, u64)> = (0..OLD).map(|i| (key(i), NOW - 31 * DAY - i)).collect();
+        s.insert_batch(&old).unwrap();
+        let progress = Arc::new(AtomicUsize::new(0)); // fresh records committed
+        let done = Arc::new(AtomicBool::new(false));
+
+        let writer = {
+            let (s, progress) = (s.clone(), progress.clone());
+            std::thread::spawn(move || {
+                for b in 0..FRESH / BATCH {
+                    let recs: Vec<(Key, u64)> = (0..BATCH)
+                        .map(|j| (key(1_000_000 + b * BATCH + j), NOW))
+                        .collect();
+                    s.insert_batch(&recs).unwrap();
+                    progress.store(((b + 1) * BATCH) as usize, Ordering::SeqCst);
+                }
+            })
+        };
+        let pruner = {
+            let (s, done) = (s.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut total = 0;
+                while !done.load(Ordering::SeqCst) {
+                    total += s.prune(NOW, 64).unwrap();
+                    std::thread::yield_now();
+                }
+                total + s.prune(NOW, 64).unwrap()
+            })
+        };
+        let reader = {
+            let (s, progress, done) = (s.clone(), progress.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut checks = 0u64;
+                let mut i = 0u64;
+                while !done.load(Ordering::SeqCst) {
+                    let p = progress.load(Ordering::SeqCst) as u64;
+                    if p > 0 {
+                        assert!(s.seen(&key(1_000_000 + i % p), NOW).unwrap());
+                    }
+                    assert!(!s.seen(&key(i % OLD), NOW).unwrap());
+                    i += 1;
+                    checks += 1;
+                }
+                checks
+            })
+        };
+        writer.join().unwrap();
+        done.store(true, Ordering::SeqCst);
+        let pruned = pruner.join().unwrap();
+        let checks = reader.join().unwrap();
+        assert!(checks > 0);
+        assert_eq!(pruned as u64, OLD);
+        assert_eq!(s.len().unwrap() as u64, FRESH);
+        let txn = s.env.begin_ro_txn().unwrap();
+        assert_eq!(txn.stat(s.by_time).unwrap().entries() as u64, FRESH);
+    }
+
+    const CRASH_ENV: &str = "BOLIDE_STORE_CRASH_DIR";
+
+    /// Helper run as a child process by `process_abort_with_no_sync_loses_nothing`;
+    /// does nothing in a normal test run.
+    #[test]
+    fn crash_child_helper() {
+        let Ok(dir) = std::env::var(CRASH_ENV) else {
+            return;
+        };
+        let mut cfg = StoreConfig::new(dir);
+        cfg.no_sync = true;
+        let s = Store::open(&cfg).unwrap();
+        s.insert_batch(&[(key(42), NOW)]).unwrap();
+        // Crash without closing the environment or syncing.
+        std::process::abort();
+    }
+
+    #[test]
+    fn process_abort_with_no_sync_loses_nothing() {
+        let d = TestDir::new("crash");
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "store::tests::crash_child_helper",
+                "--test-threads=1",
+            ])
+            .env(CRASH_ENV, &d.0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!status.success(), "child should have aborted");
+        let s = Store::open(&d.cfg()).unwrap();
+        assert!(s.seen(&key(42), NOW).unwrap());
+    }
+}
