@@ -1,5 +1,19 @@
 //! bolide: a VOEvent broker.
+pub mod broadcaster;
+pub mod broker;
+pub mod cli;
+pub mod committer;
+pub mod dispatcher;
+pub mod frame;
+pub mod ivoid;
+pub mod listener;
+pub mod receiver;
 pub mod schema;
 pub mod store;
+pub mod testevent;
+pub mod time;
+pub mod transport;
+pub mod voevent;
+pub mod whitelist;
 pub mod xml;
 pub mod xsd;

@@ -70,7 +70,11 @@ pub enum XmlError {
     /// Any other well-formedness error, with a short description.
     Syntax { msg: &'static str, offset: usize },
     /// An end tag that does not match its start tag.
-    MismatchedTag { expected: String, found: String, offset: usize },
+    MismatchedTag {
+        expected: String,
+        found: String,
+        offset: usize,
+    },
 }
 
 impl fmt::Display for XmlError {
@@ -259,7 +263,8 @@ pub fn parse(input: &[u8], limits: Limits) -> Result<Document<'_>, XmlError> {
         start = 3;
     } else if input.starts_with(&[0xFE, 0xFF]) || input.starts_with(&[0xFF, 0xFE]) {
         return Err(XmlError::UnsupportedEncoding("UTF-16".into()));
-    } else if input.len() >= 4 && (input[..4] == [b'<', 0, b'?', 0] || input[..4] == [0, b'<', 0, b'?'])
+    } else if input.len() >= 4
+        && (input[..4] == [b'<', 0, b'?', 0] || input[..4] == [0, b'<', 0, b'?'])
     {
         return Err(XmlError::UnsupportedEncoding("UTF-16 without BOM".into()));
     }
@@ -296,7 +301,10 @@ fn check_chars(b: &[u8]) -> Result<(), XmlError> {
                 offset: i,
             });
         }
-        if c == 0xEF && i + 2 < b.len() && b[i + 1] == 0xBF && (b[i + 2] == 0xBE || b[i + 2] == 0xBF)
+        if c == 0xEF
+            && i + 2 < b.len()
+            && b[i + 1] == 0xBF
+            && (b[i + 2] == 0xBE || b[i + 2] == 0xBF)
         {
             let ch = if b[i + 2] == 0xBE { 0xFFFE } else { 0xFFFF };
             return Err(XmlError::InvalidChar { ch, offset: i });
@@ -769,7 +777,8 @@ impl<'a> Parser<'a> {
                     Cow::Borrowed(v) => v,
                     Cow::Owned(_) => return Err(self.err("unsupported namespace URI")),
                 };
-                self.ns_stack.push(("", if v.is_empty() { None } else { Some(v) }));
+                self.ns_stack
+                    .push(("", if v.is_empty() { None } else { Some(v) }));
             } else if let Some(prefix) = aname.strip_prefix("xmlns:") {
                 let v: &'a str = match value {
                     Cow::Borrowed(v) => v,
@@ -822,7 +831,10 @@ impl<'a> Parser<'a> {
             }
         }
         for (i, a) in attrs.iter().enumerate() {
-            if attrs[..i].iter().any(|b| b.ns == a.ns && b.local == a.local) {
+            if attrs[..i]
+                .iter()
+                .any(|b| b.ns == a.ns && b.local == a.local)
+            {
                 return Err(XmlError::DuplicateAttribute {
                     name: a.qname.chars().take(60).collect(),
                     offset,
@@ -998,31 +1010,58 @@ mod tests {
     fn refusals() {
         use XmlError::*;
         assert_eq!(p("").unwrap_err(), Empty);
-        assert!(matches!(p("GCN notice\nTITLE: x").unwrap_err(), Syntax { .. }));
+        assert!(matches!(
+            p("GCN notice\nTITLE: x").unwrap_err(),
+            Syntax { .. }
+        ));
         assert!(matches!(p("<a><b></a>").unwrap_err(), MismatchedTag { .. }));
         assert_eq!(p("<a><b>").unwrap_err(), UnexpectedEnd);
-        assert!(matches!(p("<a/><b/>").unwrap_err(), ContentAfterRoot { .. }));
-        assert!(matches!(p("<a/>text").unwrap_err(), ContentAfterRoot { .. }));
-        assert!(matches!(p("<voe:a/>").unwrap_err(), UndeclaredPrefix { .. }));
-        assert!(matches!(p("<a b:c='1'/>").unwrap_err(), UndeclaredPrefix { .. }));
-        assert!(matches!(p("<a>&foo;</a>").unwrap_err(), UndefinedEntity { .. }));
+        assert!(matches!(
+            p("<a/><b/>").unwrap_err(),
+            ContentAfterRoot { .. }
+        ));
+        assert!(matches!(
+            p("<a/>text").unwrap_err(),
+            ContentAfterRoot { .. }
+        ));
+        assert!(matches!(
+            p("<voe:a/>").unwrap_err(),
+            UndeclaredPrefix { .. }
+        ));
+        assert!(matches!(
+            p("<a b:c='1'/>").unwrap_err(),
+            UndeclaredPrefix { .. }
+        ));
+        assert!(matches!(
+            p("<a>&foo;</a>").unwrap_err(),
+            UndefinedEntity { .. }
+        ));
         assert_eq!(p("<!DOCTYPE a><a/>").unwrap_err(), Doctype);
         assert_eq!(
             p("<?xml version='1.0' encoding='X-KLINGON-7'?><a/>").unwrap_err(),
             UnsupportedEncoding("X-KLINGON-7".into())
         );
-        assert!(matches!(p("<a>\u{0}</a>").unwrap_err(), InvalidChar { ch: 0, .. }));
+        assert!(matches!(
+            p("<a>\u{0}</a>").unwrap_err(),
+            InvalidChar { ch: 0, .. }
+        ));
         assert!(matches!(
             parse(b"<a>\xE9</a>", Limits::default()).unwrap_err(),
             InvalidUtf8 { offset: 3 }
         ));
-        assert!(matches!(p("<a b='1' b='2'/>").unwrap_err(), DuplicateAttribute { .. }));
+        assert!(matches!(
+            p("<a b='1' b='2'/>").unwrap_err(),
+            DuplicateAttribute { .. }
+        ));
         assert!(matches!(
             p("<a xmlns:x='u' xmlns:y='u' x:b='1' y:b='2'/>").unwrap_err(),
             DuplicateAttribute { .. }
         ));
         assert!(matches!(p("<a>&#0;</a>").unwrap_err(), Syntax { .. }));
-        assert!(matches!(p(" <?xml version='1.0'?><a/>").unwrap_err(), Syntax { .. }));
+        assert!(matches!(
+            p(" <?xml version='1.0'?><a/>").unwrap_err(),
+            Syntax { .. }
+        ));
         assert!(matches!(p("<a b=1/>").unwrap_err(), Syntax { .. }));
         assert!(matches!(p("<a b='<'/>").unwrap_err(), Syntax { .. }));
         assert_eq!(p("<!-- only -->").unwrap_err(), NoRoot);

@@ -1,0 +1,247 @@
+//! The broadcaster: one thread per subscriber connection (spec §3.4, with bolide's
+//! decisions).
+//!
+//! On connect it sends `authenticate` and registers a bounded queue with the dispatcher.
+//! The thread then waits on that queue with a timeout; it writes every queued event (the
+//! frame's exact bytes, shared by `Arc`), then drains whatever the subscriber sent without
+//! blocking (`recv` with `MSG_DONTWAIT`). Its own timer sends `iamalive` every interval and
+//! applies the drop rules: an iamalive still unanswered at the next tick, or more than
+//! `max_unacked` events sent before the previous tick still unacknowledged. Acks count only
+//! up to what was sent, so unsolicited acks never bank credit. A `nak` ends the connection
+//! (that subscriber refused an event; it must not get it again).
+
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
+use log::{debug, info, warn};
+
+use crate::dispatcher::{Msg, SubscriberHandle};
+use crate::frame::{write_frame, FrameReader};
+use crate::transport::{self, Role};
+
+/// The longest the thread sleeps before looking at its socket again.
+const MAX_NAP: Duration = Duration::from_secs(5);
+/// Largest message accepted from a subscriber (acks and authenticate responses are small).
+const MAX_INCOMING: usize = 64 * 1024;
+
+/// What every broadcaster thread shares.
+pub struct BroadcastContext {
+    pub local_ivo: String,
+    pub iamalive_interval: Duration,
+    pub max_unacked: u64,
+    pub queue: usize,
+    pub write_timeout: Duration,
+    pub dispatcher: Sender<Msg>,
+    pub next_id: AtomicU64,
+}
+
+/// Why a subscriber connection ended.
+#[derive(Debug)]
+enum End {
+    Closed,
+    DroppedByDispatcher,
+    Dead,
+    NotAcking(u64),
+    Nak(String),
+    Io(io::Error),
+    Garbage(String),
+}
+
+struct Peer {
+    stream: TcpStream,
+    addr: SocketAddr,
+    frames: FrameReader,
+    sent: u64,
+    acked: u64,
+    /// Events sent before the previous tick.
+    sent_at_last_tick: u64,
+    iamalive_unanswered: bool,
+}
+
+/// Handle one subscriber connection to completion.
+pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
+    let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
+    let _ = stream.set_nodelay(true);
+    if let Err(e) = stream.set_write_timeout(Some(ctx.write_timeout)) {
+        warn!("subscriber {addr}: {e}");
+        return;
+    }
+    let (tx, rx) = bounded(ctx.queue);
+    let clone = match stream.try_clone() {
+        Ok(c) => c,
+        Err(e) => {
+            warn!("subscriber {addr}: {e}");
+            return;
+        }
+    };
+    let mut peer = Peer {
+        stream,
+        addr,
+        frames: FrameReader::new(MAX_INCOMING),
+        sent: 0,
+        acked: 0,
+        sent_at_last_tick: 0,
+        iamalive_unanswered: false,
+    };
+    if let Err(e) = peer.send(&transport::authenticate(&ctx.local_ivo)) {
+        info!("subscriber {addr} went away before authenticate: {e}");
+        return;
+    }
+    if ctx
+        .dispatcher
+        .send(Msg::Register(SubscriberHandle {
+            id,
+            peer: addr,
+            tx,
+            stream: clone,
+        }))
+        .is_err()
+    {
+        return;
+    }
+    let mut next_tick = Instant::now() + ctx.iamalive_interval;
+    let end = loop {
+        let nap = next_tick
+            .saturating_duration_since(Instant::now())
+            .min(MAX_NAP);
+        match rx.recv_timeout(nap) {
+            Ok(ev) => {
+                let mut result = peer.send_event(&ev);
+                // Write whatever else is queued before looking at the socket.
+                while result.is_ok() {
+                    match rx.try_recv() {
+                        Ok(ev) => result = peer.send_event(&ev),
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = result {
+                    break End::Io(e);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break End::DroppedByDispatcher,
+        }
+        if let Err(end) = peer.read_incoming() {
+            break end;
+        }
+        if Instant::now() >= next_tick {
+            if let Err(end) = peer.tick(&ctx) {
+                break end;
+            }
+            next_tick += ctx.iamalive_interval;
+        }
+    };
+    match &end {
+        End::Closed => info!("subscriber {addr} closed the connection"),
+        End::DroppedByDispatcher => debug!("subscriber {addr} dropped by the dispatcher"),
+        End::Dead => warn!("subscriber {addr} appears to be dead (iamalive unanswered); dropping connection"),
+        End::NotAcking(n) => warn!("subscriber {addr} is not acknowledging events ({n} unacknowledged); dropping connection"),
+        End::Nak(iv) => warn!("nak received from subscriber {addr} for {iv}; terminating connection"),
+        End::Io(e) => warn!("subscriber {addr}: {e}; dropping connection"),
+        End::Garbage(e) => warn!("subscriber {addr}: {e}; dropping connection"),
+    }
+    let _ = peer.stream.shutdown(Shutdown::Both);
+    let _ = ctx.dispatcher.send(Msg::Unregister(id));
+}
+
+impl Peer {
+    fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        write_frame(&mut self.stream, msg)
+    }
+
+    fn send_event(&mut self, ev: &crate::voevent::Event) -> io::Result<()> {
+        self.stream.write_all(ev.frame())?;
+        self.sent += 1;
+        debug!("sent {} to subscriber {}", ev.ivorn, self.addr);
+        Ok(())
+    }
+
+    /// Read everything the subscriber has sent so far, without blocking.
+    fn read_incoming(&mut self) -> Result<(), End> {
+        let mut buf = [0u8; 8192];
+        loop {
+            // SAFETY: recv into a valid, writable buffer of the given length on our own fd.
+            let n = unsafe {
+                libc::recv(
+                    self.stream.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n == 0 {
+                return Err(End::Closed);
+            }
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                return match e.kind() {
+                    io::ErrorKind::WouldBlock => Ok(()),
+                    io::ErrorKind::Interrupted => continue,
+                    _ => Err(End::Io(e)),
+                };
+            }
+            self.frames.push(&buf[..n as usize]);
+            loop {
+                match self.frames.next_frame() {
+                    Ok(Some(f)) => self.handle_message(&f)?,
+                    Ok(None) => break,
+                    Err(e) => return Err(End::Garbage(e.to_string())),
+                }
+            }
+        }
+    }
+
+    fn handle_message(&mut self, payload: &[u8]) -> Result<(), End> {
+        let msg = match transport::parse(payload) {
+            Ok(m) => m,
+            Err(e) => {
+                info!("unparsable message from subscriber {}: {e}", self.addr);
+                return Ok(());
+            }
+        };
+        match msg.role {
+            Some(Role::Ack) => {
+                // Clamp: acks never exceed what was sent (no credit for unsolicited acks).
+                if self.acked < self.sent {
+                    self.acked += 1;
+                }
+            }
+            Some(Role::IAmAlive) => self.iamalive_unanswered = false,
+            Some(Role::Nak) => {
+                return Err(End::Nak(msg.origin.unwrap_or_default()));
+            }
+            Some(Role::Authenticate) => {
+                debug!(
+                    "subscriber {} authenticated ({} filters)",
+                    self.addr,
+                    msg.filters.len()
+                );
+            }
+            None => info!(
+                "incomprehensible message from subscriber {} (role={})",
+                self.addr, msg.role_attr
+            ),
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self, ctx: &BroadcastContext) -> Result<(), End> {
+        if self.iamalive_unanswered {
+            return Err(End::Dead);
+        }
+        let overdue = self.sent_at_last_tick.saturating_sub(self.acked);
+        if overdue > ctx.max_unacked {
+            return Err(End::NotAcking(overdue));
+        }
+        self.sent_at_last_tick = self.sent;
+        self.send(&transport::iamalive(&ctx.local_ivo))
+            .map_err(End::Io)?;
+        self.iamalive_unanswered = true;
+        Ok(())
+    }
+}

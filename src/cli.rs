@@ -1,0 +1,439 @@
+//! The `bolide` command line: Comet 3.1.0's options plus bolide's own, parsed with argh,
+//! then checked and turned into a [`Config`].
+//!
+//! argh only understands `--opt value`; [`normalize_args`] first rewrites `--opt=value`
+//! into that form and `-vv` into `-v -v`, so every Comet spelling works.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use argh::FromArgs;
+
+use crate::ivoid;
+use crate::whitelist::{NetworkError, Whitelist};
+
+/// bolide: a VOEvent broker (VOEvent Transport Protocol), command-line compatible with Comet.
+#[derive(FromArgs, Debug, Default)]
+pub struct Options {
+    /// accept events from authors on --receive-port
+    #[argh(switch, short = 'r')]
+    pub receive: bool,
+
+    /// relay events to subscribers on --broadcast-port
+    #[argh(switch, short = 'b')]
+    pub broadcast: bool,
+
+    /// this broker's IVOA identifier, e.g. ivo://example.org/broker (required with -r or -b)
+    #[argh(option)]
+    pub local_ivo: Option<String>,
+
+    /// directory of the event database (default: $XDG_DATA_HOME/bolide/eventdb, else
+    /// ~/.local/share/bolide/eventdb); created if missing
+    #[argh(option)]
+    pub eventdb: Option<PathBuf>,
+
+    /// TCP port for authors (default 8098; 0 picks a free port and logs it)
+    #[argh(option, default = "8098")]
+    pub receive_port: u16,
+
+    /// TCP port for subscribers (default 8099; 0 picks a free port and logs it)
+    #[argh(option, default = "8099")]
+    pub broadcast_port: u16,
+
+    /// seconds between test events sent to subscribers (default 3600; 0 disables)
+    #[argh(option, default = "3600")]
+    pub broadcast_test_interval: u64,
+
+    /// network allowed to submit events (CIDR, address, or address/netmask; repeatable;
+    /// default: everything, IPv4 and IPv6)
+    #[argh(option)]
+    pub author_whitelist: Vec<String>,
+
+    /// network allowed to subscribe (same forms; repeatable; default: everything)
+    #[argh(option)]
+    pub subscriber_whitelist: Vec<String>,
+
+    /// more logging (-v: debug, -vv: trace)
+    #[argh(switch, short = 'v')]
+    pub verbose: u8,
+
+    /// less logging (-q: warnings and errors only, -qq: errors only)
+    #[argh(switch, short = 'q')]
+    pub quiet: u8,
+
+    /// print the version and exit
+    #[argh(switch)]
+    pub version: bool,
+
+    /// largest event accepted, in bytes (default 1048576)
+    #[argh(option, default = "1048576")]
+    pub max_event_size: usize,
+
+    /// commit the event database without fsync: faster, but acknowledged events can be
+    /// forgotten after an OS crash or power loss (never after a process crash)
+    #[argh(switch)]
+    pub no_sync: bool,
+
+    /// address to listen on (default "::", dual-stack: IPv6 and IPv4)
+    #[argh(option)]
+    pub bind: Option<IpAddr>,
+
+    /// seconds an event is remembered for duplicate detection (default 2592000 = 30 days)
+    #[argh(option, default = "2_592_000")]
+    pub eventdb_max_age: u64,
+
+    /// seconds between prunes of expired records (default 21600 = 6 hours)
+    #[argh(option, default = "21_600")]
+    pub eventdb_prune_interval: u64,
+
+    /// maximum size of the event database, in MiB (default 1024)
+    #[argh(option, default = "1024")]
+    pub eventdb_map_size: usize,
+
+    /// seconds an author connection may take to submit its event (default 20)
+    #[argh(option, default = "20")]
+    pub author_timeout: u64,
+
+    /// seconds between iamalive messages to each subscriber (default 60)
+    #[argh(option, default = "60")]
+    pub iamalive_interval: u64,
+
+    /// drop a subscriber with more than this many events unacknowledged for a whole
+    /// iamalive interval (default 10)
+    #[argh(option, default = "10")]
+    pub max_unacked: u64,
+
+    /// events queued per subscriber before it is dropped as too slow (default 256)
+    #[argh(option, default = "256")]
+    pub subscriber_queue: usize,
+
+    /// seconds a write to a subscriber may block before it is dropped (default 30)
+    #[argh(option, default = "30")]
+    pub write_timeout: u64,
+}
+
+/// Rewrite `--opt=value` as `--opt value` and `-vv`/`-qq` as repeated flags.
+pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest_literal = false;
+    for a in args {
+        if rest_literal {
+            out.push(a);
+        } else if a == "--" {
+            rest_literal = true;
+            out.push(a);
+        } else if a.starts_with("--") && a.contains('=') {
+            let (k, v) = a.split_once('=').expect("contains =");
+            out.push(k.to_string());
+            out.push(v.to_string());
+        } else if a.len() > 2
+            && a.starts_with('-')
+            && !a.starts_with("--")
+            && a[1..]
+                .bytes()
+                .all(|b| b == b'v' || b == b'q' || b == b'r' || b == b'b')
+        {
+            for c in a[1..].chars() {
+                out.push(format!("-{c}"));
+            }
+        } else {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// A command line that parses but cannot be run.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// Neither role requested.
+    NoRole,
+    /// `--local-ivo` missing while receiving or broadcasting.
+    NoLocalIvo,
+    /// `--local-ivo` invalid.
+    LocalIvo(ivoid::IvoidError),
+    /// A whitelist entry.
+    Network {
+        flag: &'static str,
+        err: NetworkError,
+    },
+    /// A numeric option out of range.
+    Range {
+        flag: &'static str,
+        why: &'static str,
+    },
+    /// No directory for the event database could be derived.
+    NoDataDir,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::NoRole => write!(
+                f,
+                "nothing to do: give --receive (-r) to accept events from authors and/or --broadcast (-b) to serve subscribers"
+            ),
+            ConfigError::NoLocalIvo => write!(
+                f,
+                "--local-ivo is required with --receive or --broadcast, e.g. --local-ivo=ivo://example.org/broker"
+            ),
+            ConfigError::LocalIvo(e) => write!(f, "--local-ivo: {e}"),
+            ConfigError::Network { flag, err } => write!(f, "{flag}: {err}"),
+            ConfigError::Range { flag, why } => write!(f, "{flag}: {why}"),
+            ConfigError::NoDataDir => write!(
+                f,
+                "no default event database directory (neither XDG_DATA_HOME nor HOME is set): give --eventdb DIR"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Everything the broker needs to run, checked.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub receive: bool,
+    pub broadcast: bool,
+    pub local_ivo: String,
+    pub eventdb: PathBuf,
+    pub bind: IpAddr,
+    pub receive_port: u16,
+    pub broadcast_port: u16,
+    pub test_interval: Option<Duration>,
+    pub author_whitelist: Whitelist,
+    pub subscriber_whitelist: Whitelist,
+    pub max_event_size: usize,
+    pub no_sync: bool,
+    pub max_age_secs: u64,
+    pub prune_interval: Duration,
+    pub map_size: usize,
+    pub author_timeout: Duration,
+    pub iamalive_interval: Duration,
+    pub max_unacked: u64,
+    pub subscriber_queue: usize,
+    pub write_timeout: Duration,
+}
+
+/// The default event database directory for this user.
+pub fn default_eventdb() -> Option<PathBuf> {
+    let base = match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        Some(x) => PathBuf::from(x),
+        None => PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty())?)
+            .join(".local")
+            .join("share"),
+    };
+    Some(base.join("bolide").join("eventdb"))
+}
+
+fn positive(v: u64, flag: &'static str) -> Result<Duration, ConfigError> {
+    if v == 0 {
+        Err(ConfigError::Range {
+            flag,
+            why: "must be at least 1 second",
+        })
+    } else {
+        Ok(Duration::from_secs(v))
+    }
+}
+
+impl Options {
+    /// Check the options and build a [`Config`].
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        if !self.receive && !self.broadcast {
+            return Err(ConfigError::NoRole);
+        }
+        let local_ivo = self.local_ivo.ok_or(ConfigError::NoLocalIvo)?;
+        ivoid::check_local_ivo(&local_ivo).map_err(ConfigError::LocalIvo)?;
+        let author_whitelist =
+            Whitelist::parse(&self.author_whitelist).map_err(|err| ConfigError::Network {
+                flag: "--author-whitelist",
+                err,
+            })?;
+        let subscriber_whitelist =
+            Whitelist::parse(&self.subscriber_whitelist).map_err(|err| ConfigError::Network {
+                flag: "--subscriber-whitelist",
+                err,
+            })?;
+        if self.max_event_size == 0 || self.max_event_size > u32::MAX as usize {
+            return Err(ConfigError::Range {
+                flag: "--max-event-size",
+                why: "must be between 1 and 4294967295 bytes",
+            });
+        }
+        if self.eventdb_map_size == 0 || self.eventdb_map_size > (1 << 24) {
+            return Err(ConfigError::Range {
+                flag: "--eventdb-map-size",
+                why: "must be between 1 and 16777216 MiB",
+            });
+        }
+        if self.subscriber_queue == 0 {
+            return Err(ConfigError::Range {
+                flag: "--subscriber-queue",
+                why: "must be at least 1",
+            });
+        }
+        let eventdb = match self.eventdb {
+            Some(p) => p,
+            None => default_eventdb().ok_or(ConfigError::NoDataDir)?,
+        };
+        Ok(Config {
+            receive: self.receive,
+            broadcast: self.broadcast,
+            local_ivo,
+            eventdb,
+            bind: self
+                .bind
+                .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)),
+            receive_port: self.receive_port,
+            broadcast_port: self.broadcast_port,
+            test_interval: (self.broadcast_test_interval > 0)
+                .then(|| Duration::from_secs(self.broadcast_test_interval)),
+            author_whitelist,
+            subscriber_whitelist,
+            max_event_size: self.max_event_size,
+            no_sync: self.no_sync,
+            max_age_secs: positive(self.eventdb_max_age, "--eventdb-max-age")?.as_secs(),
+            prune_interval: positive(self.eventdb_prune_interval, "--eventdb-prune-interval")?,
+            map_size: self.eventdb_map_size << 20,
+            author_timeout: positive(self.author_timeout, "--author-timeout")?,
+            iamalive_interval: positive(self.iamalive_interval, "--iamalive-interval")?,
+            max_unacked: self.max_unacked,
+            subscriber_queue: self.subscriber_queue,
+            write_timeout: positive(self.write_timeout, "--write-timeout")?,
+        })
+    }
+
+    /// The log level implied by -v/-q (info by default).
+    pub fn log_level(&self) -> log::LevelFilter {
+        let lvl = 3i32 + self.verbose as i32 - self.quiet as i32;
+        match lvl {
+            i32::MIN..=0 => log::LevelFilter::Error,
+            1 => log::LevelFilter::Error,
+            2 => log::LevelFilter::Warn,
+            3 => log::LevelFilter::Info,
+            4 => log::LevelFilter::Debug,
+            _ => log::LevelFilter::Trace,
+        }
+    }
+}
+
+/// Outcome of parsing a command line.
+pub enum Parsed {
+    /// Run with these options.
+    Run(Box<Options>),
+    /// Print this (help or an error) and exit with this status.
+    Exit { output: String, status: i32 },
+}
+
+/// Parse `args` (without the program name).
+pub fn parse_args(program: &str, args: Vec<String>) -> Parsed {
+    let args = normalize_args(args);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    match Options::from_args(&[program], &refs) {
+        Ok(o) => Parsed::Run(Box::new(o)),
+        Err(e) => Parsed::Exit {
+            output: e.output,
+            status: if e.status.is_ok() { 0 } else { 2 },
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(args: &[&str]) -> Options {
+        match parse_args("bolide", args.iter().map(|s| s.to_string()).collect()) {
+            Parsed::Run(o) => *o,
+            Parsed::Exit { output, .. } => panic!("{output}"),
+        }
+    }
+
+    #[test]
+    fn both_value_forms_and_comet_flags() {
+        let o = opts(&[
+            "-r",
+            "--broadcast",
+            "--local-ivo=ivo://me.test/b",
+            "--receive-port",
+            "0",
+            "--broadcast-port=0",
+            "--author-whitelist=127.0.0.1/32",
+            "--author-whitelist",
+            "::1",
+            "--subscriber-whitelist=10.0.0.0/255.0.0.0",
+            "-vv",
+            "--eventdb=/tmp/x=y",
+        ]);
+        assert!(o.receive && o.broadcast);
+        assert_eq!(o.local_ivo.as_deref(), Some("ivo://me.test/b"));
+        assert_eq!((o.receive_port, o.broadcast_port), (0, 0));
+        assert_eq!(o.author_whitelist, vec!["127.0.0.1/32", "::1"]);
+        assert_eq!(o.verbose, 2);
+        assert_eq!(o.log_level(), log::LevelFilter::Trace);
+        assert_eq!(o.eventdb, Some(PathBuf::from("/tmp/x=y")));
+        let c = o.into_config().unwrap();
+        assert!(c.author_whitelist.allows("::1".parse().unwrap()));
+        assert!(!c.author_whitelist.allows("10.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn defaults() {
+        let o = opts(&["-b", "--local-ivo", "ivo://abc"]);
+        assert_eq!(o.log_level(), log::LevelFilter::Info);
+        let c = o.into_config().unwrap();
+        assert_eq!((c.receive_port, c.broadcast_port), (8098, 8099));
+        assert_eq!(c.test_interval, Some(Duration::from_secs(3600)));
+        assert_eq!(c.max_event_size, 1 << 20);
+        assert_eq!(c.max_age_secs, 30 * 86400);
+        assert_eq!(c.prune_interval, Duration::from_secs(6 * 3600));
+        assert_eq!(c.bind, "::".parse::<IpAddr>().unwrap());
+        assert!(c.author_whitelist.allows("192.0.2.1".parse().unwrap()));
+        assert!(c.author_whitelist.allows("2001:db8::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn refusals() {
+        assert!(matches!(opts(&[]).into_config(), Err(ConfigError::NoRole)));
+        assert!(matches!(
+            opts(&["-r"]).into_config(),
+            Err(ConfigError::NoLocalIvo)
+        ));
+        assert!(matches!(
+            opts(&["-r", "--local-ivo", "ivo://ab"]).into_config(),
+            Err(ConfigError::LocalIvo(_))
+        ));
+        assert!(matches!(
+            opts(&["-r", "--local-ivo", "ivo://abc#x"]).into_config(),
+            Err(ConfigError::LocalIvo(_))
+        ));
+        assert!(matches!(
+            opts(&[
+                "-r",
+                "--local-ivo",
+                "ivo://abc",
+                "--author-whitelist",
+                "nope"
+            ])
+            .into_config(),
+            Err(ConfigError::Network { .. })
+        ));
+        match parse_args("bolide", vec!["--receive-port=x".into()]) {
+            Parsed::Exit { status, output } => {
+                assert_eq!(status, 2);
+                assert!(output.contains("receive-port"), "{output}");
+            }
+            Parsed::Run(_) => panic!("accepted a bad port"),
+        }
+        match parse_args("bolide", vec!["--help".into()]) {
+            Parsed::Exit { status, output } => {
+                assert_eq!(status, 0);
+                assert!(output.contains("--local-ivo"));
+            }
+            Parsed::Run(_) => panic!("--help ran"),
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! The dispatcher thread: the single place where an event is judged new or duplicate and
+//! fanned out.
+//!
+//! It owns the subscriber table (one bounded sender per subscriber thread), the set of
+//! keys accepted but not yet committed (`pending`), and the test-event timer. Because
+//! every dedup decision happens on this one thread, "check, then insert" is atomic without
+//! locks: a key is either in LMDB (a read transaction answers), in `pending`, or new. A new
+//! event is fanned out at once (a `try_send` of one `Arc<Event>` per subscriber: a full
+//! queue drops that subscriber, never waits), then handed to the committer, which answers
+//! the author after the durable commit.
+
+use std::collections::HashSet;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use log::{debug, error, info, warn};
+
+use crate::committer::Record;
+use crate::store::Store;
+use crate::testevent;
+use crate::time;
+use crate::voevent::{Event, EventRole, Key, Origin, Rejection};
+
+/// The answer an author's receiver thread waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Recorded durably: send `ack`.
+    Accepted,
+    /// Send `nak` with this reason.
+    Rejected(Rejection),
+}
+
+/// A subscriber as the dispatcher sees it.
+pub struct SubscriberHandle {
+    pub id: u64,
+    pub peer: SocketAddr,
+    /// The subscriber thread's queue.
+    pub tx: Sender<Arc<Event>>,
+    /// A clone of its socket, to unblock a stuck write when it is dropped.
+    pub stream: TcpStream,
+}
+
+/// Everything sent to the dispatcher.
+pub enum Msg {
+    /// A checked event. `reply` is the author's channel (`None` for upstream events, which
+    /// are acknowledged upstream whatever happens).
+    Submit {
+        event: Arc<Event>,
+        reply: Option<Sender<Verdict>>,
+    },
+    /// A subscriber connected.
+    Register(SubscriberHandle),
+    /// A subscriber thread ended.
+    Unregister(u64),
+    /// The committer made these keys durable.
+    Committed(Vec<Key>),
+    /// The committer could not store these keys.
+    Failed(Vec<Key>),
+    /// Stop (after answering what is queued).
+    Shutdown,
+}
+
+/// Counters, for the log and tests.
+#[derive(Default, Debug, Clone, Copy)]
+pub struct Stats {
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub copies: u64,
+    pub dropped_subscribers: u64,
+}
+
+/// Dispatcher settings.
+pub struct Settings {
+    pub local_ivo: String,
+    pub test_interval: Option<Duration>,
+    pub broadcast: bool,
+}
+
+/// The dispatcher's state; [`Dispatcher::run`] is the thread body.
+pub struct Dispatcher {
+    settings: Settings,
+    store: Arc<Store>,
+    committer: Sender<Record>,
+    subscribers: Vec<SubscriberHandle>,
+    pending: HashSet<Key>,
+    stats: Stats,
+}
+
+impl Dispatcher {
+    pub fn new(settings: Settings, store: Arc<Store>, committer: Sender<Record>) -> Dispatcher {
+        Dispatcher {
+            settings,
+            store,
+            committer,
+            subscribers: Vec::new(),
+            pending: HashSet::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Thread body: runs until `Shutdown` or until every sender is gone.
+    pub fn run(mut self, rx: Receiver<Msg>) -> Stats {
+        let mut next_test = self
+            .settings
+            .test_interval
+            .filter(|_| self.settings.broadcast)
+            .map(|_| Instant::now());
+        loop {
+            if let Some(at) = next_test {
+                if Instant::now() >= at {
+                    self.send_test_event();
+                    next_test = self.settings.test_interval.map(|i| at + i);
+                }
+            }
+            let msg = match next_test {
+                Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                    Ok(m) => m,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                },
+            };
+            match msg {
+                Msg::Submit { event, reply } => self.submit(event, reply),
+                Msg::Register(h) => {
+                    info!(
+                        "subscriber {} connected ({} subscribers)",
+                        h.peer,
+                        self.subscribers.len() + 1
+                    );
+                    self.subscribers.push(h);
+                }
+                Msg::Unregister(id) => {
+                    if let Some(i) = self.subscribers.iter().position(|s| s.id == id) {
+                        let h = self.subscribers.swap_remove(i);
+                        info!(
+                            "subscriber {} disconnected ({} subscribers)",
+                            h.peer,
+                            self.subscribers.len()
+                        );
+                    }
+                }
+                Msg::Committed(keys) | Msg::Failed(keys) => {
+                    for k in keys {
+                        self.pending.remove(&k);
+                    }
+                }
+                Msg::Shutdown => break,
+            }
+        }
+        for s in &self.subscribers {
+            let _ = s.stream.shutdown(Shutdown::Both);
+        }
+        self.stats
+    }
+
+    fn submit(&mut self, event: Arc<Event>, reply: Option<Sender<Verdict>>) {
+        let answer = |v: Verdict| {
+            if let Some(r) = &reply {
+                let _ = r.send(v);
+            }
+        };
+        let seen = if self.pending.contains(&event.key) {
+            Ok(true)
+        } else {
+            self.store.seen(&event.key, time::unix_now())
+        };
+        match seen {
+            Err(e) => {
+                error!(
+                    "event database unavailable, refusing {} from {}: {e}",
+                    event.ivorn, event.origin
+                );
+                answer(Verdict::Rejected(Rejection::Storage));
+            }
+            Ok(true) => {
+                self.stats.duplicates += 1;
+                match event.origin {
+                    Origin::Author(_) => info!(
+                        "rejected {} from {}: previously seen",
+                        event.ivorn, event.origin
+                    ),
+                    _ => debug!(
+                        "ignored {} from {}: previously seen",
+                        event.ivorn, event.origin
+                    ),
+                }
+                answer(Verdict::Rejected(Rejection::Duplicate));
+            }
+            Ok(false) => {
+                self.pending.insert(event.key);
+                let n = self.fan_out(&event);
+                self.stats.accepted += 1;
+                info!(
+                    "accepted {} ({}) from {}; sent to {n} subscribers",
+                    event.ivorn,
+                    event.role.as_str(),
+                    event.origin
+                );
+                let rec = Record {
+                    key: event.key,
+                    time: time::unix_now(),
+                    ivorn: event.ivorn.clone(),
+                    reply,
+                };
+                if let Err(e) = self.committer.send(rec) {
+                    // The committer is gone (shutdown): nobody will answer otherwise.
+                    let rec = e.into_inner();
+                    self.pending.remove(&rec.key);
+                    if let Some(r) = rec.reply {
+                        let _ = r.send(Verdict::Rejected(Rejection::Unavailable));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queue `event` on every subscriber; drop the ones whose queue is full or gone.
+    fn fan_out(&mut self, event: &Arc<Event>) -> usize {
+        let mut sent = 0;
+        let mut i = 0;
+        while i < self.subscribers.len() {
+            let s = &self.subscribers[i];
+            match s.tx.try_send(Arc::clone(event)) {
+                Ok(()) => {
+                    debug!("queued {} for subscriber {}", event.ivorn, s.peer);
+                    sent += 1;
+                    i += 1;
+                }
+                Err(TrySendError::Full(_)) => {
+                    warn!(
+                        "dropping subscriber {}: too slow ({} events queued, not sending {})",
+                        s.peer,
+                        s.tx.capacity().unwrap_or(0),
+                        event.ivorn
+                    );
+                    let _ = s.stream.shutdown(Shutdown::Both);
+                    self.stats.dropped_subscribers += 1;
+                    self.subscribers.swap_remove(i);
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    self.subscribers.swap_remove(i);
+                }
+            }
+        }
+        self.stats.copies += sent as u64;
+        sent
+    }
+
+    fn send_test_event(&mut self) {
+        let ts = time::utc_now();
+        let payload = testevent::build(&self.settings.local_ivo, &ts);
+        let doc_span = match crate::xml::parse(&payload, Default::default()) {
+            Ok(d) => d.root_span,
+            Err(e) => {
+                error!("internal error: test event does not parse: {e}");
+                return;
+            }
+        };
+        let ev = Arc::new(Event::new(
+            &payload,
+            testevent::ivorn(&self.settings.local_ivo, &ts),
+            EventRole::Test,
+            doc_span,
+            Origin::Local,
+        ));
+        let n = self.fan_out(&ev);
+        info!("sent test event {} to {n} subscribers", ev.ivorn);
+    }
+}

@@ -1,0 +1,318 @@
+//! VTP wire framing: a 4-byte big-endian length, then exactly that many payload bytes.
+//!
+//! [`FrameReader`] owns a connection's receive buffer. It copes with partial prefixes,
+//! partial payloads and several frames per `read`, checks the announced length against the
+//! limit *before* allocating anything for it, and recognises the classic little-endian
+//! prefix mistake so the log can say so. [`write_frame`] sends one message with a single
+//! `write_all` of prefix and payload.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+
+/// Why a frame could not be read.
+#[derive(Debug)]
+pub enum FrameError {
+    /// The peer closed the connection cleanly between frames.
+    Closed,
+    /// The peer closed the connection in the middle of a frame.
+    Truncated { have: usize, want: usize },
+    /// The announced length exceeds the limit. `le_hint` is set when the byte-swapped
+    /// length would fit, i.e. the peer probably wrote its prefix little-endian.
+    TooLarge {
+        len: u32,
+        limit: usize,
+        le_hint: bool,
+    },
+    /// The read deadline passed.
+    TimedOut,
+    /// Any other I/O error.
+    Io(io::Error),
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::Closed => write!(f, "connection closed"),
+            FrameError::Truncated { have, want } => write!(
+                f,
+                "connection closed mid-frame ({have} of {want} bytes received)"
+            ),
+            FrameError::TooLarge {
+                len,
+                limit,
+                le_hint,
+            } => {
+                write!(f, "message too large: {len} bytes > limit {limit}")?;
+                if *le_hint {
+                    write!(
+                        f,
+                        " (possible little-endian length prefix: byte-swapped it reads {})",
+                        len.swap_bytes()
+                    )?;
+                }
+                Ok(())
+            }
+            FrameError::TimedOut => write!(f, "timed out waiting for data"),
+            FrameError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+impl From<io::Error> for FrameError {
+    fn from(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => FrameError::TimedOut,
+            _ => FrameError::Io(e),
+        }
+    }
+}
+
+/// Classify an announced length against `limit`.
+pub fn check_len(len: u32, limit: usize) -> Result<usize, FrameError> {
+    if (len as usize) <= limit {
+        Ok(len as usize)
+    } else {
+        let swapped = len.swap_bytes() as usize;
+        Err(FrameError::TooLarge {
+            len,
+            limit,
+            le_hint: swapped <= limit,
+        })
+    }
+}
+
+/// Incremental frame decoder over a receive buffer.
+pub struct FrameReader {
+    buf: Vec<u8>,
+    /// Start of unconsumed bytes in `buf`.
+    start: usize,
+    limit: usize,
+}
+
+const READ_CHUNK: usize = 16 * 1024;
+
+impl FrameReader {
+    /// A reader that refuses frames longer than `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        FrameReader {
+            buf: Vec::new(),
+            start: 0,
+            limit,
+        }
+    }
+
+    /// Bytes buffered but not yet returned as frames.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// Feed bytes (from a non-blocking read, say).
+    pub fn push(&mut self, data: &[u8]) {
+        self.compact();
+        self.buf.extend_from_slice(data);
+    }
+
+    fn compact(&mut self) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+
+    /// Take the next complete frame out of the buffer, if there is one. The returned
+    /// payload is a fresh `Vec` of exactly the frame's length.
+    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        let avail = &self.buf[self.start..];
+        if avail.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]);
+        let len = check_len(len, self.limit)?;
+        if avail.len() < 4 + len {
+            return Ok(None);
+        }
+        let payload = avail[4..4 + len].to_vec();
+        self.start += 4 + len;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        Ok(Some(payload))
+    }
+
+    /// If a partial frame is buffered, the announced length (once known) and bytes so far.
+    pub fn partial(&self) -> Option<(usize, usize)> {
+        let avail = &self.buf[self.start..];
+        if avail.is_empty() {
+            return None;
+        }
+        let want = if avail.len() >= 4 {
+            u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize + 4
+        } else {
+            4
+        };
+        Some((avail.len(), want))
+    }
+
+    /// Block on `r` until one whole frame is available. Read deadlines are the caller's
+    /// business (socket read timeouts surface as [`FrameError::TimedOut`]).
+    pub fn read_frame<R: Read>(&mut self, r: &mut R) -> Result<Vec<u8>, FrameError> {
+        loop {
+            if let Some(f) = self.next_frame()? {
+                return Ok(f);
+            }
+            // Read at most what this frame still needs (bounded by READ_CHUNK), so a huge
+            // announced length never makes us allocate more than we were actually sent.
+            let need = match self.partial() {
+                Some((have, want)) => (want - have).clamp(1, READ_CHUNK),
+                None => READ_CHUNK,
+            };
+            self.compact();
+            let old = self.buf.len();
+            self.buf.resize(old + need, 0);
+            let n = match r.read(&mut self.buf[old..]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    self.buf.truncate(old);
+                    continue;
+                }
+                Err(e) => {
+                    self.buf.truncate(old);
+                    return Err(e.into());
+                }
+            };
+            self.buf.truncate(old + n);
+            if n == 0 {
+                return Err(match self.partial() {
+                    None => FrameError::Closed,
+                    Some((have, want)) => FrameError::Truncated { have, want },
+                });
+            }
+        }
+    }
+}
+
+/// Prefix `payload` with its big-endian length, as one buffer.
+pub fn encode(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Write one frame: the prefix and the payload in one `write_all` for small messages, two
+/// writes (no copy) for large ones.
+pub fn write_frame<W: Write>(w: &mut W, payload: &[u8]) -> io::Result<()> {
+    if payload.len() <= 8192 {
+        w.write_all(&encode(payload))
+    } else {
+        w.write_all(&(payload.len() as u32).to_be_bytes())?;
+        w.write_all(payload)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that hands out its data in fixed-size pieces.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn encode_is_big_endian() {
+        assert_eq!(encode(b"abc"), vec![0, 0, 0, 3, b'a', b'b', b'c']);
+        let mut v = Vec::new();
+        write_frame(&mut v, &[7u8; 9000]).unwrap();
+        assert_eq!(&v[..4], &9000u32.to_be_bytes());
+        assert_eq!(v.len(), 9004);
+    }
+
+    #[test]
+    fn partial_reads_of_every_size() {
+        let mut wire = encode(b"<first/>");
+        wire.extend(encode(b""));
+        wire.extend(encode(&[b'x'; 5000]));
+        for step in [1, 2, 3, 5, 7, 4096, 100_000] {
+            let mut r = Trickle { data: &wire, step };
+            let mut fr = FrameReader::new(1 << 20);
+            assert_eq!(fr.read_frame(&mut r).unwrap(), b"<first/>");
+            assert_eq!(fr.read_frame(&mut r).unwrap(), b"");
+            assert_eq!(fr.read_frame(&mut r).unwrap().len(), 5000);
+            assert!(matches!(fr.read_frame(&mut r), Err(FrameError::Closed)));
+        }
+    }
+
+    #[test]
+    fn several_frames_in_one_push() {
+        let mut fr = FrameReader::new(100);
+        let mut wire = encode(b"a");
+        wire.extend(encode(b"bb"));
+        wire.extend_from_slice(&[0, 0]);
+        fr.push(&wire);
+        assert_eq!(fr.next_frame().unwrap().unwrap(), b"a");
+        assert_eq!(fr.next_frame().unwrap().unwrap(), b"bb");
+        assert!(fr.next_frame().unwrap().is_none());
+        fr.push(&[0, 1, b'c']);
+        assert_eq!(fr.next_frame().unwrap().unwrap(), b"c");
+        assert_eq!(fr.buffered(), 0);
+    }
+
+    #[test]
+    fn oversize_is_refused_before_reading_the_payload() {
+        // 0xFFFFFFFF must not allocate 4 GiB: only the prefix is ever read.
+        let wire = [0xFF, 0xFF, 0xFF, 0xFF];
+        let mut fr = FrameReader::new(1 << 20);
+        let err = fr.read_frame(&mut &wire[..]).unwrap_err();
+        assert!(matches!(
+            err,
+            FrameError::TooLarge {
+                len: u32::MAX,
+                le_hint: false,
+                ..
+            }
+        ));
+        // A 1500-byte payload announced little-endian.
+        let le = 1500u32.to_le_bytes();
+        let err = FrameReader::new(99_999)
+            .read_frame(&mut &le[..])
+            .unwrap_err();
+        match err {
+            FrameError::TooLarge { len, le_hint, .. } => {
+                assert_eq!(len, 3_691_315_200);
+                assert!(le_hint);
+            }
+            e => panic!("{e:?}"),
+        }
+        assert!(err_text(3_691_315_200).contains("little-endian"));
+        // Exactly the limit is fine.
+        assert!(check_len(99_999, 99_999).is_ok());
+        assert!(check_len(100_000, 99_999).is_err());
+    }
+
+    fn err_text(len: u32) -> String {
+        check_len(len, 99_999).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn truncated_frame_is_reported() {
+        let mut wire = 10u32.to_be_bytes().to_vec();
+        wire.extend_from_slice(b"abc");
+        let err = FrameReader::new(100)
+            .read_frame(&mut &wire[..])
+            .unwrap_err();
+        assert!(matches!(err, FrameError::Truncated { have: 7, want: 14 }));
+    }
+}

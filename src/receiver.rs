@@ -1,0 +1,172 @@
+//! The receiver: one thread per author connection (spec §3.3, with bolide's decisions).
+//!
+//! An author gets an absolute deadline (20 s by default, not reset by traffic) to send one
+//! frame. The frame is checked completely ([`crate::voevent::check_author_event`]); a valid
+//! event goes to the dispatcher and the thread waits for the verdict, which for a new event
+//! arrives only once its record is committed. Every outcome that allows a reply gets one:
+//! `ack`, or `nak` with a reason starting `Event rejected: `. Then the connection closes.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
+use log::{info, warn};
+
+use crate::dispatcher::{Msg, Verdict};
+use crate::frame::{FrameError, FrameReader};
+use crate::transport;
+use crate::voevent::{check_author_event, nak_text, Rejection};
+use crate::xml::Limits;
+
+/// What every receiver thread shares.
+pub struct ReceiverContext {
+    pub local_ivo: String,
+    pub max_event_size: usize,
+    pub timeout: Duration,
+    pub limits: Limits,
+    pub dispatcher: Sender<Msg>,
+}
+
+/// A reader that applies an absolute deadline to every `read`.
+pub struct DeadlineReader<'a> {
+    pub stream: &'a TcpStream,
+    pub deadline: Instant,
+}
+
+impl Read for DeadlineReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        let mut s = self.stream;
+        s.read(buf)
+    }
+}
+
+/// Handle one author connection to completion.
+pub fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<ReceiverContext>) {
+    let started = Instant::now();
+    let deadline = started + ctx.timeout;
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(ctx.timeout));
+    let mut frames = FrameReader::new(ctx.max_event_size);
+    let payload = {
+        let mut r = DeadlineReader {
+            stream: &stream,
+            deadline,
+        };
+        frames.read_frame(&mut r)
+    };
+    let payload = match payload {
+        Ok(p) => p,
+        Err(FrameError::TimedOut) => {
+            warn!(
+                "author {peer} timed out after {} seconds without sending a complete event",
+                ctx.timeout.as_secs()
+            );
+            return;
+        }
+        Err(FrameError::Closed) => {
+            info!("author {peer} closed the connection without sending anything");
+            return;
+        }
+        Err(e @ FrameError::TooLarge { .. }) => {
+            warn!("refused a message from author {peer}: {e}");
+            let reason = format!("Event rejected: {e}");
+            reply(
+                &stream,
+                peer,
+                &transport::nak("", Some(&ctx.local_ivo), &reason),
+            );
+            drain(&stream, deadline);
+            return;
+        }
+        Err(e) => {
+            warn!("author {peer}: {e}");
+            return;
+        }
+    };
+    let (ivorn, verdict) = match check_author_event(&payload, ctx.limits, peer) {
+        Err((ivorn, rejection)) => (ivorn, Verdict::Rejected(rejection)),
+        Ok(event) => {
+            let ivorn = event.ivorn.clone();
+            let (tx, rx) = bounded(1);
+            let sent = ctx.dispatcher.send(Msg::Submit {
+                event: Arc::new(event),
+                reply: Some(tx),
+            });
+            let verdict = if sent.is_err() {
+                Verdict::Rejected(Rejection::Unavailable)
+            } else {
+                match rx.recv_deadline(deadline) {
+                    Ok(v) => v,
+                    Err(RecvTimeoutError::Timeout) => {
+                        warn!(
+                            "{ivorn} from author {peer}: not committed within the {} s deadline; closing without a reply",
+                            ctx.timeout.as_secs()
+                        );
+                        return;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => {
+                        Verdict::Rejected(Rejection::Unavailable)
+                    }
+                }
+            };
+            (Some(ivorn), verdict)
+        }
+    };
+    let origin = ivorn.as_deref().unwrap_or("");
+    match verdict {
+        Verdict::Accepted => {
+            reply(&stream, peer, &transport::ack(origin, Some(&ctx.local_ivo)));
+        }
+        Verdict::Rejected(r) => {
+            // Duplicates are logged by the dispatcher; everything else here.
+            if r != Rejection::Duplicate {
+                let shown = if origin.is_empty() {
+                    "(no ivorn)"
+                } else {
+                    origin
+                };
+                info!("rejected {shown} from author {peer}: {r}");
+            }
+            reply(
+                &stream,
+                peer,
+                &transport::nak(origin, Some(&ctx.local_ivo), &nak_text(&r)),
+            );
+        }
+    }
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+fn reply(stream: &TcpStream, peer: SocketAddr, msg: &[u8]) {
+    let mut s = stream;
+    if let Err(e) = crate::frame::write_frame(&mut s, msg).and_then(|_| s.flush()) {
+        warn!("could not reply to author {peer}: {e}");
+    }
+}
+
+/// After refusing an oversize frame: stop sending, then discard what the author is still
+/// sending (briefly, into a small buffer) so the close does not reset the connection
+/// before the author has read our nak.
+fn drain(stream: &TcpStream, deadline: Instant) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let until = deadline.min(Instant::now() + Duration::from_secs(2));
+    let mut r = DeadlineReader {
+        stream,
+        deadline: until,
+    };
+    let mut buf = [0u8; 16 * 1024];
+    let mut total = 0usize;
+    while let Ok(n) = r.read(&mut buf) {
+        total += n;
+        if n == 0 || total > 64 << 20 {
+            break;
+        }
+    }
+}
