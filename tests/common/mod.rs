@@ -272,6 +272,8 @@ pub enum Behaviour {
     Healthy,
     /// Answer iamalive but never ack.
     NoAck,
+    /// Ack events but never answer iamalive.
+    NoIamalive,
 }
 
 /// A raw VTP subscriber.
@@ -320,7 +322,7 @@ impl Subscriber {
         let doc = bolide::xml::parse(&frame, Default::default()).expect("broker sent XML");
         if doc.root().local == "Transport" {
             let m = transport::from_document(&doc).unwrap();
-            if m.role == Some(Role::IAmAlive) {
+            if m.role == Some(Role::IAmAlive) && self.behaviour != Behaviour::NoIamalive {
                 self.iamalives += 1;
                 let resp = transport::iamalive_response(m.origin.as_deref().unwrap_or(""), None);
                 let _ = write_frame(&mut self.stream, &resp);
@@ -328,7 +330,7 @@ impl Subscriber {
             return Ok(Incoming::Transport(m));
         }
         let ivorn = doc.root().attr("ivorn").unwrap_or("").to_string();
-        if self.behaviour == Behaviour::Healthy {
+        if self.behaviour != Behaviour::NoAck {
             let _ = write_frame(&mut self.stream, &transport::ack(&ivorn, None));
         }
         drop(doc);

@@ -1,0 +1,155 @@
+//! The command lines of `bolide` and `bolide-send`: Comet's flag spellings, refusals with
+//! one clear line and the documented exit status, and start-up failures.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+
+fn bolide(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bolide"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn send(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_bolide-send"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut i = c.stdin.take().unwrap();
+        if let Some(b) = stdin {
+            i.write_all(b).unwrap();
+        }
+    }
+    c.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn refusals_name_the_problem_and_exit_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (&[], "nothing to do: give --receive (-r)"),
+        (&["-r"], "--local-ivo is required"),
+        (&["--broadcast", "--local-ivo=ivo://ab"], "invalid ivorn authority 'ab'"),
+        (&["-b", "--local-ivo", "ivo://abc/x#y"], "must not contain '#'"),
+        (&["-r", "--local-ivo=ivo://abc", "--author-whitelist=10.0.0.0/40"], "--author-whitelist: invalid network '10.0.0.0/40'"),
+        (&["-r", "--local-ivo=ivo://abc", "--receive-port=70000"], "receive-port"),
+        (&["--no-such-flag"], "no-such-flag"),
+    ];
+    for (args, needle) in cases {
+        let o = bolide(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o.stderr));
+        let err = text(&o.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn version_and_help() {
+    let o = bolide(&["--version"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(text(&o.stdout).trim(), format!("bolide {}", env!("CARGO_PKG_VERSION")));
+    let o = bolide(&["--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    let help = text(&o.stdout);
+    for flag in [
+        "--receive", "--broadcast", "--local-ivo", "--eventdb", "--receive-port",
+        "--broadcast-port", "--broadcast-test-interval", "--author-whitelist",
+        "--subscriber-whitelist", "--verbose", "--quiet", "--version", "--max-event-size",
+        "--no-sync", "--bind",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+}
+
+#[test]
+fn startup_failures_exit_1_with_the_reason() {
+    // Port in use.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let db = scratch("cli-port");
+    let o = bolide(&["-r", "--local-ivo=ivo://abc", "--bind=127.0.0.1", "--receive-port", &port, "--eventdb", db.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("already in use"), "{}", text(&o.stderr));
+    // A foreign file where the database should be.
+    let db = scratch("cli-corrupt");
+    std::fs::write(db.join("data.mdb"), vec![0x5a; 16384]).unwrap();
+    let o = bolide(&["-r", "--local-ivo=ivo://abc", "--receive-port=0", "--eventdb", db.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(err.contains("data.mdb") && err.contains("not a bolide event database"), "{err}");
+    // A location that cannot be a directory, even for root.
+    let o = bolide(&["-r", "--local-ivo=ivo://abc", "--receive-port=0", "--eventdb=/dev/null/eventdb"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("/dev/null/eventdb"), "{}", text(&o.stderr));
+}
+
+#[test]
+fn default_eventdb_is_created_under_xdg_data_home() {
+    let home = scratch("xdg");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bolide"))
+        .args(["-r", "--local-ivo=ivo://abc", "--receive-port=0"])
+        .env("XDG_DATA_HOME", &home)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let db = home.join("bolide/eventdb/data.mdb");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !db.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(db.exists(), "no event database at {}", db.display());
+}
+
+#[test]
+fn bolide_send_exit_statuses() {
+    let b = Broker::start(&[]);
+    let port = b.receive().port().to_string();
+    let file = scratch("send").join("event.xml");
+    std::fs::write(&file, make_event("send-1", 0)).unwrap();
+    // Ack: exit 0 (Comet's --opt=value spelling).
+    let o = send(&["-f", file.to_str().unwrap(), "--host=127.0.0.1", &format!("--port={port}")], None);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("ack"));
+    // Nak (duplicate), from standard input: exit 1 with the reason.
+    let o = send(&["--port", &port], Some(&make_event("send-1", 0)));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stdout).contains("Event rejected: Previously seen by this broker"));
+    // Garbage is a nak too.
+    let o = send(&["--port", &port], Some(b"hello"));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stdout).contains("Event rejected: not XML"));
+    // Other failures: exit 2 with a message.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port().to_string()
+    };
+    let o = send(&["--host=127.0.0.1", "--port", &closed], Some(b"<x/>"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("cannot connect"), "{}", text(&o.stderr));
+    let o = send(&["-f", "/nonexistent/event.xml"], None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("cannot read /nonexistent/event.xml"));
+    let o = send(&["--bogus"], None);
+    assert_eq!(o.status.code(), Some(2));
+    // A peer that accepts and never answers: --timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let sport = silent.local_addr().unwrap().port().to_string();
+    let o = send(&["--host=127.0.0.1", "--port", &sport, "--timeout=1"], Some(&make_event("send-2", 0)));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("no reply"), "{}", text(&o.stderr));
+}
