@@ -88,9 +88,10 @@ pub struct Options {
     #[argh(option, default = "21_600")]
     pub eventdb_prune_interval: u64,
 
-    /// maximum size of the event database, in MiB (default 1024)
-    #[argh(option, default = "1024")]
-    pub eventdb_map_size: usize,
+    /// maximum size of the event database: a number of bytes with an optional K, M or G
+    /// suffix (default 1G, about ten million records)
+    #[argh(option, default = "String::from(\"1G\")")]
+    pub eventdb_map_size: String,
 
     /// seconds an author connection may take to submit its event (default 20)
     #[argh(option, default = "20")]
@@ -112,6 +113,20 @@ pub struct Options {
     /// seconds a write to a subscriber may block before it is dropped (default 30)
     #[argh(option, default = "30")]
     pub write_timeout: u64,
+}
+
+/// Parse `123`, `64K`, `16M`, `2G`, `1T` (powers of 1024) into bytes.
+pub fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let (num, shift) = match s.char_indices().last()? {
+        (i, 'K' | 'k') => (&s[..i], 10),
+        (i, 'M' | 'm') => (&s[..i], 20),
+        (i, 'G' | 'g') => (&s[..i], 30),
+        (i, 'T' | 't') => (&s[..i], 40),
+        _ => (s, 0),
+    };
+    let n: usize = num.parse().ok()?;
+    n.checked_mul(1usize << shift)
 }
 
 /// Rewrite `--opt=value` as `--opt value` and `-vv`/`-qq` as repeated flags.
@@ -263,12 +278,12 @@ impl Options {
                 why: "must be between 1 and 4294967295 bytes",
             });
         }
-        if self.eventdb_map_size == 0 || self.eventdb_map_size > (1 << 24) {
-            return Err(ConfigError::Range {
+        let map_size = parse_size(&self.eventdb_map_size)
+            .filter(|&n| (32 << 10..=1 << 44).contains(&n))
+            .ok_or(ConfigError::Range {
                 flag: "--eventdb-map-size",
-                why: "must be between 1 and 16777216 MiB",
-            });
-        }
+                why: "must be a size between 32K and 16T, e.g. 64M or 2G",
+            })?;
         if self.subscriber_queue == 0 {
             return Err(ConfigError::Range {
                 flag: "--subscriber-queue",
@@ -297,7 +312,7 @@ impl Options {
             no_sync: self.no_sync,
             max_age_secs: positive(self.eventdb_max_age, "--eventdb-max-age")?.as_secs(),
             prune_interval: positive(self.eventdb_prune_interval, "--eventdb-prune-interval")?,
-            map_size: self.eventdb_map_size << 20,
+            map_size,
             author_timeout: positive(self.author_timeout, "--author-timeout")?,
             iamalive_interval: positive(self.iamalive_interval, "--iamalive-interval")?,
             max_unacked: self.max_unacked,
@@ -381,6 +396,16 @@ mod tests {
     }
 
     #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64K"), Some(65536));
+        assert_eq!(parse_size("3m"), Some(3 << 20));
+        assert_eq!(parse_size("2G"), Some(2 << 30));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(parse_size(""), None);
+    }
+
+    #[test]
     fn defaults() {
         let o = opts(&["-b", "--local-ivo", "ivo://abc"]);
         assert_eq!(o.log_level(), log::LevelFilter::Info);
@@ -391,6 +416,7 @@ mod tests {
         assert_eq!(c.max_age_secs, 30 * 86400);
         assert_eq!(c.prune_interval, Duration::from_secs(6 * 3600));
         assert_eq!(c.bind, "::".parse::<IpAddr>().unwrap());
+        assert_eq!(c.map_size, 1 << 30);
         assert!(c.author_whitelist.allows("192.0.2.1".parse().unwrap()));
         assert!(c.author_whitelist.allows("2001:db8::1".parse().unwrap()));
     }
@@ -420,6 +446,10 @@ mod tests {
             ])
             .into_config(),
             Err(ConfigError::Network { .. })
+        ));
+        assert!(matches!(
+            opts(&["-r", "--local-ivo", "ivo://abc", "--eventdb-map-size=1K"]).into_config(),
+            Err(ConfigError::Range { .. })
         ));
         match parse_args("bolide", vec!["--receive-port=x".into()]) {
             Parsed::Exit { status, output } => {

@@ -100,3 +100,47 @@ pub fn run_pruner(store: Arc<Store>, interval: Duration, stop: Receiver<()>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+    use crossbeam_channel::unbounded;
+
+    /// Records that are waiting together are committed together: one transaction, one
+    /// `Committed` message, and every author answered after it.
+    #[test]
+    fn waiting_records_share_one_commit() {
+        let dir = std::env::temp_dir().join(format!("bolide-committer-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Arc::new(Store::open(&StoreConfig::new(&dir)).unwrap());
+        let (tx, rx) = unbounded();
+        let (dtx, drx) = unbounded();
+        let mut replies = Vec::new();
+        for i in 0..10u8 {
+            let (rtx, rrx) = unbounded();
+            replies.push(rrx);
+            tx.send(Record {
+                key: [i; 32],
+                time: 1,
+                ivorn: format!("ivo://x.y/z#{i}"),
+                reply: Some(rtx),
+            })
+            .unwrap();
+        }
+        drop(tx);
+        run_committer(Arc::clone(&store), rx, dtx);
+        let msgs: Vec<Msg> = drx.try_iter().collect();
+        assert_eq!(msgs.len(), 1, "expected one commit for ten waiting records");
+        match &msgs[0] {
+            Msg::Committed(keys) => assert_eq!(keys.len(), 10),
+            _ => panic!("expected Committed"),
+        }
+        for r in replies {
+            assert_eq!(r.try_recv().unwrap(), Verdict::Accepted);
+        }
+        assert_eq!(store.len().unwrap(), 10);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

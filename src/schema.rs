@@ -7,7 +7,7 @@
 //! on a [`Document`] already produced by [`crate::xml::parse`]; the lexical rules of the
 //! simple types live in [`crate::xsd`].
 //!
-//! The grammar is data: one [`Type`] per complex type of the schema (its attributes and its
+//! The grammar is data: one `Type` per complex type of the schema (its attributes and its
 //! content model), walked once from the root. Valid documents cost no allocation; an error
 //! allocates only its own message fields.
 

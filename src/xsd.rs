@@ -217,7 +217,7 @@ fn date_time(b: &[u8]) -> Option<()> {
 /// libxml2 collapses whitespace, then replaces every control character, space, non-ASCII
 /// byte and each of `<>"{}|\^`'` with `_`, and finally requires the result to parse as an
 /// RFC 3986 URI-reference with its own parser (`xmlParse3986URIReference`), whose quirks
-/// are kept: `[` and `]` are allowed in a fragment, an IP literal is any `[...]`, a port
+/// are kept: brackets are allowed in a fragment, an IP literal is any `[...]`, a port
 /// needs at least one digit. The empty string is accepted.
 pub fn is_any_uri(s: &str) -> bool {
     let u = Uri(trim_xml_ws(s).as_bytes());

@@ -42,10 +42,26 @@ fn refusals_name_the_problem_and_exit_2() {
     let cases: &[(&[&str], &str)] = &[
         (&[], "nothing to do: give --receive (-r)"),
         (&["-r"], "--local-ivo is required"),
-        (&["--broadcast", "--local-ivo=ivo://ab"], "invalid ivorn authority 'ab'"),
-        (&["-b", "--local-ivo", "ivo://abc/x#y"], "must not contain '#'"),
-        (&["-r", "--local-ivo=ivo://abc", "--author-whitelist=10.0.0.0/40"], "--author-whitelist: invalid network '10.0.0.0/40'"),
-        (&["-r", "--local-ivo=ivo://abc", "--receive-port=70000"], "receive-port"),
+        (
+            &["--broadcast", "--local-ivo=ivo://ab"],
+            "invalid ivorn authority 'ab'",
+        ),
+        (
+            &["-b", "--local-ivo", "ivo://abc/x#y"],
+            "must not contain '#'",
+        ),
+        (
+            &[
+                "-r",
+                "--local-ivo=ivo://abc",
+                "--author-whitelist=10.0.0.0/40",
+            ],
+            "--author-whitelist: invalid network '10.0.0.0/40'",
+        ),
+        (
+            &["-r", "--local-ivo=ivo://abc", "--receive-port=70000"],
+            "receive-port",
+        ),
         (&["--no-such-flag"], "no-such-flag"),
     ];
     for (args, needle) in cases {
@@ -60,15 +76,29 @@ fn refusals_name_the_problem_and_exit_2() {
 fn version_and_help() {
     let o = bolide(&["--version"]);
     assert_eq!(o.status.code(), Some(0));
-    assert_eq!(text(&o.stdout).trim(), format!("bolide {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        text(&o.stdout).trim(),
+        format!("bolide {}", env!("CARGO_PKG_VERSION"))
+    );
     let o = bolide(&["--help"]);
     assert_eq!(o.status.code(), Some(0));
     let help = text(&o.stdout);
     for flag in [
-        "--receive", "--broadcast", "--local-ivo", "--eventdb", "--receive-port",
-        "--broadcast-port", "--broadcast-test-interval", "--author-whitelist",
-        "--subscriber-whitelist", "--verbose", "--quiet", "--version", "--max-event-size",
-        "--no-sync", "--bind",
+        "--receive",
+        "--broadcast",
+        "--local-ivo",
+        "--eventdb",
+        "--receive-port",
+        "--broadcast-port",
+        "--broadcast-test-interval",
+        "--author-whitelist",
+        "--subscriber-whitelist",
+        "--verbose",
+        "--quiet",
+        "--version",
+        "--max-event-size",
+        "--no-sync",
+        "--bind",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
@@ -80,20 +110,50 @@ fn startup_failures_exit_1_with_the_reason() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let db = scratch("cli-port");
-    let o = bolide(&["-r", "--local-ivo=ivo://abc", "--bind=127.0.0.1", "--receive-port", &port, "--eventdb", db.to_str().unwrap()]);
+    let o = bolide(&[
+        "-r",
+        "--local-ivo=ivo://abc",
+        "--bind=127.0.0.1",
+        "--receive-port",
+        &port,
+        "--eventdb",
+        db.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o.stderr).contains("already in use"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("already in use"),
+        "{}",
+        text(&o.stderr)
+    );
     // A foreign file where the database should be.
     let db = scratch("cli-corrupt");
     std::fs::write(db.join("data.mdb"), vec![0x5a; 16384]).unwrap();
-    let o = bolide(&["-r", "--local-ivo=ivo://abc", "--receive-port=0", "--eventdb", db.to_str().unwrap()]);
+    let o = bolide(&[
+        "-r",
+        "--local-ivo=ivo://abc",
+        "--receive-port=0",
+        "--eventdb",
+        db.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1));
     let err = text(&o.stderr);
-    assert!(err.contains("data.mdb") && err.contains("not a bolide event database"), "{err}");
+    assert!(
+        err.contains("data.mdb") && err.contains("not a bolide event database"),
+        "{err}"
+    );
     // A location that cannot be a directory, even for root.
-    let o = bolide(&["-r", "--local-ivo=ivo://abc", "--receive-port=0", "--eventdb=/dev/null/eventdb"]);
+    let o = bolide(&[
+        "-r",
+        "--local-ivo=ivo://abc",
+        "--receive-port=0",
+        "--eventdb=/dev/null/eventdb",
+    ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o.stderr).contains("/dev/null/eventdb"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("/dev/null/eventdb"),
+        "{}",
+        text(&o.stderr)
+    );
 }
 
 #[test]
@@ -122,7 +182,15 @@ fn bolide_send_exit_statuses() {
     let file = scratch("send").join("event.xml");
     std::fs::write(&file, make_event("send-1", 0)).unwrap();
     // Ack: exit 0 (Comet's --opt=value spelling).
-    let o = send(&["-f", file.to_str().unwrap(), "--host=127.0.0.1", &format!("--port={port}")], None);
+    let o = send(
+        &[
+            "-f",
+            file.to_str().unwrap(),
+            "--host=127.0.0.1",
+            &format!("--port={port}"),
+        ],
+        None,
+    );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     assert!(text(&o.stdout).contains("ack"));
     // Nak (duplicate), from standard input: exit 1 with the reason.
@@ -140,7 +208,11 @@ fn bolide_send_exit_statuses() {
     };
     let o = send(&["--host=127.0.0.1", "--port", &closed], Some(b"<x/>"));
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o.stderr).contains("cannot connect"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("cannot connect"),
+        "{}",
+        text(&o.stderr)
+    );
     let o = send(&["-f", "/nonexistent/event.xml"], None);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("cannot read /nonexistent/event.xml"));
@@ -149,7 +221,10 @@ fn bolide_send_exit_statuses() {
     // A peer that accepts and never answers: --timeout.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let sport = silent.local_addr().unwrap().port().to_string();
-    let o = send(&["--host=127.0.0.1", "--port", &sport, "--timeout=1"], Some(&make_event("send-2", 0)));
+    let o = send(
+        &["--host=127.0.0.1", "--port", &sport, "--timeout=1"],
+        Some(&make_event("send-2", 0)),
+    );
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("no reply"), "{}", text(&o.stderr));
 }

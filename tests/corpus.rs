@@ -41,5 +41,8 @@ fn every_real_packet_is_accepted_or_rejected_as_the_manifest_predicts() {
         }
     }
     assert_eq!((accepted, rejected), (131, 8));
-    assert!(sub.next_event(Duration::from_millis(300)).is_none(), "a rejected packet was relayed");
+    assert!(
+        sub.next_event(Duration::from_millis(300)).is_none(),
+        "a rejected packet was relayed"
+    );
 }

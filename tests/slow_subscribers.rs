@@ -43,7 +43,8 @@ fn bad_subscribers_are_dropped_and_the_healthy_one_gets_everything() {
         }
         got.len()
     });
-    let no_ack_thread = std::thread::spawn(move || no_ack.closed_by_broker(Duration::from_secs(60)));
+    let no_ack_thread =
+        std::thread::spawn(move || no_ack.closed_by_broker(Duration::from_secs(60)));
     let no_alive_thread =
         std::thread::spawn(move || no_alive.closed_by_broker(Duration::from_secs(60)));
 
@@ -55,15 +56,28 @@ fn bad_subscribers_are_dropped_and_the_healthy_one_gets_everything() {
             peak_rss = peak_rss.max(b.rss_kb());
         }
     }
-    assert_eq!(healthy_thread.join().unwrap(), EVENTS, "the healthy subscriber missed events");
-    assert!(no_ack_thread.join().unwrap(), "the non-acking subscriber was not dropped");
-    assert!(no_alive_thread.join().unwrap(), "the silent subscriber was not dropped");
+    assert_eq!(
+        healthy_thread.join().unwrap(),
+        EVENTS,
+        "the healthy subscriber missed events"
+    );
+    assert!(
+        no_ack_thread.join().unwrap(),
+        "the non-acking subscriber was not dropped"
+    );
+    assert!(
+        no_alive_thread.join().unwrap(),
+        "the silent subscriber was not dropped"
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     let needle = format!("dropping subscriber 127.0.0.1:{stuck_port}");
     while !b.log_text().contains(&needle) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(b.log_text().contains(&needle), "the stuck subscriber was not dropped");
+    assert!(
+        b.log_text().contains(&needle),
+        "the stuck subscriber was not dropped"
+    );
     assert!(b.log_text().contains("is not acknowledging events"));
     assert!(b.log_text().contains("appears to be dead"));
     // ~19 MiB of events went through; the broker holds at most a few queues of them.

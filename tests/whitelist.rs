@@ -29,13 +29,22 @@ fn refused_peers_are_closed_without_a_byte() {
     assert!(closed_without_a_byte(s, Duration::from_secs(5)));
     let s = TcpStream::connect(b.broadcast()).unwrap();
     assert!(closed_without_a_byte(s, Duration::from_secs(5)));
-    assert!(b.wait_log("Attempted submission from non-whitelisted 127.0.0.1", Duration::from_secs(5)));
-    assert!(b.wait_log("Attempted subscription from non-whitelisted 127.0.0.1", Duration::from_secs(5)));
+    assert!(b.wait_log(
+        "Attempted submission from non-whitelisted 127.0.0.1",
+        Duration::from_secs(5)
+    ));
+    assert!(b.wait_log(
+        "Attempted subscription from non-whitelisted 127.0.0.1",
+        Duration::from_secs(5)
+    ));
 }
 
 #[test]
 fn allowed_networks_and_ipv6_loopback() {
-    let b = Broker::start(&["--author-whitelist=127.0.0.1", "--subscriber-whitelist=::1/128"]);
+    let b = Broker::start(&[
+        "--author-whitelist=127.0.0.1",
+        "--subscriber-whitelist=::1/128",
+    ]);
     // IPv4 author allowed (the dual-stack listener reports ::ffff:127.0.0.1, normalized).
     assert!(submit(b.receive(), &make_event("wl-2", 0)).is_ack());
     if !ipv6_loopback_available() {
