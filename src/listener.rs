@@ -3,7 +3,7 @@
 //! an explicitly sized stack. A refused peer is closed without a byte being sent.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::thread;
 use std::time::Duration;
 
@@ -15,9 +15,22 @@ use crate::whitelist::{normalize, Whitelist};
 /// is iterative and the schema walk is bounded by the 64-level depth limit).
 pub const CONNECTION_STACK: usize = 256 * 1024;
 
-/// Bind a listener. `::` on Linux accepts IPv4 too (as v4-mapped addresses).
+/// Bind a listener. `::` on Linux accepts IPv4 too (as v4-mapped addresses); on a host
+/// without IPv6, `::` falls back to `0.0.0.0` with a warning.
 pub fn bind(addr: IpAddr, port: u16) -> io::Result<TcpListener> {
-    TcpListener::bind(SocketAddr::new(addr, port))
+    match TcpListener::bind(SocketAddr::new(addr, port)) {
+        Err(e)
+            if addr == IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+                && matches!(
+                    e.raw_os_error(),
+                    Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL)
+                ) =>
+        {
+            warn!("IPv6 is not available ({e}); listening on IPv4 only");
+            TcpListener::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
+        }
+        other => other,
+    }
 }
 
 /// Which port a listener serves, for log lines.
