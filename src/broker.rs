@@ -1,5 +1,6 @@
-//! Start-up and wiring: open the event store, bind the listeners, start every long-lived
-//! thread (committer, pruner, dispatcher, accept loops) with the channels between them.
+//! Start-up, wiring and shutdown: open the event store, bind the listeners, start every
+//! long-lived thread (committer, pruner, dispatcher, accept loops, upstream subscribers)
+//! with the channels between them; on shutdown, stop in the order that loses nothing.
 
 use std::fmt;
 use std::io;
@@ -8,17 +9,19 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, unbounded};
-use log::info;
+use crossbeam_channel::{bounded, unbounded, Sender};
+use log::{info, warn};
 
 use crate::broadcaster::{self, BroadcastContext};
 use crate::cli::Config;
 use crate::committer;
-use crate::dispatcher::{self, Dispatcher};
-use crate::listener::{self, Kind};
+use crate::dispatcher::{self, Dispatcher, Msg, Stats};
+use crate::listener::{self, Kind, ListenerState};
 use crate::receiver::{self, ReceiverContext};
 use crate::store::{Store, StoreConfig, StoreError};
+use crate::upstream::{self, UpstreamContext};
 use crate::xml::Limits;
 
 /// Why the broker could not start.
@@ -62,18 +65,27 @@ pub struct Broker {
     pub broadcast_addr: Option<SocketAddr>,
     /// The event database directory.
     pub eventdb: PathBuf,
-    threads: Vec<JoinHandle<()>>,
+    author_timeout: Duration,
+    dispatch_tx: Sender<Msg>,
+    dispatcher: JoinHandle<Stats>,
+    committer: JoinHandle<()>,
+    pruner: (Sender<()>, JoinHandle<()>),
+    listeners: Vec<(Kind, Arc<ListenerState>, JoinHandle<()>)>,
+    upstreams: Vec<Sender<()>>,
+    store: Arc<Store>,
 }
 
 /// Capacity of the dispatcher's inbox; senders block when it is full (back-pressure on
-/// authors, never unbounded memory).
+/// authors and upstreams, never unbounded memory).
 const DISPATCH_QUEUE: usize = 4096;
+/// Stack for the long-lived service threads.
+const SERVICE_STACK: usize = 256 * 1024;
 
-fn spawn<F: FnOnce() + Send + 'static>(
+fn spawn<T: Send + 'static, F: FnOnce() -> T + Send + 'static>(
     name: &str,
     stack: usize,
     f: F,
-) -> Result<JoinHandle<()>, StartError> {
+) -> Result<JoinHandle<T>, StartError> {
     thread::Builder::new()
         .name(name.into())
         .stack_size(stack)
@@ -97,61 +109,63 @@ impl Broker {
             let addr = SocketAddr::new(cfg.bind, port);
             listener::bind(cfg.bind, port).map_err(|err| StartError::Bind { addr, role, err })
         };
-        let receive = if cfg.receive {
-            Some(bind(cfg.receive_port, "authors")?)
-        } else {
-            None
+        let receive = match cfg.receive {
+            true => Some(bind(cfg.receive_port, "authors")?),
+            false => None,
         };
-        let broadcast = if cfg.broadcast {
-            Some(bind(cfg.broadcast_port, "subscribers")?)
-        } else {
-            None
+        let broadcast = match cfg.broadcast {
+            true => Some(bind(cfg.broadcast_port, "subscribers")?),
+            false => None,
         };
+        let local_ivo = cfg.local_ivo.clone().unwrap_or_default();
 
         let (dispatch_tx, dispatch_rx) = bounded(DISPATCH_QUEUE);
         let (commit_tx, commit_rx) = unbounded();
-        let mut threads = Vec::new();
-        {
+        let committer = {
             let store = Arc::clone(&store);
             let d = dispatch_tx.clone();
-            threads.push(spawn("committer", 256 * 1024, move || {
+            spawn("committer", SERVICE_STACK, move || {
                 committer::run_committer(store, commit_rx, d)
-            })?);
-        }
-        {
+            })?
+        };
+        let pruner = {
             let store = Arc::clone(&store);
             let interval = cfg.prune_interval;
             let (stop_tx, stop_rx) = bounded::<()>(0);
-            // The pruner runs for the life of the process; keep its stop sender alive.
-            std::mem::forget(stop_tx);
-            threads.push(spawn("pruner", 256 * 1024, move || {
+            let h = spawn("pruner", SERVICE_STACK, move || {
                 committer::run_pruner(store, interval, stop_rx)
-            })?);
-        }
-        {
+            })?;
+            (stop_tx, h)
+        };
+        let dispatcher = {
             let d = Dispatcher::new(
                 dispatcher::Settings {
-                    local_ivo: cfg.local_ivo.clone(),
+                    local_ivo: local_ivo.clone(),
                     test_interval: cfg.test_interval,
                     broadcast: cfg.broadcast,
                 },
                 Arc::clone(&store),
                 commit_tx,
             );
-            threads.push(spawn("dispatcher", 1 << 20, move || {
-                d.run(dispatch_rx);
-            })?);
-        }
+            spawn("dispatcher", 1 << 20, move || d.run(dispatch_rx))?
+        };
         let mut broker = Broker {
             receive_addr: None,
             broadcast_addr: None,
             eventdb: cfg.eventdb.clone(),
-            threads,
+            author_timeout: cfg.author_timeout,
+            dispatch_tx: dispatch_tx.clone(),
+            dispatcher,
+            committer,
+            pruner,
+            listeners: Vec::new(),
+            upstreams: Vec::new(),
+            store: Arc::clone(&store),
         };
         if let Some(l) = receive {
             let addr = l.local_addr().map_err(StartError::Thread)?;
             let ctx = Arc::new(ReceiverContext {
-                local_ivo: cfg.local_ivo.clone(),
+                local_ivo: local_ivo.clone(),
                 max_event_size: cfg.max_event_size,
                 timeout: cfg.author_timeout,
                 limits: Limits::default(),
@@ -159,19 +173,20 @@ impl Broker {
             });
             let wl = cfg.author_whitelist.clone();
             info!("listening for authors on {addr} (whitelist: {wl})");
-            broker
-                .threads
-                .push(spawn("accept authors", 256 * 1024, move || {
-                    listener::accept_loop(l, wl, Kind::Authors, move |s, p| {
-                        receiver::handle(s, p, Arc::clone(&ctx))
-                    })
-                })?);
+            let state = Arc::new(ListenerState::default());
+            let s2 = Arc::clone(&state);
+            let h = spawn("accept authors", SERVICE_STACK, move || {
+                listener::accept_loop(l, wl, Kind::Authors, s2, move |s, p| {
+                    receiver::handle(s, p, Arc::clone(&ctx))
+                })
+            })?;
+            broker.listeners.push((Kind::Authors, state, h));
             broker.receive_addr = Some(addr);
         }
         if let Some(l) = broadcast {
             let addr = l.local_addr().map_err(StartError::Thread)?;
             let ctx = Arc::new(BroadcastContext {
-                local_ivo: cfg.local_ivo.clone(),
+                local_ivo: local_ivo.clone(),
                 iamalive_interval: cfg.iamalive_interval,
                 max_unacked: cfg.max_unacked,
                 queue: cfg.subscriber_queue,
@@ -181,14 +196,39 @@ impl Broker {
             });
             let wl = cfg.subscriber_whitelist.clone();
             info!("listening for subscribers on {addr} (whitelist: {wl})");
-            broker
-                .threads
-                .push(spawn("accept subscribers", 256 * 1024, move || {
-                    listener::accept_loop(l, wl, Kind::Subscribers, move |s, p| {
-                        broadcaster::handle(s, p, Arc::clone(&ctx))
-                    })
-                })?);
+            let state = Arc::new(ListenerState::default());
+            let s2 = Arc::clone(&state);
+            let h = spawn("accept subscribers", SERVICE_STACK, move || {
+                listener::accept_loop(l, wl, Kind::Subscribers, s2, move |s, p| {
+                    broadcaster::handle(s, p, Arc::clone(&ctx))
+                })
+            })?;
+            broker.listeners.push((Kind::Subscribers, state, h));
             broker.broadcast_addr = Some(addr);
+        }
+        if !cfg.remotes.is_empty() {
+            let ctx = Arc::new(UpstreamContext {
+                local_ivo: cfg.local_ivo.clone(),
+                filters: cfg.filters.clone(),
+                max_event_size: cfg.max_event_size,
+                limits: Limits::default(),
+                inactivity: cfg.remote_timeout,
+                dispatcher: dispatch_tx.clone(),
+            });
+            for remote in &cfg.remotes {
+                let (stop_tx, stop_rx) = bounded::<()>(0);
+                let ctx = Arc::clone(&ctx);
+                let r = remote.clone();
+                info!(
+                    "subscribing to upstream {r} ({} filters)",
+                    cfg.filters.len()
+                );
+                // Detached: a session blocked on a read is not waited for at shutdown.
+                spawn(&format!("upstream {r}"), SERVICE_STACK, move || {
+                    upstream::run(r, ctx, stop_rx)
+                })?;
+                broker.upstreams.push(stop_tx);
+            }
         }
         info!(
             "event database {} ({} commits, records kept {} s)",
@@ -203,10 +243,55 @@ impl Broker {
         Ok(broker)
     }
 
-    /// Block until the broker's threads end (they run until the process exits).
-    pub fn wait(self) {
-        for t in self.threads {
-            let _ = t.join();
+    /// Stop without losing anything acknowledged: stop accepting; let in-flight authors
+    /// finish (up to the author timeout); stop the upstream subscriptions; let the
+    /// dispatcher handle what is queued and the committer commit it and answer the
+    /// authors; then close the event database.
+    pub fn shutdown(self) {
+        let in_flight: usize = self
+            .listeners
+            .iter()
+            .filter(|(k, _, _)| matches!(k, Kind::Authors))
+            .map(|(_, s, _)| s.active())
+            .sum();
+        info!(
+            "shutting down: {in_flight} author connections in flight, {} upstream subscriptions",
+            self.upstreams.len()
+        );
+        for (_, state, _) in &self.listeners {
+            state.stop();
         }
+        let deadline = Instant::now() + self.author_timeout + Duration::from_secs(1);
+        for (kind, state, handle) in self.listeners {
+            let _ = handle.join();
+            if matches!(kind, Kind::Authors) {
+                while state.active() > 0 && Instant::now() < deadline {
+                    thread::sleep(Duration::from_millis(10));
+                }
+                if state.active() > 0 {
+                    warn!(
+                        "{} author connections still open at shutdown; they get no reply",
+                        state.active()
+                    );
+                }
+            }
+        }
+        drop(self.upstreams);
+        let _ = self.dispatch_tx.send(Msg::Shutdown);
+        drop(self.dispatch_tx);
+        let stats = self.dispatcher.join().unwrap_or_default();
+        // The dispatcher held the committer's only sender: the committer now drains its
+        // queue, commits, answers, and returns.
+        let _ = self.committer.join();
+        drop(self.pruner.0);
+        let _ = self.pruner.1.join();
+        if let Err(e) = self.store.sync() {
+            warn!("final sync of the event database failed: {e}");
+        }
+        drop(self.store);
+        info!(
+            "shut down cleanly: {} events accepted, {} duplicates, {} copies sent, {} subscribers dropped",
+            stats.accepted, stats.duplicates, stats.copies, stats.dropped_subscribers
+        );
     }
 }

@@ -67,6 +67,24 @@ pub struct Options {
     #[argh(switch)]
     pub version: bool,
 
+    /// subscribe to the broker at host[:port] (default port 8099; IPv6 literals in
+    /// brackets, e.g. [2001:db8::1]:8099); repeatable
+    #[argh(option)]
+    pub remote: Vec<String>,
+
+    /// alias of --remote
+    #[argh(option)]
+    pub subscribe: Vec<String>,
+
+    /// XPath expression sent to every --remote broker: only matching events are requested
+    /// (repeatable; an event matching any of them is sent)
+    #[argh(option)]
+    pub filter: Vec<String>,
+
+    /// seconds without any message from a --remote broker before reconnecting (default 120)
+    #[argh(option, default = "120")]
+    pub remote_timeout: u64,
+
     /// largest event accepted, in bytes (default 1048576)
     #[argh(option, default = "1048576")]
     pub max_event_size: usize,
@@ -181,6 +199,10 @@ pub enum ConfigError {
     },
     /// No directory for the event database could be derived.
     NoDataDir,
+    /// A `--remote` that is not host[:port].
+    Remote { input: String, why: &'static str },
+    /// A `--filter` that is not valid XPath 1.0.
+    Filter { expr: String, why: String },
 }
 
 impl fmt::Display for ConfigError {
@@ -188,8 +210,15 @@ impl fmt::Display for ConfigError {
         match self {
             ConfigError::NoRole => write!(
                 f,
-                "nothing to do: give --receive (-r) to accept events from authors and/or --broadcast (-b) to serve subscribers"
+                "nothing to do: give --receive (-r) to accept events from authors, --broadcast (-b) to serve subscribers, and/or --remote HOST[:PORT] to subscribe to a broker"
             ),
+            ConfigError::Remote { input, why } => write!(
+                f,
+                "--remote '{input}': {why} (write host, host:port, or [IPv6]:port)"
+            ),
+            ConfigError::Filter { expr, why } => {
+                write!(f, "--filter '{expr}' is not valid XPath 1.0: {why}")
+            }
             ConfigError::NoLocalIvo => write!(
                 f,
                 "--local-ivo is required with --receive or --broadcast, e.g. --local-ivo=ivo://example.org/broker"
@@ -212,7 +241,8 @@ impl std::error::Error for ConfigError {}
 pub struct Config {
     pub receive: bool,
     pub broadcast: bool,
-    pub local_ivo: String,
+    /// Required when receiving or broadcasting; optional for a plain subscriber.
+    pub local_ivo: Option<String>,
     pub eventdb: PathBuf,
     pub bind: IpAddr,
     pub receive_port: u16,
@@ -230,6 +260,81 @@ pub struct Config {
     pub max_unacked: u64,
     pub subscriber_queue: usize,
     pub write_timeout: Duration,
+    pub remotes: Vec<Remote>,
+    pub filters: Vec<String>,
+    pub remote_timeout: Duration,
+}
+
+/// A broker to subscribe to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Remote {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for Remote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Parse `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 literal (port 8099).
+pub fn parse_remote(s: &str) -> Result<Remote, ConfigError> {
+    let err = |why| ConfigError::Remote {
+        input: s.to_string(),
+        why,
+    };
+    let t = s.trim();
+    let t = t.strip_prefix("tcp:").unwrap_or(t);
+    let (host, port) = if let Some(rest) = t.strip_prefix('[') {
+        let (h, after) = rest.split_once(']').ok_or(err("unclosed ["))?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or(err("expected :port after ]"))?),
+        };
+        if h.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(err("not an IPv6 address inside [ ]"));
+        }
+        (h, port)
+    } else if t.parse::<std::net::Ipv6Addr>().is_ok() {
+        (t, None)
+    } else {
+        match t.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (t, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(err("empty host"));
+    }
+    if host.contains(|c: char| c.is_whitespace() || c == '/' || c == '@') {
+        return Err(err("not a host name"));
+    }
+    let port = match port {
+        None => 8099,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or(err("bad port"))?,
+    };
+    Ok(Remote {
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// Compile an XPath 1.0 expression to check it (what Comet does at start-up).
+pub fn check_xpath(expr: &str) -> Result<(), String> {
+    match sxd_xpath::Factory::new().build(expr) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err("empty expression".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The default event database directory for this user.
@@ -257,11 +362,30 @@ fn positive(v: u64, flag: &'static str) -> Result<Duration, ConfigError> {
 impl Options {
     /// Check the options and build a [`Config`].
     pub fn into_config(self) -> Result<Config, ConfigError> {
-        if !self.receive && !self.broadcast {
+        let remotes = self
+            .remote
+            .iter()
+            .chain(&self.subscribe)
+            .map(|r| parse_remote(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !self.receive && !self.broadcast && remotes.is_empty() {
             return Err(ConfigError::NoRole);
         }
-        let local_ivo = self.local_ivo.ok_or(ConfigError::NoLocalIvo)?;
-        ivoid::check_local_ivo(&local_ivo).map_err(ConfigError::LocalIvo)?;
+        for f in &self.filter {
+            check_xpath(f).map_err(|why| ConfigError::Filter {
+                expr: f.clone(),
+                why,
+            })?;
+        }
+        // A plain subscriber (only --remote) needs no IVOID of its own.
+        let local_ivo = match self.local_ivo {
+            Some(l) => {
+                ivoid::check_local_ivo(&l).map_err(ConfigError::LocalIvo)?;
+                Some(l)
+            }
+            None if self.receive || self.broadcast => return Err(ConfigError::NoLocalIvo),
+            None => None,
+        };
         let author_whitelist =
             Whitelist::parse(&self.author_whitelist).map_err(|err| ConfigError::Network {
                 flag: "--author-whitelist",
@@ -318,6 +442,9 @@ impl Options {
             max_unacked: self.max_unacked,
             subscriber_queue: self.subscriber_queue,
             write_timeout: positive(self.write_timeout, "--write-timeout")?,
+            remotes,
+            filters: self.filter,
+            remote_timeout: positive(self.remote_timeout, "--remote-timeout")?,
         })
     }
 
@@ -393,6 +520,39 @@ mod tests {
         let c = o.into_config().unwrap();
         assert!(c.author_whitelist.allows("::1".parse().unwrap()));
         assert!(!c.author_whitelist.allows("10.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn remotes_and_filters() {
+        let r = |s| parse_remote(s).map(|r| (r.host, r.port));
+        assert_eq!(
+            r("broker.example.org").unwrap(),
+            ("broker.example.org".into(), 8099)
+        );
+        assert_eq!(r("127.0.0.1:9000").unwrap(), ("127.0.0.1".into(), 9000));
+        assert_eq!(r("[::1]:9000").unwrap(), ("::1".into(), 9000));
+        assert_eq!(r("[2001:db8::1]").unwrap(), ("2001:db8::1".into(), 8099));
+        assert_eq!(r("2001:db8::1").unwrap(), ("2001:db8::1".into(), 8099));
+        assert_eq!(r("tcp:host:1").unwrap(), ("host".into(), 1));
+        for bad in ["", ":8099", "h:0", "h:x", "[::1", "[nope]:1", "a b:1"] {
+            assert!(parse_remote(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_remote("[::1]:5").unwrap().to_string(), "[::1]:5");
+        // Only --remote: a plain subscriber, no --local-ivo needed; --subscribe is an alias.
+        let c = opts(&["--remote=127.0.0.1:1", "--subscribe", "h"])
+            .into_config()
+            .unwrap();
+        assert_eq!(c.remotes.len(), 2);
+        assert_eq!(c.local_ivo, None);
+        assert!(check_xpath("//Param[@name=\"SC_Lat\" and @value>600]").is_ok());
+        assert!(matches!(
+            opts(&["--remote=h", "--filter=//[bad"]).into_config(),
+            Err(ConfigError::Filter { .. })
+        ));
+        assert!(matches!(
+            opts(&["--remote=h", "--filter="]).into_config(),
+            Err(ConfigError::Filter { .. })
+        ));
     }
 
     #[test]

@@ -4,6 +4,9 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
@@ -49,15 +52,67 @@ impl Kind {
     }
 }
 
-/// Accept forever, spawning `handler` on a new thread per allowed connection.
-pub fn accept_loop<F>(listener: TcpListener, whitelist: Whitelist, kind: Kind, handler: F)
-where
+/// Shared between an accept loop, its connection threads and the shutdown path.
+#[derive(Default)]
+pub struct ListenerState {
+    /// Set by [`ListenerState::stop`]; the accept loop returns.
+    pub stopping: AtomicBool,
+    /// Connection threads running now.
+    pub active: AtomicUsize,
+    fd: AtomicI32,
+}
+
+impl ListenerState {
+    /// Make the accept loop return: flag it, then shut the listening socket down so the
+    /// blocked `accept` wakes up.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let fd = self.fd.load(Ordering::SeqCst);
+        if fd > 0 {
+            // SAFETY: shutdown(2) on a descriptor we own; the listener is still open (the
+            // accept loop closes it only after seeing `stopping`).
+            unsafe {
+                libc::shutdown(fd, libc::SHUT_RDWR);
+            }
+        }
+    }
+
+    /// Connection threads still running.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
+}
+
+/// Decrements the active count when a connection thread ends, however it ends.
+struct ActiveGuard(Arc<ListenerState>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Accept until stopped, spawning `handler` on a new thread per allowed connection.
+pub fn accept_loop<F>(
+    listener: TcpListener,
+    whitelist: Whitelist,
+    kind: Kind,
+    state: Arc<ListenerState>,
+    handler: F,
+) where
     F: Fn(TcpStream, SocketAddr) + Send + Sync + Clone + 'static,
 {
+    state.fd.store(listener.as_raw_fd(), Ordering::SeqCst);
     loop {
+        if state.stopping.load(Ordering::SeqCst) {
+            return;
+        }
         let (stream, peer) = match listener.accept() {
             Ok(x) => x,
             Err(e) => {
+                if state.stopping.load(Ordering::SeqCst) {
+                    return;
+                }
                 if e.kind() != io::ErrorKind::Interrupted {
                     error!("accepting a {} connection failed: {e}", kind.refusal());
                     // Out of descriptors and the like: do not spin.
@@ -72,7 +127,12 @@ where
             drop(stream);
             continue;
         }
+        if state.stopping.load(Ordering::SeqCst) {
+            return;
+        }
         let h = handler.clone();
+        state.active.fetch_add(1, Ordering::SeqCst);
+        let guard = ActiveGuard(Arc::clone(&state));
         let name = match kind {
             Kind::Authors => format!("author {peer}"),
             Kind::Subscribers => format!("subscriber {peer}"),
@@ -80,7 +140,10 @@ where
         let spawned = thread::Builder::new()
             .name(name)
             .stack_size(CONNECTION_STACK)
-            .spawn(move || h(stream, peer));
+            .spawn(move || {
+                let _guard = guard;
+                h(stream, peer)
+            });
         if let Err(e) = spawned {
             error!("cannot start a thread for {peer}: {e}; closing the connection");
         }

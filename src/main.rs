@@ -1,7 +1,9 @@
 //! `bolide`: the broker executable. Parses Comet's command line, sets up logging, starts
 //! the broker and runs until killed.
 //!
-//! Exit status: 0 after `--help`/`--version`; 2 for a command-line error (unknown flag,
+//! SIGINT and SIGTERM shut the broker down cleanly (see [`Broker::shutdown`]).
+//!
+//! Exit status: 0 after `--help`/`--version` or a clean shutdown; 2 for a command-line error (unknown flag,
 //! bad value, missing role or `--local-ivo`, invalid IVOID or network); 1 when start-up
 //! fails (event database, listening port).
 
@@ -9,6 +11,7 @@ use std::process::ExitCode;
 
 use bolide::broker::Broker;
 use bolide::cli::{self, Parsed};
+use bolide::signals;
 
 fn main() -> ExitCode {
     let mut args = std::env::args();
@@ -40,14 +43,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    log::info!(
-        "bolide {} starting as {}",
-        env!("CARGO_PKG_VERSION"),
-        cfg.local_ivo
-    );
+    match &cfg.local_ivo {
+        Some(ivo) => log::info!("bolide {} starting as {ivo}", env!("CARGO_PKG_VERSION")),
+        None => log::info!(
+            "bolide {} starting as a subscriber",
+            env!("CARGO_PKG_VERSION")
+        ),
+    }
+    // Block the shutdown signals in every thread (they inherit this mask); the main
+    // thread then waits for them synchronously.
+    let signals = signals::block(&[libc::SIGINT, libc::SIGTERM]);
     match Broker::start(cfg) {
         Ok(broker) => {
-            broker.wait();
+            let sig = signals::wait(&signals);
+            log::info!("received {}", signals::name(sig));
+            broker.shutdown();
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -252,17 +252,16 @@ pub fn check_author_event(
     ))
 }
 
-/// Check an event relayed by an upstream broker: well-formed, a `VOEvent` root in any
+/// Check an event relayed by an upstream broker, already parsed: a `VOEvent` root in any
 /// namespace. The ivorn may be missing (it is then empty); the role defaults to
 /// observation and an unknown role is treated as observation too, since nothing here is
 /// refused for content (spec §5.2).
-pub fn check_upstream_event(
+pub fn upstream_event(
+    doc: &Document<'_>,
     payload: &[u8],
-    limits: Limits,
     upstream: &str,
 ) -> Result<Event, Rejection> {
-    let doc = xml::parse(payload, limits).map_err(Rejection::Xml)?;
-    let ivorn = voevent_root(&doc)?.unwrap_or("").to_string();
+    let ivorn = voevent_root(doc)?.unwrap_or("").to_string();
     let role = doc
         .root()
         .attr("role")
@@ -275,6 +274,16 @@ pub fn check_upstream_event(
         doc.root_span.clone(),
         Origin::Upstream(upstream.to_string()),
     ))
+}
+
+/// Parse and check an event relayed by an upstream broker (see [`upstream_event`]).
+pub fn check_upstream_event(
+    payload: &[u8],
+    limits: Limits,
+    upstream: &str,
+) -> Result<Event, Rejection> {
+    let doc = xml::parse(payload, limits).map_err(Rejection::Xml)?;
+    upstream_event(&doc, payload, upstream)
 }
 
 #[cfg(test)]
