@@ -59,8 +59,10 @@ impl Broker {
             format!("--local-ivo={LOCAL_IVO}"),
             format!("--eventdb={}", db.display()),
             "--receive-port=0".into(),
-            "--broadcast-port=0".into(),
         ];
+        if !extra.iter().any(|a| a.starts_with("--broadcast-port")) {
+            args.push("--broadcast-port=0".into());
+        }
         if !extra
             .iter()
             .any(|a| a.starts_with("--broadcast-test-interval"))
@@ -181,6 +183,22 @@ impl Broker {
             .unwrap()
     }
 
+    /// Send SIGTERM and wait (up to `timeout`) for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Stop the broker (SIGKILL) and wait for it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -212,6 +230,8 @@ pub enum Reply {
     Closed,
     /// No reply within the timeout.
     TimedOut,
+    /// The connection was refused (nothing listening).
+    Refused,
 }
 
 impl Reply {
@@ -237,7 +257,9 @@ impl Reply {
 
 /// Send raw bytes (already framed or not: `framed` says) and wait for the reply.
 pub fn exchange(addr: SocketAddr, wire: &[u8], timeout: Duration) -> Reply {
-    let mut s = TcpStream::connect(addr).expect("connect to receive port");
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return Reply::Refused;
+    };
     let deadline = Instant::now() + timeout;
     s.set_write_timeout(Some(timeout)).unwrap();
     // The broker may refuse and close while we are still writing: that's fine.
@@ -402,6 +424,15 @@ pub fn make_event(local: &str, pad: usize) -> Vec<u8> {
 /// Read a file of the shared corpus.
 pub fn read_corpus(rel: &str) -> Vec<u8> {
     std::fs::read(corpus_dir().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// A TCP port that was free a moment ago (for tests that must name ports up front).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Whether a raw socket is closed by the peer without any byte arriving.
