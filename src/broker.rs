@@ -18,6 +18,7 @@ use crate::broadcaster::{self, BroadcastContext};
 use crate::cli::Config;
 use crate::committer;
 use crate::dispatcher::{self, Dispatcher, Msg, Stats};
+use crate::handlers;
 use crate::listener::{self, Kind, ListenerState};
 use crate::receiver::{self, ReceiverContext};
 use crate::store::{Store, StoreConfig, StoreError};
@@ -37,6 +38,8 @@ pub enum StartError {
     },
     /// A thread could not be started.
     Thread(io::Error),
+    /// The handlers could not be set up (save directory, threads).
+    Handlers(io::Error),
 }
 
 impl fmt::Display for StartError {
@@ -51,6 +54,7 @@ impl fmt::Display for StartError {
                 write!(f, "cannot listen for {role} on {addr}: {err}")
             }
             StartError::Thread(e) => write!(f, "cannot start a thread: {e}"),
+            StartError::Handlers(e) => write!(f, "cannot set up the event handlers: {e}"),
         }
     }
 }
@@ -119,6 +123,7 @@ impl Broker {
         };
         let local_ivo = cfg.local_ivo.clone().unwrap_or_default();
 
+        let handlers = handlers::start(cfg.handlers.clone()).map_err(StartError::Handlers)?;
         let (dispatch_tx, dispatch_rx) = bounded(DISPATCH_QUEUE);
         let (commit_tx, commit_rx) = unbounded();
         let committer = {
@@ -146,6 +151,7 @@ impl Broker {
                 },
                 Arc::clone(&store),
                 commit_tx,
+                handlers.map(|h| h.tx),
             );
             spawn("dispatcher", 1 << 20, move || d.run(dispatch_rx))?
         };

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
+use crate::handlers::HandlerConfig;
 use crate::ivoid;
 use crate::whitelist::{NetworkError, Whitelist};
 
@@ -80,6 +81,33 @@ pub struct Options {
     /// (repeatable; an event matching any of them is sent)
     #[argh(option)]
     pub filter: Vec<String>,
+
+    /// print every accepted event to standard output
+    #[argh(switch)]
+    pub print_event: bool,
+
+    /// save every accepted event to a file in --save-event-directory (named after its
+    /// ivorn, as Comet does; never overwriting)
+    #[argh(switch)]
+    pub save_event: bool,
+
+    /// directory for --save-event (default: the working directory at start-up; created
+    /// if missing)
+    #[argh(option)]
+    pub save_event_directory: Option<PathBuf>,
+
+    /// executable run for every accepted event, with the event on its standard input
+    /// (repeatable; no arguments, no shell)
+    #[argh(option)]
+    pub cmd: Vec<PathBuf>,
+
+    /// seconds a --cmd child may run before it is killed (default 60)
+    #[argh(option, default = "60")]
+    pub cmd_timeout: u64,
+
+    /// most --cmd children running at once; further events queue (default 4)
+    #[argh(option, default = "4")]
+    pub cmd_concurrency: usize,
 
     /// seconds without any message from a --remote broker before reconnecting (default 120)
     #[argh(option, default = "120")]
@@ -203,6 +231,10 @@ pub enum ConfigError {
     Remote { input: String, why: &'static str },
     /// A `--filter` that is not valid XPath 1.0.
     Filter { expr: String, why: String },
+    /// A `--cmd` that cannot be run.
+    Cmd { path: PathBuf, why: String },
+    /// No usable directory for `--save-event`.
+    SaveDir(String),
 }
 
 impl fmt::Display for ConfigError {
@@ -216,6 +248,14 @@ impl fmt::Display for ConfigError {
                 f,
                 "--remote '{input}': {why} (write host, host:port, or [IPv6]:port)"
             ),
+            ConfigError::Cmd { path, why } => write!(
+                f,
+                "--cmd {}: {why} (give the path of an executable file; it gets the event on standard input)",
+                path.display()
+            ),
+            ConfigError::SaveDir(why) => {
+                write!(f, "--save-event: {why}; give --save-event-directory DIR")
+            }
             ConfigError::Filter { expr, why } => {
                 write!(f, "--filter '{expr}' is not valid XPath 1.0: {why}")
             }
@@ -263,6 +303,7 @@ pub struct Config {
     pub remotes: Vec<Remote>,
     pub filters: Vec<String>,
     pub remote_timeout: Duration,
+    pub handlers: HandlerConfig,
 }
 
 /// A broker to subscribe to.
@@ -326,6 +367,19 @@ pub fn parse_remote(s: &str) -> Result<Remote, ConfigError> {
         host: host.to_string(),
         port,
     })
+}
+
+/// An existing regular file with an execute bit.
+fn check_executable(p: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let m = std::fs::metadata(p).map_err(|e| e.to_string())?;
+    if !m.is_file() {
+        return Err("not a regular file".into());
+    }
+    if m.permissions().mode() & 0o111 == 0 {
+        return Err("not executable".into());
+    }
+    Ok(())
 }
 
 /// Compile an XPath 1.0 expression to check it (what Comet does at start-up).
@@ -414,6 +468,33 @@ impl Options {
                 why: "must be at least 1",
             });
         }
+        for c in &self.cmd {
+            check_executable(c).map_err(|why| ConfigError::Cmd {
+                path: c.clone(),
+                why,
+            })?;
+        }
+        if self.cmd_concurrency == 0 {
+            return Err(ConfigError::Range {
+                flag: "--cmd-concurrency",
+                why: "must be at least 1",
+            });
+        }
+        let save_dir = match (self.save_event, self.save_event_directory) {
+            (true, Some(d)) => Some(d),
+            (true, None) => Some(
+                std::env::current_dir()
+                    .map_err(|e| ConfigError::SaveDir(format!("no working directory: {e}")))?,
+            ),
+            (false, _) => None,
+        };
+        let handlers = HandlerConfig {
+            print_event: self.print_event,
+            save_dir,
+            cmds: self.cmd,
+            cmd_timeout: positive(self.cmd_timeout, "--cmd-timeout")?,
+            cmd_concurrency: self.cmd_concurrency,
+        };
         let eventdb = match self.eventdb {
             Some(p) => p,
             None => default_eventdb().ok_or(ConfigError::NoDataDir)?,
@@ -445,6 +526,7 @@ impl Options {
             remotes,
             filters: self.filter,
             remote_timeout: positive(self.remote_timeout, "--remote-timeout")?,
+            handlers,
         })
     }
 

@@ -86,10 +86,16 @@ pub struct Dispatcher {
     subscribers: Vec<SubscriberHandle>,
     pending: HashSet<Key>,
     stats: Stats,
+    handlers: Option<Sender<Arc<Event>>>,
 }
 
 impl Dispatcher {
-    pub fn new(settings: Settings, store: Arc<Store>, committer: Sender<Record>) -> Dispatcher {
+    pub fn new(
+        settings: Settings,
+        store: Arc<Store>,
+        committer: Sender<Record>,
+        handlers: Option<Sender<Arc<Event>>>,
+    ) -> Dispatcher {
         Dispatcher {
             settings,
             store,
@@ -97,6 +103,7 @@ impl Dispatcher {
             subscribers: Vec::new(),
             pending: HashSet::new(),
             stats: Stats::default(),
+            handlers,
         }
     }
 
@@ -202,6 +209,16 @@ impl Dispatcher {
                     event.role.as_str(),
                     event.origin
                 );
+                if let Some(h) = &self.handlers {
+                    if h.try_send(Arc::clone(&event)).is_err() {
+                        warn!(
+                            "handlers are {} events behind: {} from {} is NOT passed to --print-event/--save-event/--cmd",
+                            crate::handlers::HANDLER_QUEUE,
+                            event.ivorn,
+                            event.origin
+                        );
+                    }
+                }
                 let rec = Record {
                     key: event.key,
                     time: time::unix_now(),

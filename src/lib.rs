@@ -69,6 +69,7 @@ pub mod cli;
 pub mod committer;
 pub mod dispatcher;
 pub mod frame;
+pub mod handlers;
 pub mod ivoid;
 pub mod listener;
 pub mod receiver;

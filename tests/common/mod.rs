@@ -37,6 +37,8 @@ pub fn scratch(tag: &str) -> PathBuf {
 /// A running broker process.
 pub struct Broker {
     child: Child,
+    /// Where the broker's standard output goes.
+    pub stdout_path: PathBuf,
     pub receive: Option<SocketAddr>,
     pub broadcast: Option<SocketAddr>,
     pub eventdb: PathBuf,
@@ -75,11 +77,13 @@ impl Broker {
 
     /// Start with exactly these arguments (ports must be 0 for the harness to find them).
     pub fn spawn(args: Vec<String>, db: &Path, keep: bool) -> Broker {
+        let stdout_path = scratch("stdout").join("stdout");
+        let stdout = std::fs::File::create(&stdout_path).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_bolide"))
             .args(&args)
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .expect("start bolide");
@@ -96,6 +100,7 @@ impl Broker {
             }
         });
         let mut b = Broker {
+            stdout_path,
             child,
             receive: None,
             broadcast: None,
@@ -145,6 +150,10 @@ impl Broker {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    pub fn stdout_bytes(&self) -> Vec<u8> {
+        std::fs::read(&self.stdout_path).unwrap_or_default()
     }
 
     pub fn log_text(&self) -> String {

@@ -1,0 +1,350 @@
+//! Event handlers, run on every accepted event (from authors and upstreams, never the
+//! broker's own test events) off the dispatcher's path: `--print-event`, `--save-event`,
+//! and `--cmd`.
+//!
+//! The dispatcher `try_send`s each new event to the handler thread; a full queue is logged
+//! (never a silent drop) and never blocks the dispatcher or an author's ack. `--cmd`
+//! children run on a fixed pool of runner threads (`--cmd-concurrency`): beyond that,
+//! jobs queue (and the backlog is logged), each child gets the raw bytes on standard
+//! input, its output is logged at debug, a non-zero exit at warn, and a child still
+//! running after `--cmd-timeout` is killed and logged.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use log::{debug, error, info, warn};
+
+use crate::voevent::Event;
+
+/// Events waiting for the handler thread before new ones are refused (with a log line).
+pub const HANDLER_QUEUE: usize = 10_000;
+/// Queued `--cmd` jobs above which each new job logs a warning.
+const CMD_BACKLOG_WARN: usize = 100;
+
+/// Handler settings.
+#[derive(Clone, Debug, Default)]
+pub struct HandlerConfig {
+    pub print_event: bool,
+    /// Directory to save events in, if `--save-event`.
+    pub save_dir: Option<PathBuf>,
+    /// Executables to run per event.
+    pub cmds: Vec<PathBuf>,
+    pub cmd_timeout: Duration,
+    pub cmd_concurrency: usize,
+}
+
+impl HandlerConfig {
+    /// True if any handler is configured.
+    pub fn any(&self) -> bool {
+        self.print_event || self.save_dir.is_some() || !self.cmds.is_empty()
+    }
+}
+
+/// Comet's file name for an event (spec §8.2): one leading `.` removed, `/` and `\` turned
+/// into `_`, then everything but ASCII letters, digits, `_` and `.` deleted. Names that
+/// would be empty, `.` or `..` get an `event` prefix; very long names are cut to 200 bytes.
+pub fn file_name(ivorn: &str) -> String {
+    let s = ivorn.strip_prefix('.').unwrap_or(ivorn);
+    let mut name: String = s
+        .chars()
+        .map(|c| if c == '/' || c == '\\' { '_' } else { c })
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+        .collect();
+    if name.is_empty() || name == "." || name == ".." {
+        name.insert_str(0, "event");
+    }
+    name.truncate(200);
+    name
+}
+
+/// Write `bytes` to `dir/name`, never overwriting: if the name is taken, append `_` until
+/// it is free. The file appears atomically (written to a temporary name, synced, then
+/// hard-linked into place; the link fails rather than replace an existing file).
+pub fn save(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<PathBuf> {
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+    let tmp = dir.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        let mut candidate = name.to_string();
+        loop {
+            let target = dir.join(&candidate);
+            match fs::hard_link(&tmp, &target) {
+                Ok(()) => return Ok(target),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => candidate.push('_'),
+                Err(e) => return Err(e),
+            }
+        }
+    })();
+    let _ = fs::remove_file(&tmp);
+    result
+}
+
+/// A running handler stage: the sender the dispatcher uses.
+pub struct Handlers {
+    pub tx: Sender<Arc<Event>>,
+}
+
+/// Start the handler thread (and the `--cmd` runners). Returns `None` if no handler is
+/// configured.
+pub fn start(cfg: HandlerConfig) -> io::Result<Option<Handlers>> {
+    if !cfg.any() {
+        return Ok(None);
+    }
+    if let Some(dir) = &cfg.save_dir {
+        fs::create_dir_all(dir)?;
+    }
+    let (tx, rx) = bounded::<Arc<Event>>(HANDLER_QUEUE);
+    let cmd_tx = if cfg.cmds.is_empty() {
+        None
+    } else {
+        let (jtx, jrx) = unbounded::<Job>();
+        let backlog = Arc::new(AtomicUsize::new(0));
+        for i in 0..cfg.cmd_concurrency.max(1) {
+            let jrx = jrx.clone();
+            let timeout = cfg.cmd_timeout;
+            let backlog = Arc::clone(&backlog);
+            thread::Builder::new()
+                .name(format!("cmd runner {i}"))
+                .stack_size(256 * 1024)
+                .spawn(move || run_jobs(jrx, timeout, backlog))?;
+        }
+        Some((jtx, backlog))
+    };
+    thread::Builder::new()
+        .name("handlers".into())
+        .stack_size(256 * 1024)
+        .spawn(move || run(rx, cfg, cmd_tx))?;
+    Ok(Some(Handlers { tx }))
+}
+
+struct Job {
+    cmd: PathBuf,
+    event: Arc<Event>,
+}
+
+fn run(
+    rx: Receiver<Arc<Event>>,
+    cfg: HandlerConfig,
+    cmds: Option<(Sender<Job>, Arc<AtomicUsize>)>,
+) {
+    for ev in rx {
+        if cfg.print_event {
+            let out = io::stdout();
+            let mut out = out.lock();
+            let mut r = out.write_all(ev.payload());
+            if !ev.payload().ends_with(b"\n") {
+                r = r.and_then(|_| out.write_all(b"\n"));
+            }
+            if let Err(e) = r.and_then(|_| out.flush()) {
+                warn!(
+                    "--print-event: cannot write {} to standard output: {e}",
+                    ev.ivorn
+                );
+            }
+        }
+        if let Some(dir) = &cfg.save_dir {
+            match save(dir, &file_name(&ev.ivorn), ev.payload()) {
+                Ok(p) => debug!("saved {} as {}", ev.ivorn, p.display()),
+                Err(e) => error!(
+                    "--save-event: cannot save {} in {}: {e}",
+                    ev.ivorn,
+                    dir.display()
+                ),
+            }
+        }
+        if let Some((jtx, backlog)) = &cmds {
+            for cmd in &cfg.cmds {
+                let queued = backlog.fetch_add(1, Ordering::SeqCst) + 1;
+                if queued > CMD_BACKLOG_WARN {
+                    warn!(
+                        "{queued} --cmd jobs waiting for a free runner; {} queued for {}",
+                        ev.ivorn,
+                        cmd.display()
+                    );
+                }
+                let _ = jtx.send(Job {
+                    cmd: cmd.clone(),
+                    event: Arc::clone(&ev),
+                });
+            }
+        }
+    }
+}
+
+fn run_jobs(rx: Receiver<Job>, timeout: Duration, backlog: Arc<AtomicUsize>) {
+    for job in rx {
+        backlog.fetch_sub(1, Ordering::SeqCst);
+        run_one(&job.cmd, &job.event, timeout);
+    }
+}
+
+/// Read a child's pipe to the end on its own thread, returning what it said.
+fn collect<R: Read + Send + 'static>(r: Option<R>) -> Option<thread::JoinHandle<Vec<u8>>> {
+    let mut r = r?;
+    thread::Builder::new()
+        .name("cmd output".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let mut buf = Vec::new();
+            // Keep at most 64 KiB for the log; drain the rest so the child never blocks.
+            let mut chunk = [0u8; 8192];
+            while let Ok(n) = r.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                if buf.len() < 64 * 1024 {
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+            }
+            buf
+        })
+        .ok()
+}
+
+fn run_one(cmd: &Path, ev: &Arc<Event>, timeout: Duration) {
+    let started = Instant::now();
+    let mut child: Child = match Command::new(cmd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(
+                "--cmd {}: cannot run it for {}: {e}",
+                cmd.display(),
+                ev.ivorn
+            );
+            return;
+        }
+    };
+    // Feed standard input on its own thread: a child that never reads must not block us.
+    let stdin = child.stdin.take();
+    let ev2 = Arc::clone(ev);
+    let feeder = thread::Builder::new()
+        .name("cmd stdin".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            if let Some(mut i) = stdin {
+                let _ = i.write_all(ev2.payload());
+            }
+        });
+    let out = collect(child.stdout.take());
+    let err = collect(child.stderr.take());
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break Some(st),
+            Ok(None) if started.elapsed() >= timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                warn!(
+                    "--cmd {} for {} still running after {} s: killed",
+                    cmd.display(),
+                    ev.ivorn,
+                    timeout.as_secs()
+                );
+                break None;
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(10)),
+            Err(e) => {
+                warn!("--cmd {}: {e}", cmd.display());
+                break None;
+            }
+        }
+    };
+    if let Ok(f) = feeder {
+        let _ = f.join();
+    }
+    for (what, h) in [("standard output", out), ("standard error", err)] {
+        if let Some(text) = h.and_then(|h| h.join().ok()).filter(|t| !t.is_empty()) {
+            debug!(
+                "--cmd {} ({}) said on {what}: {}",
+                cmd.display(),
+                ev.ivorn,
+                String::from_utf8_lossy(&text).trim_end()
+            );
+        }
+    }
+    match status {
+        Some(st) if st.success() => info!(
+            "--cmd {} handled {} in {:.2} s",
+            cmd.display(),
+            ev.ivorn,
+            started.elapsed().as_secs_f64()
+        ),
+        Some(st) => match st.code() {
+            Some(code) => warn!(
+                "--cmd {} returned non-zero ({code}) for {}",
+                cmd.display(),
+                ev.ivorn
+            ),
+            None => warn!(
+                "--cmd {} was killed by a signal ({st}) for {}",
+                cmd.display(),
+                ev.ivorn
+            ),
+        },
+        None => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_follow_comet() {
+        assert_eq!(
+            file_name("ivo://test.ivoid/1234#5678"),
+            "ivo__test.ivoid_12345678"
+        );
+        assert_eq!(file_name("ab/c"), "ab_c");
+        assert_eq!(file_name("a*bc"), "abc");
+        assert_eq!(file_name("a\\/b"), "a__b");
+        assert_eq!(file_name(".abc"), "abc");
+        assert_eq!(file_name("..abc"), ".abc");
+        assert_eq!(file_name(""), "event");
+        assert_eq!(file_name("..."), "event..");
+        assert_eq!(file_name(".."), "event.");
+        assert_eq!(
+            file_name("ivo://bolide.test/../../etc/passwd#x"),
+            "ivo__bolide.test_.._.._etc_passwdx"
+        );
+        assert_eq!(file_name(&"a".repeat(500)).len(), 200);
+    }
+
+    #[test]
+    fn save_never_overwrites() {
+        let dir = std::env::temp_dir().join(format!("bolide-save-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let a = save(&dir, "n", b"first").unwrap();
+        let b = save(&dir, "n", b"second").unwrap();
+        let c = save(&dir, "n", b"third").unwrap();
+        assert_eq!(a, dir.join("n"));
+        assert_eq!(b, dir.join("n_"));
+        assert_eq!(c, dir.join("n__"));
+        assert_eq!(fs::read(&a).unwrap(), b"first");
+        assert_eq!(fs::read(&b).unwrap(), b"second");
+        // No temporary file is left behind.
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 3);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
