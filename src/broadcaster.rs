@@ -10,7 +10,7 @@
 //! up to what was sent, so unsolicited acks never bank credit. A `nak` ends the connection
 //! (that subscriber refused an event; it must not get it again).
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,8 +24,11 @@ use crate::dispatcher::{Msg, SubscriberHandle};
 use crate::frame::{write_frame, FrameReader};
 use crate::transport::{self, Role};
 
-/// The longest the thread sleeps before looking at its socket again.
-const MAX_NAP: Duration = Duration::from_secs(5);
+/// The longest the thread sleeps before looking at its socket again (so a new
+/// authenticate, i.e. new filters, takes effect within this time).
+const MAX_NAP: Duration = Duration::from_secs(1);
+/// How long a new subscriber may take to answer our authenticate before events flow.
+const FIRST_ANSWER: Duration = Duration::from_millis(250);
 /// Largest message accepted from a subscriber (acks and authenticate responses are small).
 const MAX_INCOMING: usize = 64 * 1024;
 
@@ -38,6 +41,10 @@ pub struct BroadcastContext {
     pub write_timeout: Duration,
     pub dispatcher: Sender<Msg>,
     pub next_id: AtomicU64,
+    /// Most filters installed per subscriber.
+    pub max_filters: usize,
+    /// Longest filter expression, in bytes.
+    pub max_filter_len: usize,
 }
 
 /// Why a subscriber connection ended.
@@ -53,6 +60,11 @@ enum End {
 }
 
 struct Peer {
+    id: u64,
+    /// Registered with the dispatcher yet?
+    registered: bool,
+    /// Filters from an authenticate that came before registration.
+    early_filters: Option<Vec<String>>,
     stream: TcpStream,
     addr: SocketAddr,
     frames: FrameReader,
@@ -80,6 +92,9 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
         }
     };
     let mut peer = Peer {
+        id,
+        registered: false,
+        early_filters: None,
         stream,
         addr,
         frames: FrameReader::new(MAX_INCOMING),
@@ -92,14 +107,27 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
         info!("subscriber {addr} went away before authenticate: {e}");
         return;
     }
+    // Give the subscriber a moment to answer authenticate (with its filters) before it
+    // is registered, so its first event already passes its filters. pygcn never
+    // answers, so this is bounded.
+    if let Err(end) = peer.first_answer(&ctx) {
+        info!("subscriber {addr} left before registering: {end:?}");
+        return;
+    }
+    peer.registered = true;
+    let filters = peer.early_filters.take().unwrap_or_default();
     if ctx
         .dispatcher
-        .send(Msg::Register(SubscriberHandle {
-            id,
-            peer: addr,
-            tx,
-            stream: clone,
-        }))
+        .send(Msg::Register(
+            SubscriberHandle {
+                id,
+                peer: addr,
+                tx,
+                stream: clone,
+                filters: Vec::new(),
+            },
+            filters,
+        ))
         .is_err()
     {
         return;
@@ -126,7 +154,7 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break End::DroppedByDispatcher,
         }
-        if let Err(end) = peer.read_incoming() {
+        if let Err(end) = peer.read_incoming(&ctx) {
             break end;
         }
         if Instant::now() >= next_tick {
@@ -161,8 +189,35 @@ impl Peer {
         Ok(())
     }
 
+    /// Wait up to [`FIRST_ANSWER`] for the subscriber's first message and handle what came.
+    fn first_answer(&mut self, ctx: &BroadcastContext) -> Result<(), End> {
+        let deadline = Instant::now() + FIRST_ANSWER;
+        while !self.frames.has_frame() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            self.stream.set_read_timeout(Some(left)).map_err(End::Io)?;
+            let mut buf = [0u8; 8192];
+            match (&self.stream).read(&mut buf) {
+                Ok(0) => return Err(End::Closed),
+                Ok(n) => self.frames.push(&buf[..n]),
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(End::Io(e)),
+            }
+        }
+        loop {
+            match self.frames.next_frame() {
+                Ok(Some(f)) => self.handle_message(&f, ctx)?,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(End::Garbage(e.to_string())),
+            }
+        }
+    }
+
     /// Read everything the subscriber has sent so far, without blocking.
-    fn read_incoming(&mut self) -> Result<(), End> {
+    fn read_incoming(&mut self, ctx: &BroadcastContext) -> Result<(), End> {
         let mut buf = [0u8; 8192];
         loop {
             // SAFETY: recv into a valid, writable buffer of the given length on our own fd.
@@ -188,7 +243,7 @@ impl Peer {
             self.frames.push(&buf[..n as usize]);
             loop {
                 match self.frames.next_frame() {
-                    Ok(Some(f)) => self.handle_message(&f)?,
+                    Ok(Some(f)) => self.handle_message(&f, ctx)?,
                     Ok(None) => break,
                     Err(e) => return Err(End::Garbage(e.to_string())),
                 }
@@ -196,7 +251,7 @@ impl Peer {
         }
     }
 
-    fn handle_message(&mut self, payload: &[u8]) -> Result<(), End> {
+    fn handle_message(&mut self, payload: &[u8], ctx: &BroadcastContext) -> Result<(), End> {
         let msg = match transport::parse(payload) {
             Ok(m) => m,
             Err(e) => {
@@ -216,11 +271,33 @@ impl Peer {
                 return Err(End::Nak(msg.origin.unwrap_or_default()));
             }
             Some(Role::Authenticate) => {
-                debug!(
-                    "subscriber {} authenticated ({} filters)",
-                    self.addr,
-                    msg.filters.len()
-                );
+                let mut exprs = msg.filters;
+                if exprs.len() > ctx.max_filters {
+                    warn!(
+                        "subscriber {} sent {} filters; only the first {} are installed (--max-filters)",
+                        self.addr,
+                        exprs.len(),
+                        ctx.max_filters
+                    );
+                    exprs.truncate(ctx.max_filters);
+                }
+                exprs.retain(|e| {
+                    let ok = e.len() <= ctx.max_filter_len;
+                    if !ok {
+                        warn!(
+                            "subscriber {}: a filter of {} bytes exceeds --max-filter-length {}; refused",
+                            self.addr,
+                            e.len(),
+                            ctx.max_filter_len
+                        );
+                    }
+                    ok
+                });
+                if self.registered {
+                    let _ = ctx.dispatcher.send(Msg::SetFilters { id: self.id, exprs });
+                } else {
+                    self.early_filters = Some(exprs);
+                }
             }
             None => info!(
                 "incomprehensible message from subscriber {} (role={})",

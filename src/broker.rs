@@ -143,17 +143,17 @@ impl Broker {
             (stop_tx, h)
         };
         let dispatcher = {
-            let d = Dispatcher::new(
-                dispatcher::Settings {
-                    local_ivo: local_ivo.clone(),
-                    test_interval: cfg.test_interval,
-                    broadcast: cfg.broadcast,
-                },
-                Arc::clone(&store),
-                commit_tx,
-                handlers.map(|h| h.tx),
-            );
-            spawn("dispatcher", 1 << 20, move || d.run(dispatch_rx))?
+            let settings = dispatcher::Settings {
+                local_ivo: local_ivo.clone(),
+                test_interval: cfg.test_interval,
+                broadcast: cfg.broadcast,
+            };
+            let store = Arc::clone(&store);
+            let handlers = handlers.map(|h| h.tx);
+            // Built on its own thread: its filter table (sxd-xpath) is not Send.
+            spawn("dispatcher", 1 << 20, move || {
+                Dispatcher::new(settings, store, commit_tx, handlers).run(dispatch_rx)
+            })?
         };
         let mut broker = Broker {
             receive_addr: None,
@@ -199,6 +199,8 @@ impl Broker {
                 write_timeout: cfg.write_timeout,
                 dispatcher: dispatch_tx.clone(),
                 next_id: AtomicU64::new(1),
+                max_filters: cfg.max_filters,
+                max_filter_len: cfg.max_filter_length,
             });
             let wl = cfg.subscriber_whitelist.clone();
             info!("listening for subscribers on {addr} (whitelist: {wl})");

@@ -82,6 +82,14 @@ pub struct Options {
     #[argh(option)]
     pub filter: Vec<String>,
 
+    /// most XPath filters installed per subscriber; extra ones are refused (default 32)
+    #[argh(option, default = "32")]
+    pub max_filters: usize,
+
+    /// longest XPath filter accepted from a subscriber, in bytes (default 4096)
+    #[argh(option, default = "4096")]
+    pub max_filter_length: usize,
+
     /// print every accepted event to standard output
     #[argh(switch)]
     pub print_event: bool,
@@ -304,6 +312,8 @@ pub struct Config {
     pub filters: Vec<String>,
     pub remote_timeout: Duration,
     pub handlers: HandlerConfig,
+    pub max_filters: usize,
+    pub max_filter_length: usize,
 }
 
 /// A broker to subscribe to.
@@ -527,6 +537,8 @@ impl Options {
             filters: self.filter,
             remote_timeout: positive(self.remote_timeout, "--remote-timeout")?,
             handlers,
+            max_filters: self.max_filters,
+            max_filter_length: self.max_filter_length,
         })
     }
 

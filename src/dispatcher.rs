@@ -18,6 +18,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use log::{debug, error, info, warn};
 
 use crate::committer::Record;
+use crate::filters::{FilterId, FilterTable};
 use crate::store::Store;
 use crate::testevent;
 use crate::time;
@@ -40,6 +41,8 @@ pub struct SubscriberHandle {
     pub tx: Sender<Arc<Event>>,
     /// A clone of its socket, to unblock a stuck write when it is dropped.
     pub stream: TcpStream,
+    /// Its filters (interned in the dispatcher's [`FilterTable`]); empty = everything.
+    pub filters: Vec<FilterId>,
 }
 
 /// Everything sent to the dispatcher.
@@ -50,8 +53,11 @@ pub enum Msg {
         event: Arc<Event>,
         reply: Option<Sender<Verdict>>,
     },
-    /// A subscriber connected.
-    Register(SubscriberHandle),
+    /// A subscriber connected, with the filters it asked for right away (if any).
+    Register(SubscriberHandle, Vec<String>),
+    /// A subscriber (re)authenticated with these filter expressions (already cut to the
+    /// configured limits); they replace its previous ones.
+    SetFilters { id: u64, exprs: Vec<String> },
     /// A subscriber thread ended.
     Unregister(u64),
     /// The committer made these keys durable.
@@ -87,6 +93,7 @@ pub struct Dispatcher {
     pending: HashSet<Key>,
     stats: Stats,
     handlers: Option<Sender<Arc<Event>>>,
+    filters: FilterTable,
 }
 
 impl Dispatcher {
@@ -104,6 +111,7 @@ impl Dispatcher {
             pending: HashSet::new(),
             stats: Stats::default(),
             handlers,
+            filters: FilterTable::default(),
         }
     }
 
@@ -134,17 +142,22 @@ impl Dispatcher {
             };
             match msg {
                 Msg::Submit { event, reply } => self.submit(event, reply),
-                Msg::Register(h) => {
+                Msg::Register(h, filters) => {
                     info!(
                         "subscriber {} connected ({} subscribers)",
                         h.peer,
                         self.subscribers.len() + 1
                     );
+                    let id = h.id;
                     self.subscribers.push(h);
+                    if !filters.is_empty() {
+                        self.set_filters(id, filters);
+                    }
                 }
+                Msg::SetFilters { id, exprs } => self.set_filters(id, exprs),
                 Msg::Unregister(id) => {
                     if let Some(i) = self.subscribers.iter().position(|s| s.id == id) {
-                        let h = self.subscribers.swap_remove(i);
+                        let h = self.remove(i);
                         info!(
                             "subscriber {} disconnected ({} subscribers)",
                             h.peer,
@@ -237,12 +250,58 @@ impl Dispatcher {
         }
     }
 
-    /// Queue `event` on every subscriber; drop the ones whose queue is full or gone.
+    /// Remove subscriber `i`, releasing its filters.
+    fn remove(&mut self, i: usize) -> SubscriberHandle {
+        let h = self.subscribers.swap_remove(i);
+        for &f in &h.filters {
+            self.filters.release(f);
+        }
+        h
+    }
+
+    fn set_filters(&mut self, id: u64, exprs: Vec<String>) {
+        let Some(sub) = self.subscribers.iter_mut().find(|s| s.id == id) else {
+            return;
+        };
+        let mut ids = Vec::with_capacity(exprs.len());
+        for e in &exprs {
+            match self.filters.acquire(e) {
+                Ok(f) => ids.push(f),
+                Err(err) => warn!(
+                    "filter {e:?} from subscriber {} is not valid XPath ({err}); ignored",
+                    sub.peer
+                ),
+            }
+        }
+        for f in std::mem::replace(&mut sub.filters, ids) {
+            self.filters.release(f);
+        }
+        info!(
+            "subscriber {} installed {} filters ({} distinct expressions in use)",
+            sub.peer,
+            sub.filters.len(),
+            self.filters.distinct()
+        );
+    }
+
+    /// Queue `event` on every subscriber that wants it; drop the ones whose queue is full
+    /// or gone. The event is parsed for XPath only if some subscriber has filters, and
+    /// each distinct expression is evaluated at most once.
     fn fan_out(&mut self, event: &Arc<Event>) -> usize {
         let mut sent = 0;
         let mut i = 0;
+        let filtered = self.subscribers.iter().any(|s| !s.filters.is_empty());
+        let mut eval = filtered.then(|| self.filters.evaluate(event.payload()));
+        let mut dropped = Vec::new();
         while i < self.subscribers.len() {
             let s = &self.subscribers[i];
+            if let Some(e) = eval.as_mut() {
+                if !e.wants(&s.filters) {
+                    debug!("{} does not pass the filters of subscriber {}", event.ivorn, s.peer);
+                    i += 1;
+                    continue;
+                }
+            }
             match s.tx.try_send(Arc::clone(event)) {
                 Ok(()) => {
                     debug!("queued {} for subscriber {}", event.ivorn, s.peer);
@@ -258,12 +317,19 @@ impl Dispatcher {
                     );
                     let _ = s.stream.shutdown(Shutdown::Both);
                     self.stats.dropped_subscribers += 1;
-                    self.subscribers.swap_remove(i);
+                    dropped.push(i);
+                    i += 1;
                 }
                 Err(TrySendError::Disconnected(_)) => {
-                    self.subscribers.swap_remove(i);
+                    dropped.push(i);
+                    i += 1;
                 }
             }
+        }
+        drop(eval);
+        // Highest index first, so swap_remove never moves an index still to be removed.
+        for &i in dropped.iter().rev() {
+            self.remove(i);
         }
         self.stats.copies += sent as u64;
         sent

@@ -142,6 +142,13 @@ impl FrameReader {
         Ok(Some(payload))
     }
 
+    /// True if at least one complete frame is buffered.
+    pub fn has_frame(&self) -> bool {
+        let avail = &self.buf[self.start..];
+        avail.len() >= 4
+            && avail.len() - 4 >= u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize
+    }
+
     /// If a partial frame is buffered, the announced length (once known) and bytes so far.
     pub fn partial(&self) -> Option<(usize, usize)> {
         let avail = &self.buf[self.start..];
@@ -262,10 +269,13 @@ mod tests {
         wire.extend(encode(b"bb"));
         wire.extend_from_slice(&[0, 0]);
         fr.push(&wire);
+        assert!(fr.has_frame());
         assert_eq!(fr.next_frame().unwrap().unwrap(), b"a");
         assert_eq!(fr.next_frame().unwrap().unwrap(), b"bb");
+        assert!(!fr.has_frame());
         assert!(fr.next_frame().unwrap().is_none());
         fr.push(&[0, 1, b'c']);
+        assert!(fr.has_frame());
         assert_eq!(fr.next_frame().unwrap().unwrap(), b"c");
         assert_eq!(fr.buffered(), 0);
     }

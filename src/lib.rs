@@ -68,6 +68,7 @@ pub mod broker;
 pub mod cli;
 pub mod committer;
 pub mod dispatcher;
+pub mod filters;
 pub mod frame;
 pub mod handlers;
 pub mod ivoid;
