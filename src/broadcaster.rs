@@ -202,7 +202,14 @@ impl Peer {
             match (&self.stream).read(&mut buf) {
                 Ok(0) => return Err(End::Closed),
                 Ok(n) => self.frames.push(&buf[..n]),
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => break,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(End::Io(e)),
             }

@@ -297,7 +297,10 @@ impl Dispatcher {
             let s = &self.subscribers[i];
             if let Some(e) = eval.as_mut() {
                 if !e.wants(&s.filters) {
-                    debug!("{} does not pass the filters of subscriber {}", event.ivorn, s.peer);
+                    debug!(
+                        "{} does not pass the filters of subscriber {}",
+                        event.ivorn, s.peer
+                    );
                     i += 1;
                     continue;
                 }

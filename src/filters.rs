@@ -245,7 +245,10 @@ mod tests {
         assert!(check("1") && !check("0"));
         assert!(check("number('x')"), "NaN counts as positive");
         assert!(check("'a'") && !check("''"));
-        assert!(check("//Param[@name='Empty']/@value"), "a node-set of one empty attribute");
+        assert!(
+            check("//Param[@name='Empty']/@value"),
+            "a node-set of one empty attribute"
+        );
         assert!(!check("//Nothing"));
         // Context node is the root element: relative paths start there.
         assert!(check("Who/AuthorIVORN"));
@@ -261,7 +264,9 @@ mod tests {
         assert!(uses_prefix("//x:*"));
         assert!(!uses_prefix("//Param[@value='a:b']"));
         assert!(!uses_prefix("child::Who/descendant-or-self::node()"));
-        assert!(!uses_prefix(r#"//Who[AuthorIVORN="ivo://lofar.transients/"]"#));
+        assert!(!uses_prefix(
+            r#"//Who[AuthorIVORN="ivo://lofar.transients/"]"#
+        ));
     }
 
     #[test]

@@ -146,7 +146,8 @@ impl FrameReader {
     pub fn has_frame(&self) -> bool {
         let avail = &self.buf[self.start..];
         avail.len() >= 4
-            && avail.len() - 4 >= u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize
+            && avail.len() - 4
+                >= u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize
     }
 
     /// If a partial frame is buffered, the announced length (once known) and bytes so far.

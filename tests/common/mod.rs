@@ -340,6 +340,18 @@ impl Subscriber {
         s
     }
 
+    /// Answer (or re-send) an authenticate with these filters, in the Param form.
+    pub fn authenticate(&mut self, filters: &[&str]) {
+        let f: Vec<String> = filters.iter().map(|s| s.to_string()).collect();
+        let msg = transport::authenticate_response(LOCAL_IVO, None, &f);
+        write_frame(&mut self.stream, &msg).unwrap();
+    }
+
+    /// Send raw bytes as one frame.
+    pub fn send_raw(&mut self, payload: &[u8]) {
+        write_frame(&mut self.stream, payload).unwrap();
+    }
+
     /// Next frame, classified, answering iamalives (and acking events if healthy).
     pub fn next_message(&mut self, timeout: Duration) -> Result<Incoming, FrameError> {
         let deadline = Instant::now() + timeout;
