@@ -1,0 +1,400 @@
+//! Interoperability with the deployed software, in every role, over loopback: Comet 3.1.0
+//! (broker, subscriber, comet-sendvo) and pygcn (pygcn-listen), installed from PyPI into a
+//! virtualenv by tests/interop/setup.sh. Each check compares the bytes received with the
+//! bytes sent.
+//!
+//! If the peers cannot be installed, each test prints "SKIPPED: <reason>" and returns,
+//! unless BOLIDE_REQUIRE_INTEROP is set (CI sets it), in which case it fails.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const T: Duration = Duration::from_secs(20);
+
+/// The venv, or why there is none.
+fn venv() -> &'static Result<PathBuf, String> {
+    static VENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    VENV.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/setup.sh");
+        let out = Command::new("bash")
+            .arg(script)
+            .stderr(Stdio::inherit())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Ok(PathBuf::from(
+                String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            )),
+            Ok(o) => Err(String::from_utf8_lossy(&o.stdout).trim().to_string()),
+            Err(e) => Err(format!("cannot run setup.sh: {e}")),
+        }
+    })
+}
+
+/// The venv's bin directory, or None after reporting the skip.
+fn peers(test: &str) -> Option<PathBuf> {
+    match venv() {
+        Ok(v) => Some(v.join("bin")),
+        Err(why) => {
+            if std::env::var_os("BOLIDE_REQUIRE_INTEROP").is_some() {
+                panic!("{test}: interop peers required but unavailable: {why}");
+            }
+            eprintln!("SKIPPED: {test}: {why}");
+            None
+        }
+    }
+}
+
+/// A Python peer process, killed on drop, its output collected.
+struct Peer {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Peer {
+    fn start(bin: &Path, exe: &str, args: &[String], cwd: &Path) -> Peer {
+        let mut child = Command::new(bin.join(exe))
+            .args(args)
+            .current_dir(cwd)
+            .env("PYTHONUTF8", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {exe}: {e}"));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        for pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let l = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    l.lock().unwrap().push(line);
+                }
+            });
+        }
+        Peer { child, log }
+    }
+
+    fn wait_log(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + T;
+        while Instant::now() < deadline {
+            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    fn text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- peer log ----\n{}", self.text());
+        }
+    }
+}
+
+/// A Comet broker on fresh ports: (peer, receive port, broadcast port).
+fn comet_broker(bin: &Path, dir: &Path, extra: &[String]) -> (Peer, u16, u16) {
+    let (p1, p2) = (free_port(), free_port());
+    let mut args: Vec<String> = vec![
+        "-n".into(),
+        "--pidfile=".into(),
+        "--logfile=-".into(),
+        "comet".into(),
+        "--receive".into(),
+        "--broadcast".into(),
+        "--local-ivo=ivo://comet.test/broker".into(),
+        format!("--receive-port={p1}"),
+        format!("--broadcast-port={p2}"),
+        format!("--eventdb={}", dir.join("comet-db").display()),
+        "--author-whitelist=127.0.0.1/32".into(),
+        "--subscriber-whitelist=127.0.0.1/32".into(),
+        "--broadcast-test-interval=0".into(),
+    ];
+    args.extend_from_slice(extra);
+    let p = Peer::start(bin, "twistd", &args, dir);
+    assert!(
+        p.wait_log(&format!("starting on {p1}")),
+        "Comet did not start:\n{}",
+        p.text()
+    );
+    (p, p1, p2)
+}
+
+/// A Comet subscriber to 127.0.0.1:`port`, saving events in `dir/events`.
+fn comet_subscriber(bin: &Path, dir: &Path, port: u16, filters: &[&str]) -> Peer {
+    let mut args: Vec<String> = vec![
+        "-n".into(),
+        "--pidfile=".into(),
+        "--logfile=-".into(),
+        "comet".into(),
+        "--local-ivo=ivo://comet.test/sub".into(),
+        format!("--remote=127.0.0.1:{port}"),
+        format!("--eventdb={}", dir.join("sub-db").display()),
+        "--save-event".into(),
+        format!("--save-event-directory={}", dir.join("events").display()),
+    ];
+    args.extend(filters.iter().map(|f| format!("--filter={f}")));
+    Peer::start(bin, "twistd", &args, dir)
+}
+
+fn wait_file(p: &Path) -> Vec<u8> {
+    let deadline = Instant::now() + T;
+    loop {
+        if let Ok(b) = std::fs::read(p) {
+            if !b.is_empty() {
+                return b;
+            }
+        }
+        assert!(Instant::now() < deadline, "{} never appeared", p.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn sendvo(bin: &Path, port: u16, file: &Path) -> std::process::Output {
+    Command::new(bin.join("comet-sendvo"))
+        .args([
+            "--host=127.0.0.1",
+            &format!("--port={port}"),
+            &format!("--file={}", file.display()),
+        ])
+        .env("PYTHONUTF8", "1")
+        .output()
+        .unwrap()
+}
+
+fn control() -> (PathBuf, Vec<u8>) {
+    let p = corpus_dir().join("invalid/control/valid-base.xml");
+    let b = std::fs::read(&p).unwrap();
+    (p, b)
+}
+
+#[test]
+fn comet_sendvo_submits_to_bolide() {
+    let Some(bin) = peers("comet_sendvo_submits_to_bolide") else {
+        return;
+    };
+    let b = Broker::start(&[]);
+    let mut sub = Subscriber::connect(b.broadcast(), Behaviour::Healthy);
+    assert!(b.wait_log("(1 subscribers)", T));
+    let (path, bytes) = control();
+    let o = sendvo(&bin, b.receive().port(), &path);
+    assert!(
+        o.status.success(),
+        "comet-sendvo failed: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert_eq!(sub.next_event(T).unwrap().1, bytes);
+    // A duplicate: bolide's nak is understood by Comet's sender (exit 1, reason shown).
+    let o = sendvo(&bin, b.receive().port(), &path);
+    assert_eq!(o.status.code(), Some(1));
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("Previously seen by this broker"), "{out}");
+}
+
+#[test]
+fn bolide_send_submits_to_comet() {
+    let Some(bin) = peers("bolide_send_submits_to_comet") else {
+        return;
+    };
+    let dir = scratch("interop-send");
+    let (comet, p1, p2) = comet_broker(&bin, &dir, &[]);
+    let mut raw = std::net::TcpStream::connect(("127.0.0.1", p2)).unwrap();
+    raw.set_read_timeout(Some(T)).unwrap();
+    assert!(comet.wait_log("New subscriber"), "{}", comet.text());
+    let (path, bytes) = control();
+    let o = Command::new(env!("CARGO_BIN_EXE_bolide-send"))
+        .args([
+            "-f",
+            path.to_str().unwrap(),
+            "--host=127.0.0.1",
+            &format!("--port={p1}"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Comet relays what bolide-send sent, byte for byte (after its authenticate).
+    let mut fr = bolide::frame::FrameReader::new(1 << 20);
+    loop {
+        let f = fr.read_frame(&mut raw).expect("a frame from Comet");
+        if f == bytes {
+            break;
+        }
+        assert!(
+            bolide::transport::parse(&f).is_ok(),
+            "unexpected frame from Comet"
+        );
+    }
+    // And Comet's nak comes back as exit 1 with the reason.
+    let o = Command::new(env!("CARGO_BIN_EXE_bolide-send"))
+        .args([
+            "-f",
+            path.to_str().unwrap(),
+            "--host=127.0.0.1",
+            &format!("--port={p1}"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Previously seen by this broker"));
+}
+
+#[test]
+fn comet_subscribes_to_bolide_and_gets_events_and_test_events() {
+    let Some(bin) = peers("comet_subscribes_to_bolide") else {
+        return;
+    };
+    let dir = scratch("interop-comet-sub");
+    let b = Broker::start(&["--broadcast-test-interval=2"]);
+    let sub = comet_subscriber(&bin, &dir, b.broadcast().port(), &[]);
+    assert!(b.wait_log("(1 subscribers)", T), "{}", sub.text());
+    let ev = read_corpus("swift_bat-grb-pos-532871-pretty-printed_1.xml");
+    assert!(submit(b.receive(), &ev).is_ack());
+    let saved = wait_file(&dir.join("events/ivo__nasa.gsfc.gcn_SWIFTBAT_GRB_Pos_532871729"));
+    assert_eq!(saved, ev, "Comet saved other bytes than bolide was given");
+    // bolide's test event: Comet (which validates the schema only on its receive port)
+    // takes it and saves it under its ivorn.
+    let deadline = Instant::now() + T;
+    let test_saved = loop {
+        let found = std::fs::read_dir(dir.join("events"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with("ivo__bolide.test_brokerTestEvent")
+            });
+        if let Some(p) = found {
+            break std::fs::read(p).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no test event saved:\n{}",
+            sub.text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(String::from_utf8_lossy(&test_saved).contains("role=\"test\""));
+    // Comet acks: it is not dropped as a non-acking subscriber.
+    assert!(!b.log_text().contains("not acknowledging"));
+}
+
+#[test]
+fn bolide_subscribes_to_comet() {
+    let Some(bin) = peers("bolide_subscribes_to_comet") else {
+        return;
+    };
+    let dir = scratch("interop-bolide-sub");
+    let (comet, p1, p2) = comet_broker(&bin, &dir, &[]);
+    let saved = scratch("interop-bolide-saved");
+    let db = scratch("interop-bolide-db");
+    let d = Broker::spawn(
+        vec![
+            format!("--remote=127.0.0.1:{p2}"),
+            "--save-event".into(),
+            format!("--save-event-directory={}", saved.display()),
+            format!("--eventdb={}", db.display()),
+        ],
+        &db,
+        false,
+    );
+    assert!(
+        comet.wait_log("New subscriber"),
+        "{}\n{}",
+        comet.text(),
+        d.log_text()
+    );
+    let (path, bytes) = control();
+    assert!(sendvo(&bin, p1, &path).status.success());
+    assert_eq!(
+        wait_file(&saved.join("ivo__bolide.test_invalidbase1")),
+        bytes
+    );
+    assert!(d.log_text().contains("subscribed to upstream 127.0.0.1:"));
+}
+
+#[test]
+fn comet_subscriber_filter_is_honoured_by_bolide() {
+    let Some(bin) = peers("comet_subscriber_filter_is_honoured") else {
+        return;
+    };
+    let dir = scratch("interop-filter");
+    let b = Broker::start(&[]);
+    let sub = comet_subscriber(
+        &bin,
+        &dir,
+        b.broadcast().port(),
+        &[r#"//Param[@name="Packet_Type" and @value=61]"#],
+    );
+    assert!(
+        b.wait_log("installed 1 filters", T),
+        "{}\n{}",
+        b.log_text(),
+        sub.text()
+    );
+    let skip = read_corpus("swift_bat-known-pos_28.xml"); // Packet_Type 141
+    let keep = read_corpus("swift_grb690738-bat-grb-pos_10.xml"); // Packet_Type 61
+    assert!(submit(b.receive(), &skip).is_ack());
+    assert!(submit(b.receive(), &keep).is_ack());
+    let kept = wait_file(&dir.join("events/ivo__nasa.gsfc.gcn_SWIFTBAT_GRB_Pos_690738383"));
+    assert_eq!(kept, keep);
+    std::thread::sleep(Duration::from_millis(500));
+    let names: Vec<_> = std::fs::read_dir(dir.join("events")).unwrap().collect();
+    assert_eq!(names.len(), 1, "the filtered-out event reached Comet");
+}
+
+#[test]
+fn pygcn_listen_receives_and_acks_bolide_events() {
+    let Some(bin) = peers("pygcn_listen_receives_and_acks") else {
+        return;
+    };
+    let dir = scratch("interop-pygcn");
+    // Strict ack and iamalive accounting: a client that did not ack or answer would be
+    // dropped within two 1-second ticks.
+    let b = Broker::start(&["--iamalive-interval=1", "--max-unacked=0"]);
+    let listen = Peer::start(
+        &bin,
+        "pygcn-listen",
+        &[format!("127.0.0.1:{}", b.broadcast().port())],
+        &dir,
+    );
+    assert!(b.wait_log("(1 subscribers)", T), "{}", listen.text());
+    let ev = read_corpus("lvk_o4-s230518h-preliminary_2.xml");
+    assert!(submit(b.receive(), &ev).is_ack());
+    let saved = wait_file(&dir.join("ivo%3A%2F%2Fgwnet%2FLVC%23S230518h-1-Preliminary"));
+    assert_eq!(saved, ev);
+    std::thread::sleep(Duration::from_secs(3));
+    let log = b.log_text();
+    assert!(
+        !log.contains("not acknowledging") && !log.contains("appears to be dead"),
+        "{log}"
+    );
+    assert_eq!(b.log_count("disconnected"), 0, "{log}");
+}
