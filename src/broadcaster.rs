@@ -125,6 +125,7 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
                 tx,
                 stream: clone,
                 filters: Vec::new(),
+                imposed: Vec::new(),
             },
             filters,
         ))

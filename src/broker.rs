@@ -12,7 +12,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Sender};
-use log::{info, warn};
+use log::{error, info, warn};
 
 use crate::broadcaster::{self, BroadcastContext};
 use crate::cli::Config;
@@ -21,6 +21,7 @@ use crate::dispatcher::{self, Dispatcher, Msg, Stats};
 use crate::handlers;
 use crate::listener::{self, Kind, ListenerState};
 use crate::receiver::{self, ReceiverContext};
+use crate::siteconfig::SiteConfig;
 use crate::store::{Store, StoreConfig, StoreError};
 use crate::upstream::{self, UpstreamContext};
 use crate::xml::Limits;
@@ -77,6 +78,7 @@ pub struct Broker {
     listeners: Vec<(Kind, Arc<ListenerState>, JoinHandle<()>)>,
     upstreams: Vec<Sender<()>>,
     store: Arc<Store>,
+    site_config: Option<PathBuf>,
 }
 
 /// Capacity of the dispatcher's inbox; senders block when it is full (back-pressure on
@@ -145,6 +147,11 @@ impl Broker {
         let dispatcher = {
             let settings = dispatcher::Settings {
                 local_ivo: local_ivo.clone(),
+                site: cfg
+                    .site_config
+                    .as_ref()
+                    .map(|(_, c)| c.clone())
+                    .unwrap_or_default(),
                 test_interval: cfg.test_interval,
                 broadcast: cfg.broadcast,
             };
@@ -167,6 +174,7 @@ impl Broker {
             listeners: Vec::new(),
             upstreams: Vec::new(),
             store: Arc::clone(&store),
+            site_config: cfg.site_config.as_ref().map(|(p, _)| p.clone()),
         };
         if let Some(l) = receive {
             let addr = l.local_addr().map_err(StartError::Thread)?;
@@ -249,6 +257,21 @@ impl Broker {
             cfg.max_age_secs
         );
         Ok(broker)
+    }
+
+    /// Re-read `--subscriber-config` (on SIGHUP). A file with errors keeps the current
+    /// rules; either way the connections stay up.
+    pub fn reload_site_config(&self) {
+        let Some(path) = &self.site_config else {
+            info!("SIGHUP: no --subscriber-config to reload");
+            return;
+        };
+        match SiteConfig::load(path) {
+            Ok(c) => {
+                let _ = self.dispatch_tx.send(Msg::SiteConfig(c));
+            }
+            Err(e) => error!("subscriber config not reloaded, keeping the previous rules: {e}"),
+        }
     }
 
     /// Stop without losing anything acknowledged: stop accepting; let in-flight authors

@@ -13,6 +13,7 @@ use argh::FromArgs;
 
 use crate::handlers::HandlerConfig;
 use crate::ivoid;
+use crate::siteconfig::{SiteConfig, SiteConfigError};
 use crate::whitelist::{NetworkError, Whitelist};
 
 /// bolide: a VOEvent broker (VOEvent Transport Protocol), command-line compatible with Comet.
@@ -89,6 +90,11 @@ pub struct Options {
     /// longest XPath filter accepted from a subscriber, in bytes (default 4096)
     #[argh(option, default = "4096")]
     pub max_filter_length: usize,
+
+    /// file of filters imposed on subscribers by network, one "NETWORK XPATH" per line;
+    /// re-read on SIGHUP
+    #[argh(option)]
+    pub subscriber_config: Option<PathBuf>,
 
     /// print every accepted event to standard output
     #[argh(switch)]
@@ -243,6 +249,8 @@ pub enum ConfigError {
     Cmd { path: PathBuf, why: String },
     /// No usable directory for `--save-event`.
     SaveDir(String),
+    /// `--subscriber-config` cannot be read or parsed.
+    SiteConfig(SiteConfigError),
 }
 
 impl fmt::Display for ConfigError {
@@ -261,6 +269,7 @@ impl fmt::Display for ConfigError {
                 "--cmd {}: {why} (give the path of an executable file; it gets the event on standard input)",
                 path.display()
             ),
+            ConfigError::SiteConfig(e) => write!(f, "--subscriber-config: {e}"),
             ConfigError::SaveDir(why) => {
                 write!(f, "--save-event: {why}; give --save-event-directory DIR")
             }
@@ -314,6 +323,8 @@ pub struct Config {
     pub handlers: HandlerConfig,
     pub max_filters: usize,
     pub max_filter_length: usize,
+    /// `--subscriber-config`: the file and its rules as read at start-up.
+    pub site_config: Option<(PathBuf, SiteConfig)>,
 }
 
 /// A broker to subscribe to.
@@ -505,6 +516,13 @@ impl Options {
             cmd_timeout: positive(self.cmd_timeout, "--cmd-timeout")?,
             cmd_concurrency: self.cmd_concurrency,
         };
+        let site_config = match self.subscriber_config {
+            Some(p) => {
+                let c = SiteConfig::load(&p).map_err(ConfigError::SiteConfig)?;
+                Some((p, c))
+            }
+            None => None,
+        };
         let eventdb = match self.eventdb {
             Some(p) => p,
             None => default_eventdb().ok_or(ConfigError::NoDataDir)?,
@@ -539,6 +557,7 @@ impl Options {
             handlers,
             max_filters: self.max_filters,
             max_filter_length: self.max_filter_length,
+            site_config,
         })
     }
 

@@ -19,6 +19,7 @@ use log::{debug, error, info, warn};
 
 use crate::committer::Record;
 use crate::filters::{FilterId, FilterTable};
+use crate::siteconfig::SiteConfig;
 use crate::store::Store;
 use crate::testevent;
 use crate::time;
@@ -43,6 +44,8 @@ pub struct SubscriberHandle {
     pub stream: TcpStream,
     /// Its filters (interned in the dispatcher's [`FilterTable`]); empty = everything.
     pub filters: Vec<FilterId>,
+    /// Filters imposed by `--subscriber-config` for its network; empty = nothing imposed.
+    pub imposed: Vec<FilterId>,
 }
 
 /// Everything sent to the dispatcher.
@@ -58,6 +61,8 @@ pub enum Msg {
     /// A subscriber (re)authenticated with these filter expressions (already cut to the
     /// configured limits); they replace its previous ones.
     SetFilters { id: u64, exprs: Vec<String> },
+    /// New `--subscriber-config` rules (SIGHUP): re-applied to every subscriber.
+    SiteConfig(SiteConfig),
     /// A subscriber thread ended.
     Unregister(u64),
     /// The committer made these keys durable.
@@ -80,6 +85,8 @@ pub struct Stats {
 /// Dispatcher settings.
 pub struct Settings {
     pub local_ivo: String,
+    /// Filters imposed per subscriber network.
+    pub site: SiteConfig,
     pub test_interval: Option<Duration>,
     pub broadcast: bool,
 }
@@ -150,11 +157,23 @@ impl Dispatcher {
                     );
                     let id = h.id;
                     self.subscribers.push(h);
+                    self.impose(self.subscribers.len() - 1);
                     if !filters.is_empty() {
                         self.set_filters(id, filters);
                     }
                 }
                 Msg::SetFilters { id, exprs } => self.set_filters(id, exprs),
+                Msg::SiteConfig(site) => {
+                    self.settings.site = site;
+                    for i in 0..self.subscribers.len() {
+                        self.impose(i);
+                    }
+                    info!(
+                        "subscriber config reloaded: {} networks; {} subscribers re-evaluated",
+                        self.settings.site.networks(),
+                        self.subscribers.len()
+                    );
+                }
                 Msg::Unregister(id) => {
                     if let Some(i) = self.subscribers.iter().position(|s| s.id == id) {
                         let h = self.remove(i);
@@ -253,10 +272,37 @@ impl Dispatcher {
     /// Remove subscriber `i`, releasing its filters.
     fn remove(&mut self, i: usize) -> SubscriberHandle {
         let h = self.subscribers.swap_remove(i);
-        for &f in &h.filters {
+        for &f in h.filters.iter().chain(&h.imposed) {
             self.filters.release(f);
         }
         h
+    }
+
+    /// (Re)apply the site config's imposed filters to subscriber `i`.
+    fn impose(&mut self, i: usize) {
+        let exprs = self
+            .settings
+            .site
+            .imposed(self.subscribers[i].peer.ip())
+            .to_vec();
+        let mut ids = Vec::with_capacity(exprs.len());
+        for e in &exprs {
+            match self.filters.acquire(e) {
+                Ok(id) => ids.push(id),
+                Err(err) => warn!("imposed filter {e:?} is not valid XPath ({err}); ignored"),
+            }
+        }
+        let sub = &mut self.subscribers[i];
+        for f in std::mem::replace(&mut sub.imposed, ids) {
+            self.filters.release(f);
+        }
+        if !sub.imposed.is_empty() {
+            info!(
+                "subscriber {}: {} filters imposed by the subscriber config",
+                sub.peer,
+                sub.imposed.len()
+            );
+        }
     }
 
     fn set_filters(&mut self, id: u64, exprs: Vec<String>) {
@@ -290,13 +336,17 @@ impl Dispatcher {
     fn fan_out(&mut self, event: &Arc<Event>) -> usize {
         let mut sent = 0;
         let mut i = 0;
-        let filtered = self.subscribers.iter().any(|s| !s.filters.is_empty());
+        let filtered = self
+            .subscribers
+            .iter()
+            .any(|s| !s.filters.is_empty() || !s.imposed.is_empty());
         let mut eval = filtered.then(|| self.filters.evaluate(event.payload()));
         let mut dropped = Vec::new();
         while i < self.subscribers.len() {
             let s = &self.subscribers[i];
             if let Some(e) = eval.as_mut() {
-                if !e.wants(&s.filters) {
+                // What the operator imposes AND what the subscriber asked for.
+                if !(e.wants(&s.imposed) && e.wants(&s.filters)) {
                     debug!(
                         "{} does not pass the filters of subscriber {}",
                         event.ivorn, s.peer

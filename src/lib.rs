@@ -76,6 +76,7 @@ pub mod listener;
 pub mod receiver;
 pub mod schema;
 pub mod signals;
+pub mod siteconfig;
 pub mod store;
 pub mod testevent;
 pub mod time;

@@ -1,7 +1,8 @@
 //! `bolide`: the broker executable. Parses Comet's command line, sets up logging, starts
 //! the broker and runs until killed.
 //!
-//! SIGINT and SIGTERM shut the broker down cleanly (see [`Broker::shutdown`]).
+//! SIGINT and SIGTERM shut the broker down cleanly (see [`Broker::shutdown`]); SIGHUP
+//! re-reads `--subscriber-config`.
 //!
 //! Exit status: 0 after `--help`/`--version` or a clean shutdown; 2 for a command-line error (unknown flag,
 //! bad value, missing role or `--local-ivo`, invalid IVOID or network); 1 when start-up
@@ -52,11 +53,18 @@ fn main() -> ExitCode {
     }
     // Block the shutdown signals in every thread (they inherit this mask); the main
     // thread then waits for them synchronously.
-    let signals = signals::block(&[libc::SIGINT, libc::SIGTERM]);
+    let signals = signals::block(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);
     match Broker::start(cfg) {
         Ok(broker) => {
-            let sig = signals::wait(&signals);
-            log::info!("received {}", signals::name(sig));
+            loop {
+                let sig = signals::wait(&signals);
+                log::info!("received {}", signals::name(sig));
+                if sig == libc::SIGHUP {
+                    broker.reload_site_config();
+                } else {
+                    break;
+                }
+            }
             broker.shutdown();
             ExitCode::SUCCESS
         }

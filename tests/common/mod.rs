@@ -192,6 +192,14 @@ impl Broker {
             .unwrap()
     }
 
+    /// Send a signal.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
     /// Send SIGTERM and wait (up to `timeout`) for the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         // SAFETY: kill(2) on our own child's pid.
