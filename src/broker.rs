@@ -115,6 +115,12 @@ impl Broker {
             let addr = SocketAddr::new(cfg.bind, port);
             listener::bind(cfg.bind, port).map_err(|err| StartError::Bind { addr, role, err })
         };
+        if cfg.bind == std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+            && std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only")
+                .is_ok_and(|v| v.trim() == "1")
+        {
+            warn!("net.ipv6.bindv6only is 1: listening on [::] accepts IPv6 only; use --bind 0.0.0.0 for IPv4");
+        }
         let receive = match cfg.receive {
             true => Some(bind(cfg.receive_port, "authors")?),
             false => None,
@@ -247,7 +253,7 @@ impl Broker {
             }
         }
         info!(
-            "event database {} ({} commits, records kept {} s)",
+            "event database {}: {} commits, records kept {} s",
             store.path().display(),
             if cfg.no_sync {
                 "unsynced (--no-sync)"

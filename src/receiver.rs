@@ -95,10 +95,14 @@ pub fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<ReceiverContext>) {
         Ok(event) => {
             let ivorn = event.ivorn.clone();
             let (tx, rx) = bounded(1);
-            let sent = ctx.dispatcher.send(Msg::Submit {
-                event: Arc::new(event),
-                reply: Some(tx),
-            });
+            // A full dispatcher inbox blocks us, but never past the author's deadline.
+            let sent = ctx.dispatcher.send_deadline(
+                Msg::Submit {
+                    event: Arc::new(event),
+                    reply: Some(tx),
+                },
+                deadline,
+            );
             let verdict = if sent.is_err() {
                 Verdict::Rejected(Rejection::Unavailable)
             } else {

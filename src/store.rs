@@ -14,7 +14,7 @@
 //! | database  | key                                        | value                     |
 //! |-----------|--------------------------------------------|---------------------------|
 //! | `meta`    | `format`                                   | `bolide-eventdb-1` (bytes)|
-//! | `events`  | 32-byte SHA-256 digest of the event bytes  | 8-byte big-endian Unix seconds of insertion |
+//! | `events`  | 32-byte SHA-256 of the event's VTP span   | 8-byte big-endian Unix seconds of insertion |
 //! | `by_time` | 8-byte big-endian time ++ 32-byte digest (40 bytes) | empty             |
 //!
 //! `events` and `by_time` are always updated in the same transaction, so for
@@ -43,7 +43,7 @@ use lmdb::{
     Cursor, Database, DatabaseFlags, Environment, EnvironmentFlags, Transaction, WriteFlags,
 };
 
-/// SHA-256 digest of an event's bytes: the key of a record.
+/// SHA-256 of an event's VTP 2.0 span (root element start to end): the key of a record.
 pub type Key = [u8; 32];
 
 /// Value of the `format` record in the `meta` database.
