@@ -123,6 +123,7 @@ fn subscriber_reconnects_after_the_upstream_restarts() {
     let d = Broker::start(&["--no-sync", &remote(up_port)]);
     assert!(d.wait_log("subscribed to upstream", T));
     let mut sub = Subscriber::connect(d.broadcast(), Behaviour::Healthy);
+    assert!(d.wait_log("(1 subscribers)", T));
     assert!(submit(up.receive(), &make_event("before-restart", 0)).is_ack());
     assert_eq!(
         sub.next_event(T).unwrap().0,
