@@ -101,7 +101,13 @@ pub struct Dispatcher {
     stats: Stats,
     handlers: Option<Sender<Arc<Event>>>,
     filters: FilterTable,
+    /// Keys of our own recent test events: they are never stored, so without this one
+    /// could come back through a ring of brokers and be relayed as new.
+    own_tests: std::collections::VecDeque<Key>,
 }
+
+/// How many of our own test events are remembered.
+const OWN_TESTS: usize = 16;
 
 impl Dispatcher {
     pub fn new(
@@ -119,6 +125,7 @@ impl Dispatcher {
             stats: Stats::default(),
             handlers,
             filters: FilterTable::default(),
+            own_tests: std::collections::VecDeque::with_capacity(OWN_TESTS),
         }
     }
 
@@ -204,7 +211,7 @@ impl Dispatcher {
                 let _ = r.send(v);
             }
         };
-        let seen = if self.pending.contains(&event.key) {
+        let seen = if self.pending.contains(&event.key) || self.own_tests.contains(&event.key) {
             Ok(true)
         } else {
             self.store.seen(&event.key, time::unix_now())
@@ -405,6 +412,10 @@ impl Dispatcher {
             doc_span,
             Origin::Local,
         ));
+        if self.own_tests.len() == OWN_TESTS {
+            self.own_tests.pop_front();
+        }
+        self.own_tests.push_back(ev.key);
         let n = self.fan_out(&ev);
         info!("sent test event {} to {n} subscribers", ev.ivorn);
     }

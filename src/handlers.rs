@@ -5,7 +5,8 @@
 //! The dispatcher `try_send`s each new event to the handler thread; a full queue is logged
 //! (never a silent drop) and never blocks the dispatcher or an author's ack. `--cmd`
 //! children run on a fixed pool of runner threads (`--cmd-concurrency`): beyond that,
-//! jobs queue (and the backlog is logged), each child gets the raw bytes on standard
+//! jobs queue (up to [`CMD_QUEUE`], the backlog logged past 100; then the handler thread
+//! waits, its own queue fills, and the dispatcher logs each event it cannot hand over), each child gets the raw bytes on standard
 //! input, its output is logged at debug, a non-zero exit at warn, and a child still
 //! running after `--cmd-timeout` is killed and logged.
 
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use log::{debug, error, info, warn};
 
 use crate::voevent::Event;
@@ -27,6 +28,9 @@ use crate::voevent::Event;
 pub const HANDLER_QUEUE: usize = 10_000;
 /// Queued `--cmd` jobs above which each new job logs a warning.
 const CMD_BACKLOG_WARN: usize = 100;
+/// Most queued `--cmd` jobs; beyond it the handler thread waits (and so its own queue
+/// fills, which the dispatcher logs), so memory stays bounded.
+pub const CMD_QUEUE: usize = 1000;
 
 /// Handler settings.
 #[derive(Clone, Debug, Default)]
@@ -113,7 +117,7 @@ pub fn start(cfg: HandlerConfig) -> io::Result<Option<Handlers>> {
     let cmd_tx = if cfg.cmds.is_empty() {
         None
     } else {
-        let (jtx, jrx) = unbounded::<Job>();
+        let (jtx, jrx) = bounded::<Job>(CMD_QUEUE);
         let backlog = Arc::new(AtomicUsize::new(0));
         for i in 0..cfg.cmd_concurrency.max(1) {
             let jrx = jrx.clone();

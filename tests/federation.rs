@@ -186,3 +186,38 @@ fn accept_then_close_upstream_gets_a_bounded_number_of_attempts() {
         d.log_text()
     );
 }
+
+#[test]
+fn own_test_events_coming_back_round_a_ring_are_not_relayed_again() {
+    let (pa, pb) = (free_port(), free_port());
+    let a = Broker::start(&[
+        "--local-ivo=ivo://bolide.test/a",
+        "--broadcast-test-interval=1",
+        &format!("--broadcast-port={pa}"),
+        &remote(pb),
+    ]);
+    let b = Broker::start(&[
+        "--local-ivo=ivo://bolide.test/b",
+        &format!("--broadcast-port={pb}"),
+        &remote(pa),
+    ]);
+    assert!(a.wait_log("subscribed to upstream", T) && b.wait_log("subscribed to upstream", T));
+    // B takes A's test events as new (they are news to B) and relays them back to A...
+    assert!(
+        b.wait_log("accepted ivo://bolide.test/a#TestEvent-", T),
+        "{}",
+        b.log_text()
+    );
+    // ...where A recognises its own and stops them.
+    assert!(
+        a.wait_log("ignored ivo://bolide.test/a#TestEvent-", T),
+        "{}",
+        a.log_text()
+    );
+    assert_eq!(
+        a.log_count("accepted ivo://bolide.test/a#TestEvent-"),
+        0,
+        "{}",
+        a.log_text()
+    );
+}

@@ -58,10 +58,12 @@ impl Broker {
         let mut args: Vec<String> = vec![
             "--receive".into(),
             "--broadcast".into(),
-            format!("--local-ivo={LOCAL_IVO}"),
             format!("--eventdb={}", db.display()),
             "--receive-port=0".into(),
         ];
+        if !extra.iter().any(|a| a.starts_with("--local-ivo")) {
+            args.push(format!("--local-ivo={LOCAL_IVO}"));
+        }
         if !extra.iter().any(|a| a.starts_with("--broadcast-port")) {
             args.push("--broadcast-port=0".into());
         }
