@@ -221,3 +221,54 @@ fn own_test_events_coming_back_round_a_ring_are_not_relayed_again() {
         a.log_text()
     );
 }
+
+#[test]
+fn a_silent_upstream_is_dropped_after_the_inactivity_timeout() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    // Accepts and holds connections without ever sending a byte.
+    let holder = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().take(2) {
+            held.push(s.unwrap());
+        }
+        held.len()
+    });
+    let db = scratch("silent");
+    let d = Broker::spawn(
+        vec![
+            remote(port),
+            "--remote-timeout=1".into(),
+            format!("--eventdb={}", db.display()),
+        ],
+        &db,
+        false,
+    );
+    assert!(
+        d.wait_log("no iamalive received from upstream 127.0.0.1", T),
+        "{}",
+        d.log_text()
+    );
+    assert!(d.log_text().contains("for 1 seconds; reconnecting"));
+    // And it does reconnect.
+    assert_eq!(holder.join().unwrap(), 2);
+}
+
+#[test]
+fn filter_is_sent_upstream_and_honoured() {
+    let up = Broker::start(&[]);
+    let d = Broker::start(&[
+        &remote(up.broadcast().port()),
+        r#"--filter=contains(@ivorn, "keep")"#,
+    ]);
+    assert!(up.wait_log("installed 1 filters", T), "{}", up.log_text());
+    let mut sub = Subscriber::connect(d.broadcast(), Behaviour::Healthy);
+    assert!(d.wait_log("(1 subscribers)", T));
+    assert!(submit(up.receive(), &make_event("drop-1", 0)).is_ack());
+    assert!(submit(up.receive(), &make_event("keep-2", 0)).is_ack());
+    assert_eq!(
+        sub.next_event(T).unwrap().0,
+        "ivo://bolide.test/stream#keep-2"
+    );
+    assert!(sub.next_event(Duration::from_millis(500)).is_none());
+}

@@ -273,6 +273,15 @@ fn comet_subscribes_to_bolide_and_gets_events_and_test_events() {
     let b = Broker::start(&["--broadcast-test-interval=2"]);
     let sub = comet_subscriber(&bin, &dir, b.broadcast().port(), &[]);
     assert!(b.wait_log("(1 subscribers)", T), "{}", sub.text());
+    // A raw subscriber alongside records the test events exactly as bolide sends them.
+    let mut witness = Subscriber::connect(b.broadcast(), Behaviour::Healthy);
+    let witness = std::thread::spawn(move || {
+        let mut seen = std::collections::HashMap::new();
+        while let Some((iv, bytes)) = witness.next_event(Duration::from_secs(6)) {
+            seen.insert(iv, bytes);
+        }
+        seen
+    });
     let ev = read_corpus("swift_bat-grb-pos-532871-pretty-printed_1.xml");
     assert!(submit(b.receive(), &ev).is_ack());
     let saved = wait_file(&dir.join("events/ivo__nasa.gsfc.gcn_SWIFTBAT_GRB_Pos_532871729"));
