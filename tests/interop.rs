@@ -277,8 +277,11 @@ fn comet_subscribes_to_bolide_and_gets_events_and_test_events() {
     let mut witness = Subscriber::connect(b.broadcast(), Behaviour::Healthy);
     let witness = std::thread::spawn(move || {
         let mut seen = std::collections::HashMap::new();
-        while let Some((iv, bytes)) = witness.next_event(Duration::from_secs(6)) {
-            seen.insert(iv, bytes);
+        let until = Instant::now() + Duration::from_secs(8);
+        while Instant::now() < until {
+            if let Some((iv, bytes)) = witness.next_event(Duration::from_secs(1)) {
+                seen.insert(iv, bytes);
+            }
         }
         seen
     });
@@ -311,6 +314,24 @@ fn comet_subscribes_to_bolide_and_gets_events_and_test_events() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(String::from_utf8_lossy(&test_saved).contains("role=\"test\""));
+    // Every test event both of them got is byte-identical (the witness may have joined a
+    // moment after Comet, so compare the ones it saw).
+    let sent = witness.join().unwrap();
+    let mut compared = 0;
+    for (iv, bytes) in sent.iter().filter(|(iv, _)| iv.contains("#TestEvent-")) {
+        let name = bolide::handlers::file_name(iv);
+        if let Ok(saved) = std::fs::read(dir.join("events").join(&name)) {
+            assert_eq!(
+                &saved, bytes,
+                "{iv}: Comet saved other bytes than bolide sent"
+            );
+            compared += 1;
+        }
+    }
+    assert!(
+        compared >= 1,
+        "no test event seen by both Comet and the witness"
+    );
     // Comet acks: it is not dropped as a non-acking subscriber.
     assert!(!b.log_text().contains("not acknowledging"));
 }
