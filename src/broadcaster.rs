@@ -21,7 +21,7 @@ use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 use log::{debug, info, warn};
 
 use crate::dispatcher::{Msg, SubscriberHandle};
-use crate::frame::{write_frame, FrameReader};
+use crate::frame::{write_frame, FrameError, FrameReader};
 use crate::transport::{self, Role};
 
 /// The longest the thread sleeps before looking at its socket again (so a new
@@ -45,6 +45,8 @@ pub struct BroadcastContext {
     pub max_filters: usize,
     /// Longest filter expression, in bytes.
     pub max_filter_len: usize,
+    /// Time a subscriber may take to finish a message it started sending.
+    pub frame_timeout: Duration,
 }
 
 /// Why a subscriber connection ended.
@@ -157,6 +159,10 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
         }
         if let Err(end) = peer.read_incoming(&ctx) {
             break end;
+        }
+        if peer.frames.stalled(ctx.frame_timeout) {
+            let (have, want) = peer.frames.partial().unwrap_or((0, 0));
+            break End::Garbage(FrameError::Stalled { have, want }.to_string());
         }
         if Instant::now() >= next_tick {
             if let Err(end) = peer.tick(&ctx) {

@@ -19,7 +19,7 @@ use crate::cli::Config;
 use crate::committer;
 use crate::dispatcher::{self, Dispatcher, Msg, Stats};
 use crate::handlers;
-use crate::listener::{self, Kind, ListenerState};
+use crate::listener::{self, Caps, Kind, ListenerState};
 use crate::receiver::{self, ReceiverContext};
 use crate::siteconfig::SiteConfig;
 use crate::store::{Store, StoreConfig, StoreError};
@@ -130,6 +130,12 @@ impl Broker {
             false => None,
         };
         let local_ivo = cfg.local_ivo.clone().unwrap_or_default();
+        let total = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let caps = |per_address| Caps {
+            total: Arc::clone(&total),
+            max_total: cfg.max_connections,
+            per_address,
+        };
 
         let handlers = handlers::start(cfg.handlers.clone()).map_err(StartError::Handlers)?;
         let (dispatch_tx, dispatch_rx) = bounded(DISPATCH_QUEUE);
@@ -193,7 +199,7 @@ impl Broker {
             });
             let wl = cfg.author_whitelist.clone();
             info!("listening for authors on {addr} (whitelist: {wl})");
-            let state = Arc::new(ListenerState::default());
+            let state = Arc::new(ListenerState::new(caps(cfg.max_authors_per_address)));
             let s2 = Arc::clone(&state);
             let h = spawn("accept authors", SERVICE_STACK, move || {
                 listener::accept_loop(l, wl, Kind::Authors, s2, move |s, p| {
@@ -215,10 +221,11 @@ impl Broker {
                 next_id: AtomicU64::new(1),
                 max_filters: cfg.max_filters,
                 max_filter_len: cfg.max_filter_length,
+                frame_timeout: cfg.frame_timeout,
             });
             let wl = cfg.subscriber_whitelist.clone();
             info!("listening for subscribers on {addr} (whitelist: {wl})");
-            let state = Arc::new(ListenerState::default());
+            let state = Arc::new(ListenerState::new(caps(cfg.max_subscribers_per_address)));
             let s2 = Arc::clone(&state);
             let h = spawn("accept subscribers", SERVICE_STACK, move || {
                 listener::accept_loop(l, wl, Kind::Subscribers, s2, move |s, p| {
@@ -235,6 +242,7 @@ impl Broker {
                 max_event_size: cfg.max_event_size,
                 limits: Limits::default(),
                 inactivity: cfg.remote_timeout,
+                frame_timeout: cfg.frame_timeout,
                 dispatcher: dispatch_tx.clone(),
             });
             for remote in &cfg.remotes {
@@ -252,6 +260,10 @@ impl Broker {
                 broker.upstreams.push(stop_tx);
             }
         }
+        info!(
+            "connection caps: {} in total, {} authors and {} subscribers per address",
+            cfg.max_connections, cfg.max_authors_per_address, cfg.max_subscribers_per_address
+        );
         info!(
             "event database {}: {} commits, records kept {} s",
             store.path().display(),

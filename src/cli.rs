@@ -170,6 +170,24 @@ pub struct Options {
     #[argh(option, default = "256")]
     pub subscriber_queue: usize,
 
+    /// most connections (authors and subscribers together) open at once (default 4096,
+    /// lowered to fit the process's descriptor limit); more are closed at once
+    #[argh(option, default = "4096")]
+    pub max_connections: usize,
+
+    /// most author connections open at once from one address (default 16)
+    #[argh(option, default = "16")]
+    pub max_authors_per_address: usize,
+
+    /// most subscriber connections open at once from one address (default 64)
+    #[argh(option, default = "64")]
+    pub max_subscribers_per_address: usize,
+
+    /// seconds a subscriber or upstream may take to finish a message it has started
+    /// sending (default 30); a peer that sends half a frame and stops is dropped
+    #[argh(option, default = "30")]
+    pub frame_timeout: u64,
+
     /// seconds a write to a subscriber may block before it is dropped (default 30)
     #[argh(option, default = "30")]
     pub write_timeout: u64,
@@ -323,6 +341,10 @@ pub struct Config {
     pub handlers: HandlerConfig,
     pub max_filters: usize,
     pub max_filter_length: usize,
+    pub max_connections: usize,
+    pub max_authors_per_address: usize,
+    pub max_subscribers_per_address: usize,
+    pub frame_timeout: Duration,
     /// `--subscriber-config`: the file and its rules as read at start-up.
     pub site_config: Option<(PathBuf, SiteConfig)>,
 }
@@ -483,6 +505,15 @@ impl Options {
                 flag: "--eventdb-map-size",
                 why: "must be a size between 32K and 16T, e.g. 64M or 2G",
             })?;
+        if self.max_connections == 0
+            || self.max_authors_per_address == 0
+            || self.max_subscribers_per_address == 0
+        {
+            return Err(ConfigError::Range {
+                flag: "--max-connections / --max-*-per-address",
+                why: "must be at least 1",
+            });
+        }
         if self.subscriber_queue == 0 {
             return Err(ConfigError::Range {
                 flag: "--subscriber-queue",
@@ -557,6 +588,10 @@ impl Options {
             handlers,
             max_filters: self.max_filters,
             max_filter_length: self.max_filter_length,
+            max_connections: self.max_connections,
+            max_authors_per_address: self.max_authors_per_address,
+            max_subscribers_per_address: self.max_subscribers_per_address,
+            frame_timeout: positive(self.frame_timeout, "--frame-timeout")?,
             site_config,
         })
     }

@@ -8,6 +8,8 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 /// Why a frame could not be read.
 #[derive(Debug)]
@@ -25,6 +27,8 @@ pub enum FrameError {
     },
     /// The read deadline passed.
     TimedOut,
+    /// A frame was started but not finished within the per-frame deadline.
+    Stalled { have: usize, want: usize },
     /// Any other I/O error.
     Io(io::Error),
 }
@@ -53,6 +57,10 @@ impl fmt::Display for FrameError {
                 Ok(())
             }
             FrameError::TimedOut => write!(f, "timed out waiting for data"),
+            FrameError::Stalled { have, want } => write!(
+                f,
+                "sent part of a message ({have} of {want} bytes) and stopped; per-frame deadline passed"
+            ),
             FrameError::Io(e) => write!(f, "{e}"),
         }
     }
@@ -89,6 +97,8 @@ pub struct FrameReader {
     /// Start of unconsumed bytes in `buf`.
     start: usize,
     limit: usize,
+    /// When the bytes of the incomplete frame now buffered started arriving.
+    partial_since: Option<Instant>,
 }
 
 const READ_CHUNK: usize = 16 * 1024;
@@ -100,6 +110,7 @@ impl FrameReader {
             buf: Vec::new(),
             start: 0,
             limit,
+            partial_since: None,
         }
     }
 
@@ -112,6 +123,27 @@ impl FrameReader {
     pub fn push(&mut self, data: &[u8]) {
         self.compact();
         self.buf.extend_from_slice(data);
+        self.note_partial();
+    }
+
+    /// Keep `partial_since` in step with the buffer: set when unconsumed bytes appear,
+    /// cleared when the buffer is empty.
+    fn note_partial(&mut self) {
+        if self.buffered() == 0 {
+            self.partial_since = None;
+        } else if self.partial_since.is_none() {
+            self.partial_since = Some(Instant::now());
+        }
+    }
+
+    /// When the incomplete frame now buffered started arriving (`None`: nothing buffered).
+    pub fn partial_since(&self) -> Option<Instant> {
+        self.partial_since
+    }
+
+    /// True if an incomplete frame has been buffered for longer than `timeout`.
+    pub fn stalled(&self, timeout: Duration) -> bool {
+        !self.has_frame() && self.partial_since.is_some_and(|t| t.elapsed() > timeout)
     }
 
     fn compact(&mut self) {
@@ -138,6 +170,10 @@ impl FrameReader {
         if self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
+            self.partial_since = None;
+        } else {
+            // What remains is the start of the next frame, which arrived just now.
+            self.partial_since = Some(Instant::now());
         }
         Ok(Some(payload))
     }
@@ -192,11 +228,60 @@ impl FrameReader {
                 }
             };
             self.buf.truncate(old + n);
+            self.note_partial();
             if n == 0 {
                 return Err(match self.partial() {
                     None => FrameError::Closed,
                     Some((have, want)) => FrameError::Truncated { have, want },
                 });
+            }
+        }
+    }
+}
+
+impl FrameReader {
+    /// Read one frame from `stream` under two deadlines: nothing at all may take until
+    /// `idle_deadline`; once a frame has started, it must be complete within
+    /// `frame_timeout` of its first byte ([`FrameError::Stalled`] otherwise).
+    pub fn read_frame_deadlines(
+        &mut self,
+        stream: &TcpStream,
+        idle_deadline: Instant,
+        frame_timeout: Duration,
+    ) -> Result<Vec<u8>, FrameError> {
+        loop {
+            if let Some(f) = self.next_frame()? {
+                return Ok(f);
+            }
+            let deadline = match self.partial_since {
+                Some(t) => idle_deadline.min(t + frame_timeout),
+                None => idle_deadline,
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(match self.partial() {
+                    Some((have, want)) => FrameError::Stalled { have, want },
+                    None => FrameError::TimedOut,
+                });
+            }
+            stream.set_read_timeout(Some(left))?;
+            let mut chunk = [0u8; READ_CHUNK];
+            let mut s = stream;
+            match s.read(&mut chunk) {
+                Ok(0) => {
+                    return Err(match self.partial() {
+                        None => FrameError::Closed,
+                        Some((have, want)) => FrameError::Truncated { have, want },
+                    })
+                }
+                Ok(n) => self.push(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(FrameError::Io(e)),
             }
         }
     }
@@ -315,6 +400,43 @@ mod tests {
 
     fn err_text(len: u32) -> String {
         check_len(len, 99_999).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_stalled_frame_is_reported_at_the_frame_deadline() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        c.write_all(&[0, 0, 0, 10, b'<']).unwrap();
+        let mut fr = FrameReader::new(100);
+        let started = Instant::now();
+        let far = started + Duration::from_secs(60);
+        let err = fr
+            .read_frame_deadlines(&s, far, Duration::from_millis(200))
+            .unwrap_err();
+        assert!(
+            matches!(err, FrameError::Stalled { have: 5, want: 14 }),
+            "{err:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(fr.stalled(Duration::from_millis(100)));
+        // Idle (nothing started) is governed by the idle deadline only.
+        let mut fr = FrameReader::new(100);
+        let (s2, _) = {
+            let _c2 = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let a = l.accept().unwrap();
+            std::mem::forget(_c2);
+            a
+        };
+        let err = fr
+            .read_frame_deadlines(
+                &s2,
+                Instant::now() + Duration::from_millis(200),
+                Duration::from_millis(50),
+            )
+            .unwrap_err();
+        assert!(matches!(err, FrameError::TimedOut), "{err:?}");
+        drop(c);
     }
 
     #[test]

@@ -37,13 +37,24 @@ fn main() -> ExitCode {
         .format_target(false)
         .parse_default_env()
         .init();
-    let cfg = match opts.into_config() {
+    let mut cfg = match opts.into_config() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("bolide: {e}");
             return ExitCode::from(2);
         }
     };
+    // Every connection costs a descriptor (a subscriber two): raise the soft limit to the
+    // hard one and keep the connection cap within it.
+    let nofile = bolide::listener::raise_nofile_limit();
+    let fit = (nofile.saturating_sub(64) / 2) as usize;
+    if cfg.max_connections > fit {
+        log::warn!(
+            "--max-connections {} lowered to {fit} to fit the descriptor limit ({nofile}); raise `ulimit -n` for more",
+            cfg.max_connections
+        );
+        cfg.max_connections = fit.max(1);
+    }
     match &cfg.local_ivo {
         Some(ivo) => log::info!("bolide {} starting as {ivo}", env!("CARGO_PKG_VERSION")),
         None => log::info!(

@@ -22,7 +22,6 @@ use log::{debug, info, warn};
 use crate::cli::Remote;
 use crate::dispatcher::Msg;
 use crate::frame::{write_frame, FrameError, FrameReader};
-use crate::receiver::DeadlineReader;
 use crate::transport::{self, Role};
 use crate::voevent::upstream_event;
 use crate::xml::{self, Limits};
@@ -45,6 +44,8 @@ pub struct UpstreamContext {
     pub max_event_size: usize,
     pub limits: Limits,
     pub inactivity: Duration,
+    /// Time the upstream may take to finish a message it started sending.
+    pub frame_timeout: Duration,
     pub dispatcher: Sender<Msg>,
 }
 
@@ -163,17 +164,15 @@ fn session(stream: &TcpStream, name: &str, ctx: &UpstreamContext) -> End {
     let local = ctx.local_ivo.as_deref();
     let mut last_good = Instant::now();
     loop {
-        let frame = {
-            let mut r = DeadlineReader {
-                stream,
-                deadline: last_good + ctx.inactivity,
-            };
-            match frames.read_frame(&mut r) {
-                Ok(f) => f,
-                Err(FrameError::Closed) => return End::Closed,
-                Err(FrameError::TimedOut) => return End::Silent(ctx.inactivity),
-                Err(e) => return End::Frame(e),
-            }
+        let frame = match frames.read_frame_deadlines(
+            stream,
+            last_good + ctx.inactivity,
+            ctx.frame_timeout,
+        ) {
+            Ok(f) => f,
+            Err(FrameError::Closed) => return End::Closed,
+            Err(FrameError::TimedOut) => return End::Silent(ctx.inactivity),
+            Err(e) => return End::Frame(e),
         };
         let doc = match xml::parse(&frame, ctx.limits) {
             Ok(d) => d,

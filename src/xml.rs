@@ -24,6 +24,10 @@ pub struct Limits {
     pub max_attributes: usize,
     /// Maximum number of elements in the document.
     pub max_elements: usize,
+    /// Longest attribute value, in bytes as written.
+    pub max_attribute_len: usize,
+    /// Most character data directly inside one element, in bytes.
+    pub max_text_len: usize,
 }
 
 impl Default for Limits {
@@ -32,6 +36,8 @@ impl Default for Limits {
             max_depth: 64,
             max_attributes: 1000,
             max_elements: 100_000,
+            max_attribute_len: 64 * 1024,
+            max_text_len: 256 * 1024,
         }
     }
 }
@@ -59,6 +65,12 @@ pub enum XmlError {
     TooManyAttributes { limit: usize },
     /// More elements than the limit.
     TooManyElements { limit: usize },
+    /// An attribute value or an element's text longer than the limit.
+    TooLong {
+        what: &'static str,
+        limit: usize,
+        offset: usize,
+    },
     /// The same attribute twice on one element.
     DuplicateAttribute { name: String, offset: usize },
     /// Input ended before the document was complete.
@@ -108,6 +120,11 @@ impl fmt::Display for XmlError {
             XmlError::TooManyElements { limit } => {
                 write!(f, "too many elements (limit {limit})")
             }
+            XmlError::TooLong {
+                what,
+                limit,
+                offset,
+            } => write!(f, "{what} longer than {limit} bytes at byte offset {offset}"),
             XmlError::DuplicateAttribute { name, offset } => write!(
                 f,
                 "not well-formed: duplicate attribute {name} at byte offset {offset}"
@@ -602,21 +619,30 @@ impl<'a> Parser<'a> {
                     });
                 }
                 let decoded = self.decode_text(raw, start, false)?;
-                self.push_text(decoded);
+                self.push_text(decoded)?;
                 self.pos = stop;
             }
         }
     }
 
-    fn push_text(&mut self, t: Cow<'a, str>) {
+    fn push_text(&mut self, t: Cow<'a, str>) -> Result<(), XmlError> {
         let id = self.open.last().expect("inside an element").0;
+        let limit = self.limits.max_text_len;
         let el = &mut self.elements[id];
+        if el.text.len() + t.len() > limit {
+            return Err(XmlError::TooLong {
+                what: "text of one element",
+                limit,
+                offset: self.pos,
+            });
+        }
         el.has_char_data = true;
         if el.text.is_empty() {
             el.text = t;
         } else {
             el.text.to_mut().push_str(&t);
         }
+        Ok(())
     }
 
     fn cdata(&mut self) -> Result<(), XmlError> {
@@ -625,8 +651,7 @@ impl<'a> Parser<'a> {
             Some(i) => {
                 let t = &self.s[self.pos..self.pos + i];
                 self.pos += i + 3;
-                self.push_text(Cow::Borrowed(t));
-                Ok(())
+                self.push_text(Cow::Borrowed(t))
             }
             None => Err(XmlError::UnexpectedEnd),
         }
@@ -761,6 +786,13 @@ impl<'a> Parser<'a> {
                 Some(i) => self.pos + i,
                 None => return Err(XmlError::UnexpectedEnd),
             };
+            if vend - vstart > self.limits.max_attribute_len {
+                return Err(XmlError::TooLong {
+                    what: "attribute value",
+                    limit: self.limits.max_attribute_len,
+                    offset: vstart,
+                });
+            }
             if self.b[vend] == b'<' {
                 self.pos = vend;
                 return Err(self.err("'<' in attribute value"));
@@ -1080,6 +1112,26 @@ mod tests {
             p(&many).unwrap_err(),
             XmlError::TooManyAttributes { limit: 1000 }
         );
+        let long_attr = format!("<a b='{}'/>", "x".repeat(70_000));
+        assert!(matches!(
+            p(&long_attr),
+            Err(XmlError::TooLong {
+                what: "attribute value",
+                ..
+            })
+        ));
+        let long_text = format!(
+            "<a>{}<![CDATA[{}]]></a>",
+            "x".repeat(200_000),
+            "y".repeat(70_000)
+        );
+        assert!(matches!(
+            p(&long_text),
+            Err(XmlError::TooLong {
+                what: "text of one element",
+                ..
+            })
+        ));
         let lots = format!("<a>{}</a>", "<b/>".repeat(200_000));
         assert_eq!(
             p(&lots).unwrap_err(),
