@@ -211,7 +211,9 @@ impl Dispatcher {
                 let _ = r.send(v);
             }
         };
-        let seen = if self.pending.contains(&event.key) || self.own_tests.contains(&event.key) {
+        let own_test_back =
+            matches!(event.origin, Origin::Upstream(_)) && self.own_tests.contains(&event.key);
+        let seen = if self.pending.contains(&event.key) || own_test_back {
             Ok(true)
         } else {
             self.store.seen(&event.key, time::unix_now())
