@@ -9,7 +9,7 @@ BINDIR   = $(DESTDIR)$(PREFIX)/bin
 MANDIR   = $(DESTDIR)$(PREFIX)/share/man
 BINS     = bolide bolide-send
 
-.PHONY: all release run test lint check-man install uninstall clean
+.PHONY: all release run test lint check-man install uninstall clean soak
 
 all: release
 
@@ -34,6 +34,10 @@ check-man:
 	  if [ -n "$$out" ]; then echo "$$m:"; echo "$$out"; exit 1; fi; \
 	  echo "$$m: renders cleanly"; \
 	done
+
+# Long run with misbehaving subscribers; SOAK_SECONDS (default 600) and SOAK_RATE (events/s).
+soak:
+	$(CARGO) test --release --locked --test soak -- --ignored --nocapture
 
 install: release
 	install -d $(BINDIR) $(MANDIR)/man1 $(MANDIR)/man8
