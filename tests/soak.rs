@@ -20,10 +20,20 @@ const AUTHORS: usize = 4;
 #[test]
 #[ignore = "long-running; use `make soak`"]
 fn soak() {
-    let secs: u64 = std::env::var("SOAK_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(600);
-    let rate: u64 = std::env::var("SOAK_RATE").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let secs: u64 = std::env::var("SOAK_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600);
+    let rate: u64 = std::env::var("SOAK_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
     raise_nofile();
-    let b = Broker::start(&["--iamalive-interval=10", "--subscriber-queue=64", "--write-timeout=10"]);
+    let b = Broker::start(&[
+        "--iamalive-interval=10",
+        "--subscriber-queue=64",
+        "--write-timeout=10",
+    ]);
     let stop = Arc::new(AtomicBool::new(false));
     let healthy: Vec<_> = (0..HEALTHY)
         .map(|_| {
@@ -58,9 +68,19 @@ fn soak() {
         let (stop, addr, rounds) = (Arc::clone(&stop), b.broadcast(), Arc::clone(&bad_rounds));
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
-                let stuck: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+                let stuck: Vec<TcpStream> =
+                    (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
                 let mut others: Vec<Subscriber> = (0..3)
-                    .map(|i| Subscriber::connect(addr, if i % 2 == 0 { Behaviour::NoAck } else { Behaviour::NoIamalive }))
+                    .map(|i| {
+                        Subscriber::connect(
+                            addr,
+                            if i % 2 == 0 {
+                                Behaviour::NoAck
+                            } else {
+                                Behaviour::NoIamalive
+                            },
+                        )
+                    })
                     .collect();
                 let until = Instant::now() + Duration::from_secs(30);
                 while Instant::now() < until && !stop.load(Ordering::SeqCst) {
@@ -87,7 +107,10 @@ fn soak() {
                 while !stop.load(Ordering::SeqCst) {
                     let ev = make_event(&format!("soak-{a}-{i}"), 4000);
                     if submit(addr, &ev).is_ack() {
-                        acked.lock().unwrap().insert(format!("ivo://bolide.test/stream#soak-{a}-{i}"));
+                        acked
+                            .lock()
+                            .unwrap()
+                            .insert(format!("ivo://bolide.test/stream#soak-{a}-{i}"));
                     }
                     i += 1;
                     next += period;
