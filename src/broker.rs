@@ -159,6 +159,8 @@ impl Broker {
         let dispatcher = {
             let settings = dispatcher::Settings {
                 local_ivo: local_ivo.clone(),
+                stats_interval: cfg.stats_interval,
+                connections: Arc::clone(&total),
                 site: cfg
                     .site_config
                     .as_ref()

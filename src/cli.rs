@@ -65,6 +65,11 @@ pub struct Options {
     #[argh(switch, short = 'q')]
     pub quiet: u8,
 
+    /// seconds between one-line summaries at info level (connections, events in and out,
+    /// drops); default 300, 0 disables
+    #[argh(option, default = "300")]
+    pub stats_interval: u64,
+
     /// print the version and exit
     #[argh(switch)]
     pub version: bool,
@@ -345,6 +350,7 @@ pub struct Config {
     pub max_authors_per_address: usize,
     pub max_subscribers_per_address: usize,
     pub frame_timeout: Duration,
+    pub stats_interval: Option<Duration>,
     /// `--subscriber-config`: the file and its rules as read at start-up.
     pub site_config: Option<(PathBuf, SiteConfig)>,
 }
@@ -592,6 +598,8 @@ impl Options {
             max_authors_per_address: self.max_authors_per_address,
             max_subscribers_per_address: self.max_subscribers_per_address,
             frame_timeout: positive(self.frame_timeout, "--frame-timeout")?,
+            stats_interval: (self.stats_interval > 0)
+                .then(|| Duration::from_secs(self.stats_interval)),
             site_config,
         })
     }

@@ -85,6 +85,10 @@ pub struct Stats {
 /// Dispatcher settings.
 pub struct Settings {
     pub local_ivo: String,
+    /// Period of the one-line summary at info (`None`: never).
+    pub stats_interval: Option<Duration>,
+    /// Open connections (the listeners' shared counter), for the summary.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
     /// Filters imposed per subscriber network.
     pub site: SiteConfig,
     pub test_interval: Option<Duration>,
@@ -136,6 +140,8 @@ impl Dispatcher {
             .test_interval
             .filter(|_| self.settings.broadcast)
             .map(|_| Instant::now());
+        let mut next_summary = self.settings.stats_interval.map(|i| Instant::now() + i);
+        let mut last = self.stats;
         loop {
             if let Some(at) = next_test {
                 if Instant::now() >= at {
@@ -143,7 +149,18 @@ impl Dispatcher {
                     next_test = self.settings.test_interval.map(|i| at + i);
                 }
             }
-            let msg = match next_test {
+            if let Some(at) = next_summary {
+                if Instant::now() >= at {
+                    self.log_summary(&last);
+                    last = self.stats;
+                    next_summary = self.settings.stats_interval.map(|i| at + i);
+                }
+            }
+            let wake = match (next_test, next_summary) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let msg = match wake {
                 Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
                     Ok(m) => m,
                     Err(RecvTimeoutError::Timeout) => continue,
@@ -395,6 +412,24 @@ impl Dispatcher {
         }
         self.stats.copies += sent as u64;
         sent
+    }
+
+    /// The periodic one-line summary (`--stats-interval`).
+    fn log_summary(&self, last: &Stats) {
+        let s = &self.stats;
+        info!(
+            "summary: {} connections open ({} subscribers); events accepted {} (+{}), duplicates {} (+{}), copies sent {} (+{}), subscribers dropped {} (+{})",
+            self.settings.connections.load(std::sync::atomic::Ordering::Relaxed),
+            self.subscribers.len(),
+            s.accepted,
+            s.accepted - last.accepted,
+            s.duplicates,
+            s.duplicates - last.duplicates,
+            s.copies,
+            s.copies - last.copies,
+            s.dropped_subscribers,
+            s.dropped_subscribers - last.dropped_subscribers
+        );
     }
 
     fn send_test_event(&mut self) {

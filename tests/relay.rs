@@ -140,3 +140,20 @@ fn subscriber_gets_authenticate_then_iamalive_and_stays_connected() {
     assert!(submit(b.receive(), &make_event("alive-1", 0)).is_ack());
     assert!(sub.next_event(T).is_some());
 }
+
+#[test]
+fn periodic_summary_line() {
+    let b = Broker::start(&["--stats-interval=1"]);
+    let _sub = Subscriber::connect(b.broadcast(), Behaviour::Healthy);
+    assert!(b.wait_log("(1 subscribers)", T));
+    assert!(submit(b.receive(), &make_event("sum-1", 0)).is_ack());
+    assert!(
+        b.wait_log(
+            "(1 subscribers); events accepted 1 (+1), duplicates 0 (+0), copies sent 1 (+1)",
+            T
+        ),
+        "{}",
+        b.log_text()
+    );
+    assert!(b.wait_log("events accepted 1 (+0)", T));
+}
