@@ -7,7 +7,64 @@ DESTDIR ?=
 CARGO   ?= cargo
 BINDIR   = $(DESTDIR)$(PREFIX)/bin
 MANDIR   = $(DESTDIR)$(PREFIX)/share/man
+UNITDIR  = $(DESTDIR)$(PREFIX)/lib/systemd/system
 BINS     = bolide bolide-send
+MANPAGES = man8/bolide.8 man1/bolide-send.1
+# Where `make install` takes the binaries from; NOBUILD=1 skips the release build (the
+# install test points BUILT at the test build).
+BUILT   ?= target/release
+
+# The systemd unit: an unprivileged dynamic user, state in /var/lib/bolide, the usual
+# hardening. Options go in /etc/default/bolide as BOLIDE_OPTS=...; reload = SIGHUP
+# (re-reads --subscriber-config).
+define SYSTEMD_UNIT
+[Unit]
+Description=bolide VOEvent broker (VOEvent Transport Protocol)
+Documentation=man:bolide(8)
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+Environment="BOLIDE_OPTS=--receive --broadcast --local-ivo=ivo://example.org/broker"
+EnvironmentFile=-/etc/default/bolide
+ExecStart=$(PREFIX)/bin/bolide --eventdb=/var/lib/bolide/eventdb $$BOLIDE_OPTS
+ExecReload=/bin/kill -HUP $$MAINPID
+KillSignal=SIGTERM
+TimeoutStopSec=30
+Restart=on-failure
+RestartSec=5
+DynamicUser=yes
+StateDirectory=bolide
+WorkingDirectory=/var/lib/bolide
+LimitNOFILE=65536
+NoNewPrivileges=yes
+CapabilityBoundingSet=
+AmbientCapabilities=
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+UMask=0027
+
+[Install]
+WantedBy=multi-user.target
+endef
+export SYSTEMD_UNIT
 
 .PHONY: all release run test lint check-man install uninstall clean soak
 
@@ -39,15 +96,18 @@ check-man:
 soak:
 	$(CARGO) test --release --locked --test soak -- --ignored --nocapture
 
-install: release
-	install -d $(BINDIR) $(MANDIR)/man1 $(MANDIR)/man8
-	for b in $(BINS); do install -m 0755 target/release/$$b $(BINDIR)/$$b; done
-	install -m 0644 man/bolide.8 $(MANDIR)/man8/bolide.8
-	install -m 0644 man/bolide-send.1 $(MANDIR)/man1/bolide-send.1
+# Binaries, man pages and the systemd unit under $(DESTDIR)$(PREFIX).
+install: $(if $(NOBUILD),,release)
+	install -d $(BINDIR) $(MANDIR)/man1 $(MANDIR)/man8 $(UNITDIR)
+	for b in $(BINS); do install -m 0755 $(BUILT)/$$b $(BINDIR)/$$b; done
+	for m in $(MANPAGES); do install -m 0644 man/$$(basename $$m) $(MANDIR)/$$m; done
+	printf '%s\n' "$$SYSTEMD_UNIT" > $(UNITDIR)/bolide.service
+	chmod 0644 $(UNITDIR)/bolide.service
 
 uninstall:
 	for b in $(BINS); do rm -f $(BINDIR)/$$b; done
-	rm -f $(MANDIR)/man8/bolide.8 $(MANDIR)/man1/bolide-send.1
+	for m in $(MANPAGES); do rm -f $(MANDIR)/$$m; done
+	rm -f $(UNITDIR)/bolide.service
 
 clean:
 	$(CARGO) clean
