@@ -149,8 +149,8 @@ metric() { # metric KIND ROW -> "rate p50 p99 cpu_us rss_start rss_idle rss_peak
   jq -r '[ (if .mode=="ingest" then .accepted_per_s else .deliveries_per_s end),
            .latency_ms.p50, .latency_ms.p99,
            (if .mode=="ingest" then .cpu_us_per_event else .cpu_us_per_copy end),
-           (.broker.rss_kb_start/1024|floor), ((.broker.rss_kb_with_subscribers_idle // null) | if . == null then "-" else (./1024|floor) end),
-           (.broker.rss_kb_peak_sampled/1024|floor),
+           (.broker.rss_kb_start/1024), ((.broker.rss_kb_with_subscribers_idle // null) | if . == null then "-" else (./1024) end),
+           (.broker.rss_kb_peak_sampled/1024),
            (.tool.cpu_us_per_event // .tool.cpu_us_per_copy),
            (if .mode=="ingest" then "acked=\(.acked),naks=\(.naks),err=\(.errors)"
             else "\(.delivered)/\(.expected_deliveries),lost=\(.lost),dup=\(.duplicates),unexp=\(.unexpected)" end)
