@@ -163,24 +163,28 @@ ratio() { # ratio A B -> A/B with 1 decimal, or -
 echo
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), Linux $(uname -r)"
 echo "rate = events/s (ingest) or deliveries/s; latency ms (ingest: connect-to-ack; else e2e); cpu = broker us per event (ingest) or per copy; RSS MiB (start, with subscribers idle, peak); tool = bolide-bench's own us per event/copy"
+{
 printf '%-14s %-7s %10s %9s %9s %9s %6s %6s %6s %8s  %s\n' row broker rate p50 p99 cpu rss0 rssS rssPk tool counts
 for row in "${rows[@]}"; do
   for kind in "${kinds[@]}"; do
     read -r rate p50 p99 cpu r0 rs rp tool counts <<<"$(metric "$kind" "$row")"
     printf '%-14s %-7s %10s %9s %9s %9s %6s %6s %6s %8s  %s\n' "$row" "$kind" "$rate" "$p50" "$p99" "$cpu" "$r0" "$rs" "$rp" "$tool" "$counts"
   done
-done | tee "$out/table.txt"
+done
+} | tee "$out/table.txt"
 
 if [ $compare = 1 ]; then
   echo
   echo "bolide vs Comet (ratio = how many times better bolide is)"
+  {
   printf '%-14s %12s %12s %12s %12s %12s\n' row 'rate x' 'p99 /' 'cpu /' 'rss0 /' 'rssS /'
   for row in "${rows[@]}"; do
     read -r br _ bp99 bcpu br0 brs _ _ _ <<<"$(metric bolide "$row")"
     read -r cr _ cp99 ccpu cr0 crs _ _ _ <<<"$(metric comet "$row")"
     printf '%-14s %12s %12s %12s %12s %12s\n' "$row" "$(ratio "$br" "$cr")" "$(ratio "$cp99" "$bp99")" \
       "$(ratio "$ccpu" "$bcpu")" "$(ratio "$cr0" "$br0")" "$(ratio "$crs" "$brs")"
-  done | tee "$out/compare.txt"
+  done
+  } | tee "$out/compare.txt"
 fi
 echo
 echo "JSON: $out/*.json"
