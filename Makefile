@@ -2,14 +2,16 @@
 #   make            release build
 #   make test       formatting, lints, man-page check, and every test (what CI runs)
 #   make install    binaries and man pages under $(DESTDIR)$(PREFIX)
+#   make bench      the benchmark matrix against bolide (bench/run.sh; BENCH_* env vars)
+#   make bench-compare  the same against bolide and Comet 3.1.0 side by side
 PREFIX  ?= /usr/local
 DESTDIR ?=
 CARGO   ?= cargo
 BINDIR   = $(DESTDIR)$(PREFIX)/bin
 MANDIR   = $(DESTDIR)$(PREFIX)/share/man
 UNITDIR  = $(DESTDIR)$(PREFIX)/lib/systemd/system
-BINS     = bolide bolide-send
-MANPAGES = man8/bolide.8 man1/bolide-send.1
+BINS     = bolide bolide-send bolide-bench
+MANPAGES = man8/bolide.8 man1/bolide-send.1 man1/bolide-bench.1
 # Where `make install` takes the binaries from; NOBUILD=1 skips the release build (the
 # install test points BUILT at the test build).
 BUILT   ?= target/release
@@ -66,7 +68,7 @@ WantedBy=multi-user.target
 endef
 export SYSTEMD_UNIT
 
-.PHONY: all release run test lint check-man install uninstall clean soak
+.PHONY: all release run test lint check-man install uninstall clean soak bench bench-compare
 
 all: release
 
@@ -95,6 +97,13 @@ check-man:
 # Long run with misbehaving subscribers; SOAK_SECONDS (default 600) and SOAK_RATE (events/s).
 soak:
 	$(CARGO) test --release --locked --test soak -- --ignored --nocapture
+
+# bolide's figures (table + JSON in target/bench/); bench-compare also runs Comet 3.1.0.
+bench: release
+	tests/bench/run.sh
+
+bench-compare: release
+	tests/bench/run.sh compare
 
 # Binaries, man pages and the systemd unit under $(DESTDIR)$(PREFIX).
 install: $(if $(NOBUILD),,release)

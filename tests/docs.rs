@@ -19,8 +19,20 @@ fn long_options(help: &str) -> Vec<String> {
 }
 
 fn check(bin: &str, page: &str) {
-    let help = Command::new(bin).arg("--help").output().unwrap();
-    let help = String::from_utf8(help.stdout).unwrap();
+    check_with(bin, page, &[]);
+}
+
+/// `subcommands`: their `--help` outputs count too.
+fn check_with(bin: &str, page: &str, subcommands: &[&str]) {
+    let mut help = String::new();
+    for sub in std::iter::once(None).chain(subcommands.iter().map(Some)) {
+        let mut c = Command::new(bin);
+        if let Some(s) = sub {
+            c.arg(s);
+        }
+        let o = c.arg("--help").output().unwrap();
+        help.push_str(&String::from_utf8(o.stdout).unwrap());
+    }
     let man = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(page))
         .unwrap();
     let opts = long_options(&help);
@@ -59,4 +71,13 @@ fn bolide_man_page_matches_help() {
 #[test]
 fn bolide_send_man_page_matches_help() {
     check(env!("CARGO_BIN_EXE_bolide-send"), "man/bolide-send.1");
+}
+
+#[test]
+fn bolide_bench_man_page_matches_help() {
+    check_with(
+        env!("CARGO_BIN_EXE_bolide-bench"),
+        "man/bolide-bench.1",
+        &["ingest", "fanout", "filter"],
+    );
 }
