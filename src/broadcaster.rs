@@ -1,27 +1,30 @@
 //! The broadcaster: one thread per subscriber connection (spec §3.4, with bolide's
 //! decisions).
 //!
-//! On connect it sends `authenticate` and registers a bounded queue with the dispatcher.
-//! The thread then waits on that queue with a timeout; it writes every queued event (the
-//! frame's exact bytes, shared by `Arc`), then drains whatever the subscriber sent without
-//! blocking (`recv` with `MSG_DONTWAIT`). Its own timer sends `iamalive` every interval and
+//! On connect it sends `authenticate`, waits briefly for the answer (filters), and
+//! registers its [`Outbox`] with the dispatcher, which writes events straight to the
+//! socket without waking this thread. The thread wakes when the dispatcher left backlog
+//! (the socket was full; it then writes it with blocking writes under the write deadline),
+//! or at least every second to drain whatever the subscriber sent without blocking
+//! (`recv` with `MSG_DONTWAIT`). Its own timer sends `iamalive` every interval and
 //! applies the drop rules: an iamalive still unanswered at the next tick, or more than
 //! `max_unacked` events sent before the previous tick still unacknowledged. Acks count only
 //! up to what was sent, so unsolicited acks never bank credit. A `nak` ends the connection
 //! (that subscriber refused an event; it must not get it again).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
+use crossbeam_channel::Sender;
 use log::{debug, info, warn};
 
 use crate::dispatcher::{Msg, SubscriberHandle};
-use crate::frame::{write_frame, FrameError, FrameReader};
+use crate::frame::{FrameError, FrameReader};
+use crate::outbox::Outbox;
 use crate::transport::{self, Role};
 
 /// The longest the thread sleeps before looking at its socket again (so a new
@@ -67,10 +70,12 @@ struct Peer {
     registered: bool,
     /// Filters from an authenticate that came before registration.
     early_filters: Option<Vec<String>>,
+    /// Read side (this thread only).
     stream: TcpStream,
+    /// Write side, shared with the dispatcher.
+    out: Arc<Outbox>,
     addr: SocketAddr,
     frames: FrameReader,
-    sent: u64,
     acked: u64,
     /// Events sent before the previous tick.
     sent_at_last_tick: u64,
@@ -85,7 +90,6 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
         warn!("subscriber {addr}: {e}");
         return;
     }
-    let (tx, rx) = bounded(ctx.queue);
     let clone = match stream.try_clone() {
         Ok(c) => c,
         Err(e) => {
@@ -93,19 +97,20 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
             return;
         }
     };
+    let (out, waker) = Outbox::new(clone, ctx.queue);
     let mut peer = Peer {
         id,
         registered: false,
         early_filters: None,
         stream,
+        out: Arc::clone(&out),
         addr,
         frames: FrameReader::new(MAX_INCOMING),
-        sent: 0,
         acked: 0,
         sent_at_last_tick: 0,
         iamalive_unanswered: false,
     };
-    if let Err(e) = peer.send(&transport::authenticate(&ctx.local_ivo)) {
+    if let Err(e) = peer.send(transport::authenticate(&ctx.local_ivo)) {
         info!("subscriber {addr} went away before authenticate: {e}");
         return;
     }
@@ -124,8 +129,7 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
             SubscriberHandle {
                 id,
                 peer: addr,
-                tx,
-                stream: clone,
+                out,
                 filters: Vec::new(),
                 imposed: Vec::new(),
             },
@@ -140,24 +144,23 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
         let nap = next_tick
             .saturating_duration_since(Instant::now())
             .min(MAX_NAP);
-        match rx.recv_timeout(nap) {
-            Ok(ev) => {
-                let mut result = peer.send_event(&ev);
-                // Write whatever else is queued before looking at the socket.
-                while result.is_ok() {
-                    match rx.try_recv() {
-                        Ok(ev) => result = peer.send_event(&ev),
-                        Err(_) => break,
-                    }
-                }
-                if let Err(e) = result {
-                    break End::Io(e);
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break End::DroppedByDispatcher,
+        // Woken when the dispatcher left backlog for us (the socket was full); otherwise
+        // events went straight to the kernel and we only look at the socket and timers.
+        waker.wait(nap);
+        if peer.out.was_dropped() {
+            break End::DroppedByDispatcher;
+        }
+        if let Err(e) = peer.out.flush() {
+            break if peer.out.was_dropped() {
+                End::DroppedByDispatcher
+            } else {
+                End::Io(e)
+            };
         }
         if let Err(end) = peer.read_incoming(&ctx) {
+            if peer.out.was_dropped() {
+                break End::DroppedByDispatcher;
+            }
             break end;
         }
         if peer.frames.stalled(ctx.frame_timeout) {
@@ -185,15 +188,10 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
 }
 
 impl Peer {
-    fn send(&mut self, msg: &[u8]) -> io::Result<()> {
-        write_frame(&mut self.stream, msg)
-    }
-
-    fn send_event(&mut self, ev: &crate::voevent::Event) -> io::Result<()> {
-        self.stream.write_all(ev.frame())?;
-        self.sent += 1;
-        debug!("sent {} to subscriber {}", ev.ivorn, self.addr);
-        Ok(())
+    /// Queue one of our own messages behind any backlog and write it out.
+    fn send(&mut self, msg: Vec<u8>) -> io::Result<()> {
+        self.out.push_control(crate::frame::encode(&msg));
+        self.out.flush()
     }
 
     /// Wait up to [`FIRST_ANSWER`] for the subscriber's first message and handle what came.
@@ -205,7 +203,7 @@ impl Peer {
                 break;
             }
             self.stream.set_read_timeout(Some(left)).map_err(End::Io)?;
-            let mut buf = [0u8; 8192];
+            let mut buf = [0u8; 2048];
             match (&self.stream).read(&mut buf) {
                 Ok(0) => return Err(End::Closed),
                 Ok(n) => self.frames.push(&buf[..n]),
@@ -232,7 +230,7 @@ impl Peer {
 
     /// Read everything the subscriber has sent so far, without blocking.
     fn read_incoming(&mut self, ctx: &BroadcastContext) -> Result<(), End> {
-        let mut buf = [0u8; 8192];
+        let mut buf = [0u8; 2048];
         loop {
             // SAFETY: recv into a valid, writable buffer of the given length on our own fd.
             let n = unsafe {
@@ -276,7 +274,7 @@ impl Peer {
         match msg.role {
             Some(Role::Ack) => {
                 // Clamp: acks never exceed what was sent (no credit for unsolicited acks).
-                if self.acked < self.sent {
+                if self.acked < self.out.sent() {
                     self.acked += 1;
                 }
             }
@@ -329,8 +327,8 @@ impl Peer {
         if overdue > ctx.max_unacked {
             return Err(End::NotAcking(overdue));
         }
-        self.sent_at_last_tick = self.sent;
-        self.send(&transport::iamalive(&ctx.local_ivo))
+        self.sent_at_last_tick = self.out.sent();
+        self.send(transport::iamalive(&ctx.local_ivo))
             .map_err(End::Io)?;
         self.iamalive_unanswered = true;
         Ok(())

@@ -5,20 +5,22 @@
 //! keys accepted but not yet committed (`pending`), and the test-event timer. Because
 //! every dedup decision happens on this one thread, "check, then insert" is atomic without
 //! locks: a key is either in LMDB (a read transaction answers), in `pending`, or new. A new
-//! event is fanned out at once (a `try_send` of one `Arc<Event>` per subscriber: a full
-//! queue drops that subscriber, never waits), then handed to the committer, which answers
+//! event is fanned out at once (one non-blocking write per subscriber through its
+//! [`Outbox`]; what the kernel does not take is queued for that subscriber's thread, and a
+//! full queue drops that subscriber, never waits), then handed to the committer, which answers
 //! the author after the durable commit.
 
 use std::collections::HashSet;
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, error, info, warn};
 
 use crate::committer::Record;
 use crate::filters::{FilterId, FilterTable};
+use crate::outbox::{Offer, Outbox};
 use crate::siteconfig::SiteConfig;
 use crate::store::Store;
 use crate::testevent;
@@ -38,10 +40,8 @@ pub enum Verdict {
 pub struct SubscriberHandle {
     pub id: u64,
     pub peer: SocketAddr,
-    /// The subscriber thread's queue.
-    pub tx: Sender<Arc<Event>>,
-    /// A clone of its socket, to unblock a stuck write when it is dropped.
-    pub stream: TcpStream,
+    /// Its write side: the dispatcher writes events there directly (see [`Outbox`]).
+    pub out: Arc<Outbox>,
     /// Its filters (interned in the dispatcher's [`FilterTable`]); empty = everything.
     pub filters: Vec<FilterId>,
     /// Filters imposed by `--subscriber-config` for its network; empty = nothing imposed.
@@ -217,7 +217,7 @@ impl Dispatcher {
             }
         }
         for s in &self.subscribers {
-            let _ = s.stream.shutdown(Shutdown::Both);
+            s.out.shutdown();
         }
         self.stats
     }
@@ -381,29 +381,29 @@ impl Dispatcher {
                     continue;
                 }
             }
-            match s.tx.try_send(Arc::clone(event)) {
-                Ok(()) => {
-                    debug!("queued {} for subscriber {}", event.ivorn, s.peer);
+            match s.out.offer(event) {
+                Offer::Written | Offer::Queued => {
+                    debug!("sent {} to subscriber {}", event.ivorn, s.peer);
                     sent += 1;
-                    i += 1;
                 }
-                Err(TrySendError::Full(_)) => {
+                Offer::Full => {
                     warn!(
                         "dropping subscriber {}: too slow ({} events queued, not sending {})",
                         s.peer,
-                        s.tx.capacity().unwrap_or(0),
+                        s.out.queued(),
                         event.ivorn
                     );
-                    let _ = s.stream.shutdown(Shutdown::Both);
+                    s.out.shutdown();
                     self.stats.dropped_subscribers += 1;
                     dropped.push(i);
-                    i += 1;
                 }
-                Err(TrySendError::Disconnected(_)) => {
+                Offer::Failed => {
+                    debug!("subscriber {} is gone; not sending {}", s.peer, event.ivorn);
+                    s.out.shutdown();
                     dropped.push(i);
-                    i += 1;
                 }
             }
+            i += 1;
         }
         drop(eval);
         // Highest index first, so swap_remove never moves an index still to be removed.

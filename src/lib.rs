@@ -73,6 +73,7 @@ pub mod frame;
 pub mod handlers;
 pub mod ivoid;
 pub mod listener;
+pub mod outbox;
 pub mod receiver;
 pub mod schema;
 pub mod signals;
