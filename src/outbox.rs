@@ -16,10 +16,9 @@ use std::io::{self, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
 use crate::voevent::Event;
 
@@ -45,6 +44,9 @@ struct State {
     offset: usize,
     /// The subscriber thread is writing the front item without the lock.
     writing: bool,
+    /// Set by the dispatcher when it leaves backlog (or drops the subscriber); cleared by
+    /// the subscriber thread when it wakes.
+    wake: bool,
 }
 
 /// What happened to a frame offered by the dispatcher.
@@ -65,7 +67,10 @@ pub struct Outbox {
     stream: TcpStream,
     state: Mutex<State>,
     limit: usize,
-    wake: Sender<()>,
+    /// Wakes the subscriber thread. A condition variable, not a channel: crossbeam's
+    /// receive spins with `sched_yield` before parking, which with a thousand subscriber
+    /// threads was most of the broker's CPU.
+    cv: Condvar,
     /// Events completely written (for ack accounting).
     sent: AtomicU64,
     /// Set when the dispatcher dropped this subscriber.
@@ -73,16 +78,21 @@ pub struct Outbox {
 }
 
 /// The subscriber thread's handle to be woken when there is backlog to write.
-pub struct Waker(Receiver<()>);
+pub struct Waker(Arc<Outbox>);
 
 impl Waker {
-    /// Wait up to `timeout` for backlog to appear. `false` on timeout.
+    /// Wait up to `timeout` for backlog (or a drop). `false` on timeout.
     pub fn wait(&self, timeout: Duration) -> bool {
-        match self.0.recv_timeout(timeout) {
-            Ok(()) => true,
-            Err(RecvTimeoutError::Timeout) => false,
-            Err(RecvTimeoutError::Disconnected) => true,
+        let out = &self.0;
+        let mut st = out.lock();
+        if !st.wake {
+            st = out
+                .cv
+                .wait_timeout(st, timeout)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
         }
+        std::mem::take(&mut st.wake)
     }
 }
 
@@ -113,22 +123,28 @@ impl Outbox {
     /// An outbox over `stream` (a clone the thread does not read from concurrently for
     /// writing), holding at most `limit` queued frames.
     pub fn new(stream: TcpStream, limit: usize) -> (Arc<Outbox>, Waker) {
-        let (tx, rx) = bounded(1);
-        (
-            Arc::new(Outbox {
-                stream,
-                state: Mutex::new(State {
-                    backlog: VecDeque::new(),
-                    offset: 0,
-                    writing: false,
-                }),
-                limit,
-                wake: tx,
-                sent: AtomicU64::new(0),
-                dropped: AtomicBool::new(false),
+        let out = Arc::new(Outbox {
+            stream,
+            state: Mutex::new(State {
+                backlog: VecDeque::new(),
+                offset: 0,
+                writing: false,
+                wake: false,
             }),
-            Waker(rx),
-        )
+            limit,
+            cv: Condvar::new(),
+            sent: AtomicU64::new(0),
+            dropped: AtomicBool::new(false),
+        });
+        (Arc::clone(&out), Waker(out))
+    }
+
+    /// Wake the subscriber thread (the caller holds the lock).
+    fn wake(&self, st: &mut State) {
+        if !st.wake {
+            st.wake = true;
+            self.cv.notify_one();
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -158,8 +174,7 @@ impl Outbox {
                 Ok(n) => {
                     st.backlog.push_back(Item::Event(Arc::clone(event)));
                     st.offset = n;
-                    drop(st);
-                    let _ = self.wake.try_send(());
+                    self.wake(&mut st);
                     return Offer::Queued;
                 }
                 Err(_) => return Offer::Failed,
@@ -169,8 +184,7 @@ impl Outbox {
             return Offer::Full;
         }
         st.backlog.push_back(Item::Event(Arc::clone(event)));
-        drop(st);
-        let _ = self.wake.try_send(());
+        self.wake(&mut st);
         Offer::Queued
     }
 
@@ -215,7 +229,8 @@ impl Outbox {
     pub fn shutdown(&self) {
         self.dropped.store(true, Ordering::SeqCst);
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
-        let _ = self.wake.try_send(());
+        let mut st = self.lock();
+        self.wake(&mut st);
     }
 }
 
