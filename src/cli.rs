@@ -619,18 +619,18 @@ impl Options {
 }
 
 /// Outcome of parsing a command line.
-pub enum Parsed {
+pub enum Parsed<T = Options> {
     /// Run with these options.
-    Run(Box<Options>),
+    Run(Box<T>),
     /// Print this (help or an error) and exit with this status.
     Exit { output: String, status: i32 },
 }
 
-/// Parse `args` (without the program name).
-pub fn parse_args(program: &str, args: Vec<String>) -> Parsed {
+/// Parse `args` (without the program name) for any of bolide's programs.
+pub fn parse_args<T: FromArgs>(program: &str, args: Vec<String>) -> Parsed<T> {
     let args = normalize_args(args);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    match Options::from_args(&[program], &refs) {
+    match T::from_args(&[program], &refs) {
         Ok(o) => Parsed::Run(Box::new(o)),
         Err(e) => Parsed::Exit {
             output: e.output,
@@ -639,12 +639,31 @@ pub fn parse_args(program: &str, args: Vec<String>) -> Parsed {
     }
 }
 
+/// The command line of the running program (`name` when argv[0] is missing), parsed; on
+/// `--help` or an error, the output is printed (help to standard output, errors to
+/// standard error with a pointer to `--help`) and the exit status returned.
+pub fn parse_env<T: FromArgs>(name: &str) -> Result<T, std::process::ExitCode> {
+    let mut argv = std::env::args();
+    let program = argv.next().unwrap_or_else(|| name.into());
+    match parse_args::<T>(&program, argv.collect()) {
+        Parsed::Run(o) => Ok(*o),
+        Parsed::Exit { output, status } => {
+            if status == 0 {
+                println!("{output}");
+            } else {
+                eprintln!("{name}: {}\nRun {name} --help for the options.", output.trim_end());
+            }
+            Err(std::process::ExitCode::from(status as u8))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn opts(args: &[&str]) -> Options {
-        match parse_args("bolide", args.iter().map(|s| s.to_string()).collect()) {
+        match parse_args::<Options>("bolide", args.iter().map(|s| s.to_string()).collect()) {
             Parsed::Run(o) => *o,
             Parsed::Exit { output, .. } => panic!("{output}"),
         }
@@ -767,14 +786,14 @@ mod tests {
             opts(&["-r", "--local-ivo", "ivo://abc", "--eventdb-map-size=1K"]).into_config(),
             Err(ConfigError::Range { .. })
         ));
-        match parse_args("bolide", vec!["--receive-port=x".into()]) {
+        match parse_args::<Options>("bolide", vec!["--receive-port=x".into()]) {
             Parsed::Exit { status, output } => {
                 assert_eq!(status, 2);
                 assert!(output.contains("receive-port"), "{output}");
             }
             Parsed::Run(_) => panic!("accepted a bad port"),
         }
-        match parse_args("bolide", vec!["--help".into()]) {
+        match parse_args::<Options>("bolide", vec!["--help".into()]) {
             Parsed::Exit { status, output } => {
                 assert_eq!(status, 0);
                 assert!(output.contains("--local-ivo"));

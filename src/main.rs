@@ -11,22 +11,13 @@
 use std::process::ExitCode;
 
 use bolide::broker::Broker;
-use bolide::cli::{self, Parsed};
+use bolide::cli;
 use bolide::signals;
 
 fn main() -> ExitCode {
-    let mut args = std::env::args();
-    let program = args.next().unwrap_or_else(|| "bolide".into());
-    let opts = match cli::parse_args(&program, args.collect()) {
-        Parsed::Run(o) => o,
-        Parsed::Exit { output, status } => {
-            if status == 0 {
-                println!("{output}");
-            } else {
-                eprintln!("{output}\nRun bolide --help for the options.");
-            }
-            return ExitCode::from(status as u8);
-        }
+    let opts = match cli::parse_env::<cli::Options>("bolide") {
+        Ok(o) => o,
+        Err(code) => return code,
     };
     if opts.version {
         println!("bolide {}", env!("CARGO_PKG_VERSION"));

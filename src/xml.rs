@@ -583,6 +583,9 @@ impl<'a> Parser<'a> {
             } else if self.starts("<!--") {
                 self.comment()?;
             } else if self.starts("<![CDATA[") {
+                if self.open.is_empty() {
+                    return Err(self.err("CDATA section outside the root element"));
+                }
                 self.cdata()?;
             } else if self.starts("<?") {
                 self.pi()?;
@@ -626,7 +629,9 @@ impl<'a> Parser<'a> {
     }
 
     fn push_text(&mut self, t: Cow<'a, str>) -> Result<(), XmlError> {
-        let id = self.open.last().expect("inside an element").0;
+        let Some(&(id, _)) = self.open.last() else {
+            return Err(self.err("character data outside the root element"));
+        };
         let limit = self.limits.max_text_len;
         let el = &mut self.elements[id];
         if el.text.len() + t.len() > limit {
@@ -1097,6 +1102,10 @@ mod tests {
         assert!(matches!(p("<a b=1/>").unwrap_err(), Syntax { .. }));
         assert!(matches!(p("<a b='<'/>").unwrap_err(), Syntax { .. }));
         assert_eq!(p("<!-- only -->").unwrap_err(), NoRoot);
+        // Found by fuzzing: CDATA where the root element should be.
+        assert!(matches!(p("<![CDATA[]]>").unwrap_err(), Syntax { .. }));
+        assert!(matches!(p("<?xml version='1.0'?><![CDATA[x]]><a/>").unwrap_err(), Syntax { .. }));
+        assert!(matches!(p("<a/><![CDATA[x]]>").unwrap_err(), ContentAfterRoot { .. }));
     }
 
     #[test]

@@ -1400,23 +1400,9 @@ fn run_fanout(g: &Args, c: &FanCfg) -> Result<(Vec<String>, Json, bool), String>
 // ---------------------------------------------------------------------------------------
 
 fn main() -> ExitCode {
-    let mut argv = std::env::args();
-    let program = argv.next().unwrap_or_else(|| "bolide-bench".into());
-    let rest = bolide::cli::normalize_args(argv);
-    let refs: Vec<&str> = rest.iter().map(String::as_str).collect();
-    let args = match Args::from_args(&[&program], &refs) {
+    let args = match bolide::cli::parse_env::<Args>("bolide-bench") {
         Ok(a) => a,
-        Err(e) if e.status.is_ok() => {
-            println!("{}", e.output);
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!(
-                "bolide-bench: {}\nRun bolide-bench --help for the options.",
-                e.output.trim_end()
-            );
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     if args.version {
         println!("bolide-bench {}", env!("CARGO_PKG_VERSION"));

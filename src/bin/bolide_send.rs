@@ -42,22 +42,9 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let mut argv = std::env::args();
-    let program = argv.next().unwrap_or_else(|| "bolide-send".into());
-    let rest = bolide::cli::normalize_args(argv);
-    let refs: Vec<&str> = rest.iter().map(String::as_str).collect();
-    let args = match Args::from_args(&[&program], &refs) {
+    let args = match bolide::cli::parse_env::<Args>("bolide-send") {
         Ok(a) => a,
-        Err(e) if e.status.is_ok() => {
-            println!("{}", e.output);
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            return fail(format!(
-                "{}\nRun bolide-send --help for the options.",
-                e.output.trim_end()
-            ))
-        }
+        Err(code) => return code,
     };
     if args.version {
         println!("bolide-send {}", env!("CARGO_PKG_VERSION"));
