@@ -2,8 +2,10 @@
 #   make            release build
 #   make test       formatting, lints, man-page check, and every test (what CI runs)
 #   make install    binaries and man pages under $(DESTDIR)$(PREFIX)
-#   make bench      the benchmark matrix against bolide (bench/run.sh; BENCH_* env vars)
+#   make bench      the benchmark matrix against bolide (tests/bench/run.sh; BENCH_* env vars)
 #   make bench-compare  the same against bolide and Comet 3.1.0 side by side
+#   make fuzz       cargo-fuzz every fuzz target for FUZZ_SECONDS each (not part of test)
+#   make soak       a long run with misbehaving subscribers (SOAK_SECONDS, default 600)
 PREFIX  ?= /usr/local
 DESTDIR ?=
 CARGO   ?= cargo
@@ -68,7 +70,7 @@ WantedBy=multi-user.target
 endef
 export SYSTEMD_UNIT
 
-.PHONY: all release run test lint check-man install uninstall clean soak bench bench-compare
+.PHONY: all release run test lint check-man install uninstall clean soak bench bench-compare fuzz
 
 all: release
 
@@ -120,3 +122,45 @@ uninstall:
 
 clean:
 	$(CARGO) clean
+
+# Fuzzing (tests/fuzz/README.md). cargo-fuzz needs nightly flags: RUSTC_BOOTSTRAP=1 allows them
+# on the stable toolchain. Each target runs FUZZ_SECONDS from the seed corpora
+# (tests/fuzz/seeds.sh, from FUZZ_SHARED); the executions and any crash are reported per
+# target, and the rule fails if any target crashed, hung or ran out of memory.
+# FUZZ_FLAGS adds libFuzzer options, e.g. FUZZ_FLAGS="-fork=2 -ignore_crashes=1" to keep
+# going past a known crash; FUZZ_SANITIZER=none if ASan is unavailable.
+FUZZ_SECONDS   ?= 60
+FUZZ_TARGETS   ?= frame transport xml voevent
+FUZZ_SHARED    ?= $(CURDIR)/../shared/voevents
+FUZZ_TIMEOUT   ?= 10
+FUZZ_SANITIZER ?= address
+FUZZ_FLAGS     ?=
+FUZZ_CARGO      = RUSTC_BOOTSTRAP=1 $(CARGO) fuzz
+
+fuzz:
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	tests/fuzz/seeds.sh $(FUZZ_SHARED)
+	$(FUZZ_CARGO) build --fuzz-dir tests/fuzz --sanitizer=$(FUZZ_SANITIZER)
+	@mkdir -p tests/fuzz/logs; fail=0; total=0; \
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p tests/fuzz/artifacts/$$t; touch tests/fuzz/logs/$$t.start; \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS)s (log: tests/fuzz/logs/$$t.log)"; \
+	  $(FUZZ_CARGO) run --fuzz-dir tests/fuzz --sanitizer=$(FUZZ_SANITIZER) $$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=$(FUZZ_TIMEOUT) -rss_limit_mb=2048 \
+	    -max_len=1100000 -print_final_stats=1 $(FUZZ_FLAGS) >tests/fuzz/logs/$$t.log 2>&1; \
+	  rc=$$?; \
+	  execs=$$(sed -n 's/^stat::number_of_executed_units: *//p' tests/fuzz/logs/$$t.log | tail -n 1); \
+	  [ -n "$$execs" ] || execs=$$(sed -n 's/^#\([0-9][0-9]*\).*/\1/p' tests/fuzz/logs/$$t.log | tail -n 1); \
+	  [ -n "$$execs" ] || execs=0; \
+	  found=$$(find tests/fuzz/artifacts/$$t -type f -newer tests/fuzz/logs/$$t.start | wc -l); \
+	  corpus=$$(ls tests/fuzz/corpus/$$t | wc -l); \
+	  total=$$((total + execs)); \
+	  if [ $$rc -ne 0 ] || [ $$found -ne 0 ]; then \
+	    fail=1; echo "fuzz: $$t: $$execs executions, CRASH (exit $$rc, $$found new in tests/fuzz/artifacts/$$t), corpus $$corpus"; \
+	    grep -m 3 -E "panicked at|^[^ ]+:[0-9]+:[0-9]+:$$|ERROR: libFuzzer|SUMMARY" tests/fuzz/logs/$$t.log | sed 's/^/    /'; \
+	  else \
+	    echo "fuzz: $$t: $$execs executions, no crash, corpus $$corpus"; \
+	  fi; \
+	done; \
+	echo "fuzz: total $$total executions"; \
+	exit $$fail

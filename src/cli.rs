@@ -651,7 +651,10 @@ pub fn parse_env<T: FromArgs>(name: &str) -> Result<T, std::process::ExitCode> {
             if status == 0 {
                 println!("{output}");
             } else {
-                eprintln!("{name}: {}\nRun {name} --help for the options.", output.trim_end());
+                eprintln!(
+                    "{name}: {}\nRun {name} --help for the options.",
+                    output.trim_end()
+                );
             }
             Err(std::process::ExitCode::from(status as u8))
         }

@@ -1104,8 +1104,14 @@ mod tests {
         assert_eq!(p("<!-- only -->").unwrap_err(), NoRoot);
         // Found by fuzzing: CDATA where the root element should be.
         assert!(matches!(p("<![CDATA[]]>").unwrap_err(), Syntax { .. }));
-        assert!(matches!(p("<?xml version='1.0'?><![CDATA[x]]><a/>").unwrap_err(), Syntax { .. }));
-        assert!(matches!(p("<a/><![CDATA[x]]>").unwrap_err(), ContentAfterRoot { .. }));
+        assert!(matches!(
+            p("<?xml version='1.0'?><![CDATA[x]]><a/>").unwrap_err(),
+            Syntax { .. }
+        ));
+        assert!(matches!(
+            p("<a/><![CDATA[x]]>").unwrap_err(),
+            ContentAfterRoot { .. }
+        ));
     }
 
     #[test]
