@@ -5,7 +5,7 @@
 //! registers its [`Outbox`] with the dispatcher, which writes events straight to the
 //! socket without waking this thread. The thread wakes when the dispatcher left backlog
 //! (the socket was full; it then writes it with blocking writes under the write deadline),
-//! or at least every second to drain whatever the subscriber sent without blocking
+//! or at least every 5 s ([`MAX_NAP`]) to drain whatever the subscriber sent without blocking
 //! (`recv` with `MSG_DONTWAIT`). Its own timer sends `iamalive` every interval and
 //! applies the drop rules: an iamalive still unanswered at the next tick, or more than
 //! `max_unacked` events sent before the previous tick still unacknowledged. Acks count only
@@ -29,7 +29,7 @@ use crate::transport::{self, Role};
 
 /// The longest the thread sleeps before looking at its socket again (so a new
 /// authenticate, i.e. new filters, takes effect within this time).
-const MAX_NAP: Duration = Duration::from_secs(1);
+const MAX_NAP: Duration = Duration::from_secs(5);
 /// How long a new subscriber may take to answer our authenticate before events flow.
 const FIRST_ANSWER: Duration = Duration::from_millis(250);
 /// Largest message accepted from a subscriber (acks and authenticate responses are small).
