@@ -32,6 +32,11 @@ use crate::transport::{self, Role};
 const MAX_NAP: Duration = Duration::from_secs(5);
 /// How long a new subscriber may take to answer our authenticate before events flow.
 const FIRST_ANSWER: Duration = Duration::from_millis(250);
+/// Until a subscriber has answered authenticate (and for at most [`EAGER_FOR`] after it
+/// connected), its socket is read this often, so filters that arrive late still apply
+/// within a quarter of a second.
+const EAGER_NAP: Duration = Duration::from_millis(250);
+const EAGER_FOR: Duration = Duration::from_secs(30);
 /// Largest message accepted from a subscriber (acks and authenticate responses are small).
 const MAX_INCOMING: usize = 64 * 1024;
 
@@ -70,6 +75,8 @@ struct Peer {
     registered: bool,
     /// Filters from an authenticate that came before registration.
     early_filters: Option<Vec<String>>,
+    /// The subscriber has answered an authenticate at least once.
+    answered: bool,
     /// Read side (this thread only).
     stream: TcpStream,
     /// Write side, shared with the dispatcher.
@@ -102,6 +109,7 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
         id,
         registered: false,
         early_filters: None,
+        answered: false,
         stream,
         out: Arc::clone(&out),
         addr,
@@ -139,11 +147,13 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
     {
         return;
     }
-    let mut next_tick = Instant::now() + ctx.iamalive_interval;
+    let connected = Instant::now();
+    let mut next_tick = connected + ctx.iamalive_interval;
     let end = loop {
+        let eager = !peer.answered && connected.elapsed() < EAGER_FOR;
         let nap = next_tick
             .saturating_duration_since(Instant::now())
-            .min(MAX_NAP);
+            .min(if eager { EAGER_NAP } else { MAX_NAP });
         // Woken when the dispatcher left backlog for us (the socket was full); otherwise
         // events went straight to the kernel and we only look at the socket and timers.
         waker.wait(nap);
@@ -283,6 +293,7 @@ impl Peer {
                 return Err(End::Nak(msg.origin.unwrap_or_default()));
             }
             Some(Role::Authenticate) => {
+                self.answered = true;
                 let mut exprs = msg.filters;
                 if exprs.len() > ctx.max_filters {
                     warn!(

@@ -222,3 +222,23 @@ fn filter_limits_are_enforced() {
     assert!(submit(b.receive(), &make_event("lim-1", 0)).is_ack());
     assert!(s.next_event(Duration::from_millis(700)).is_none());
 }
+
+/// A subscriber that answers authenticate only after it was registered (slower than the
+/// broker's 250 ms wait) still has its filters applied within a fraction of a second.
+#[test]
+fn a_late_authenticate_answer_applies_promptly() {
+    let b = Broker::start(&[]);
+    let mut s = Subscriber::connect(b.broadcast(), Behaviour::Healthy);
+    assert!(b.wait_log("(1 subscribers)", Duration::from_secs(10)));
+    s.authenticate(&["false()"]);
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        b.log_text().contains("installed 1 filters"),
+        "filters not applied within 700 ms"
+    );
+    assert!(submit(b.receive(), &make_event("late-1", 0)).is_ack());
+    assert!(
+        s.next_event(Duration::from_millis(700)).is_none(),
+        "a filtered event was delivered"
+    );
+}
