@@ -5,7 +5,7 @@
 //! registers its [`Outbox`] with the dispatcher, which writes events straight to the
 //! socket without waking this thread. The thread wakes when the dispatcher left backlog
 //! (the socket was full; it then writes it with blocking writes under the write deadline),
-//! or at least every 5 s ([`MAX_NAP`]) to drain whatever the subscriber sent without blocking
+//! or at least every 5 s (`MAX_NAP`) to drain whatever the subscriber sent without blocking
 //! (`recv` with `MSG_DONTWAIT`). Its own timer sends `iamalive` every interval and
 //! applies the drop rules: an iamalive still unanswered at the next tick, or more than
 //! `max_unacked` events sent before the previous tick still unacknowledged. Acks count only

@@ -74,8 +74,8 @@ pub struct Options {
     #[argh(switch)]
     pub version: bool,
 
-    /// subscribe to the broker at host[:port] (default port 8099; IPv6 literals in
-    /// brackets, e.g. [2001:db8::1]:8099); repeatable
+    /// subscribe to the broker at HOST or HOST:PORT (default port 8099; an IPv6 literal
+    /// goes in brackets, as in `[2001:db8::1]:8099`); repeatable
     #[argh(option)]
     pub remote: Vec<String>,
 
@@ -264,7 +264,7 @@ pub enum ConfigError {
     },
     /// No directory for the event database could be derived.
     NoDataDir,
-    /// A `--remote` that is not host[:port].
+    /// A `--remote` that is not `host[:port]`.
     Remote { input: String, why: &'static str },
     /// A `--filter` that is not valid XPath 1.0.
     Filter { expr: String, why: String },
@@ -639,7 +639,7 @@ pub fn parse_args<T: FromArgs>(program: &str, args: Vec<String>) -> Parsed<T> {
     }
 }
 
-/// The command line of the running program (`name` when argv[0] is missing), parsed; on
+/// The command line of the running program (`name` when `argv[0]` is missing), parsed; on
 /// `--help` or an error, the output is printed (help to standard output, errors to
 /// standard error with a pointer to `--help`) and the exit status returned.
 pub fn parse_env<T: FromArgs>(name: &str) -> Result<T, std::process::ExitCode> {

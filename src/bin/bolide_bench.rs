@@ -139,7 +139,7 @@ const FILTERS: [&str; 4] = [
     "//Param[@name=\"Bench_Class\" and @value >= 3]",
 ];
 
-/// Whether FILTERS[f] matches an event of class `c`.
+/// Whether `FILTERS[f]` matches an event of class `c`.
 fn filter_matches(f: usize, c: u64) -> bool {
     match f {
         0 => c == 0,
