@@ -63,3 +63,97 @@ fn a_full_map_naks_with_a_reason_and_subscribers_are_still_served() {
     assert!(recovered, "{}", b.log_text());
     assert!(sub.next_event(Duration::from_secs(10)).is_some());
 }
+
+/// A tmpfs mounted for one test (needs root; the test reports SKIPPED otherwise),
+/// unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(tag: &str, opts: &str) -> Option<Tmpfs> {
+        let dir = scratch(tag);
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "none", dir.to_str().unwrap()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+            return None;
+        }
+        Some(Tmpfs(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_read_only_filesystem_refuses_start_up_naming_the_path() {
+    let Some(fs) = Tmpfs::mount("ro-fs", "ro,size=1m") else {
+        return;
+    };
+    let db = fs.0.join("eventdb");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_bolide"))
+        .args([
+            "-r",
+            "--local-ivo=ivo://abc",
+            "--receive-port=0",
+            &format!("--eventdb={}", db.display()),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(db.to_str().unwrap()), "{err}");
+    assert!(
+        err.contains("Read-only file system") || err.contains("not writable"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_full_filesystem_naks_with_a_reason_and_subscribers_are_still_served() {
+    let Some(fs) = Tmpfs::mount("full-fs", "size=96k") else {
+        return;
+    };
+    let db = fs.0.join("eventdb");
+    let b = Broker::start_with_db(&db, &["--eventdb-map-size=16M"], true);
+    let mut sub = Subscriber::connect(b.broadcast(), Behaviour::Healthy);
+    assert!(b.wait_log("(1 subscribers)", Duration::from_secs(10)));
+    let mut failed = None;
+    for i in 0..3000 {
+        let r = submit(b.receive(), &make_event(&format!("enospc-{i}"), 0));
+        if r.is_nak() {
+            assert_eq!(r.result(), "Event rejected: storage unavailable");
+            failed = Some(i);
+            break;
+        }
+        assert!(r.is_ack(), "{r:?}");
+        assert!(sub.next_event(Duration::from_secs(10)).is_some());
+    }
+    let n = failed.expect("a 96 KiB filesystem never filled");
+    assert!(
+        b.wait_log("event database commit of", Duration::from_secs(5)),
+        "{}",
+        b.log_text()
+    );
+    // Subscribers are still served (the refused event itself was relayed before the commit).
+    assert!(
+        sub.next_event(Duration::from_secs(10)).is_some(),
+        "after {n} events"
+    );
+    assert!(b.log_count("disconnected") == 0);
+    // Space comes back: the broker accepts again without a restart.
+    std::process::Command::new("mount")
+        .args(["-o", "remount,size=4m", fs.0.to_str().unwrap()])
+        .status()
+        .unwrap();
+    let r = submit(b.receive(), &make_event("enospc-after", 0));
+    assert!(r.is_ack(), "{r:?}\n{}", b.log_text());
+}
