@@ -228,3 +228,56 @@ fn bolide_send_exit_statuses() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("no reply"), "{}", text(&o.stderr));
 }
+
+/// Run a broker briefly with these flags (and RUST_LOG, if given) and return its log.
+fn brief_log(flags: &[&str], rust_log: Option<&str>) -> String {
+    let db = scratch("log-levels");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_bolide"));
+    c.args([
+        "-r",
+        "--local-ivo=ivo://abc",
+        "--receive-port=0",
+        &format!("--eventdb={}", db.display()),
+    ])
+    .args(flags)
+    .env_remove("RUST_LOG")
+    .stderr(Stdio::piped());
+    if let Some(v) = rust_log {
+        c.env("RUST_LOG", v);
+    }
+    let mut child = c.spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn log_levels_follow_v_q_and_rust_log() {
+    let normal = brief_log(&[], None);
+    assert!(
+        normal.contains(" INFO ] listening for authors on"),
+        "{normal}"
+    );
+    assert!(!normal.contains("DEBUG"), "{normal}");
+    // Every line starts with a UTC timestamp.
+    for line in normal.lines() {
+        assert!(
+            line.starts_with("[20") && line[1..21].ends_with('Z'),
+            "{line}"
+        );
+    }
+    let quiet = brief_log(&["-q"], None);
+    assert!(!quiet.contains("INFO"), "{quiet}");
+    let verbose = brief_log(&["-v"], None);
+    assert!(
+        verbose.contains("DEBUG] prune: nothing expired"),
+        "{verbose}"
+    );
+    // RUST_LOG wins over -q.
+    let env = brief_log(&["-q"], Some("debug"));
+    assert!(env.contains("DEBUG") && env.contains("INFO"), "{env}");
+}
