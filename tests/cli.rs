@@ -245,7 +245,7 @@ fn brief_log(flags: &[&str], rust_log: Option<&str>) -> String {
     if let Some(v) = rust_log {
         c.env("RUST_LOG", v);
     }
-    let mut child = c.spawn().unwrap();
+    let child = c.spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(700));
     // SAFETY: kill(2) on our own child.
     unsafe {
