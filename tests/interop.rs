@@ -223,15 +223,18 @@ fn bolide_send_submits_to_comet() {
     raw.set_read_timeout(Some(T)).unwrap();
     assert!(comet.wait_log("New subscriber"), "{}", comet.text());
     let (path, bytes) = control();
-    let o = Command::new(env!("CARGO_BIN_EXE_bolide-send"))
-        .args([
-            "-f",
-            path.to_str().unwrap(),
-            "--host=127.0.0.1",
-            &format!("--port={p1}"),
-        ])
-        .output()
-        .unwrap();
+    let send = || {
+        Command::new(env!("CARGO_BIN_EXE_bolide-send"))
+            .args([
+                "-f",
+                path.to_str().unwrap(),
+                "--host=127.0.0.1",
+                &format!("--port={p1}"),
+            ])
+            .output()
+            .unwrap()
+    };
+    let o = send();
     assert_eq!(
         o.status.code(),
         Some(0),
@@ -251,15 +254,7 @@ fn bolide_send_submits_to_comet() {
         );
     }
     // And Comet's nak comes back as exit 1 with the reason.
-    let o = Command::new(env!("CARGO_BIN_EXE_bolide-send"))
-        .args([
-            "-f",
-            path.to_str().unwrap(),
-            "--host=127.0.0.1",
-            &format!("--port={p1}"),
-        ])
-        .output()
-        .unwrap();
+    let o = send();
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stdout).contains("Previously seen by this broker"));
 }
