@@ -111,7 +111,6 @@ impl Drop for Peer {
 
 /// A Comet broker on fresh ports: (peer, receive port, broadcast port).
 fn comet_broker(bin: &Path, dir: &Path, extra: &[String]) -> (Peer, u16, u16) {
-    let (p1, p2) = (free_port(), free_port());
     let mut args: Vec<String> = vec![
         "-n".into(),
         "--pidfile=".into(),
@@ -120,8 +119,9 @@ fn comet_broker(bin: &Path, dir: &Path, extra: &[String]) -> (Peer, u16, u16) {
         "--receive".into(),
         "--broadcast".into(),
         "--local-ivo=ivo://comet.test/broker".into(),
-        format!("--receive-port={p1}"),
-        format!("--broadcast-port={p2}"),
+        // Port 0: Comet binds free ports and logs them (no probe-then-bind race).
+        "--receive-port=0".into(),
+        "--broadcast-port=0".into(),
         format!("--eventdb={}", dir.join("comet-db").display()),
         "--author-whitelist=127.0.0.1/32".into(),
         "--subscriber-whitelist=127.0.0.1/32".into(),
@@ -129,11 +129,22 @@ fn comet_broker(bin: &Path, dir: &Path, extra: &[String]) -> (Peer, u16, u16) {
     ];
     args.extend_from_slice(extra);
     let p = Peer::start(bin, "twistd", &args, dir);
-    assert!(
-        p.wait_log(&format!("starting on {p1}")),
-        "Comet did not start:\n{}",
-        p.text()
-    );
+    let port_of = |factory: &str| -> u16 {
+        assert!(p.wait_log(factory), "Comet did not start:\n{}", p.text());
+        let text = p.text();
+        let line = text
+            .lines()
+            .find(|l| l.contains(factory) && l.contains("starting on "))
+            .unwrap();
+        line.rsplit("starting on ")
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let p1 = port_of("VOEventReceiverFactory");
+    let p2 = port_of("VOEventBroadcasterFactory");
     (p, p1, p2)
 }
 

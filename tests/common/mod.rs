@@ -457,13 +457,33 @@ pub fn read_corpus(rel: &str) -> Vec<u8> {
     std::fs::read(corpus_dir().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
-/// A TCP port that was free a moment ago (for tests that must name ports up front).
+/// A TCP port that is free now, chosen below the kernel's ephemeral range, so that no
+/// port-0 bind elsewhere (another test's broker or client) can take it before the caller
+/// binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<usize>().ok())
+        })
+        .unwrap_or(32768);
+    let base = 10_000usize;
+    let span = low.saturating_sub(base).max(1000);
+    let seed = std::process::id() as usize * 7919;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (base + (seed + n * 131) % span) as u16;
+        // Free for a dual-stack listener (what bolide binds by default) and for IPv4.
+        let v6 = std::net::TcpListener::bind(("::", port)).is_ok();
+        let v4 = v6 && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if v4 {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range");
 }
 
 /// Whether a raw socket is closed by the peer without any byte arriving.
