@@ -24,6 +24,7 @@ use crate::receiver::{self, ReceiverContext};
 use crate::siteconfig::SiteConfig;
 use crate::store::{Store, StoreConfig, StoreError};
 use crate::upstream::{self, UpstreamContext};
+use crate::whitelist::Whitelist;
 use crate::xml::Limits;
 
 /// Why the broker could not start.
@@ -199,16 +200,13 @@ impl Broker {
                 limits: Limits::default(),
                 dispatcher: dispatch_tx.clone(),
             });
-            let wl = cfg.author_whitelist.clone();
-            info!("listening for authors on {addr} (whitelist: {wl})");
-            let state = Arc::new(ListenerState::new(caps(cfg.max_authors_per_address)));
-            let s2 = Arc::clone(&state);
-            let h = spawn("accept authors", SERVICE_STACK, move || {
-                listener::accept_loop(l, wl, Kind::Authors, s2, move |s, p| {
-                    receiver::handle(s, p, Arc::clone(&ctx))
-                })
-            })?;
-            broker.listeners.push((Kind::Authors, state, h));
+            broker.listen(
+                l,
+                Kind::Authors,
+                cfg.author_whitelist.clone(),
+                caps(cfg.max_authors_per_address),
+                move |s, p| receiver::handle(s, p, Arc::clone(&ctx)),
+            )?;
             broker.receive_addr = Some(addr);
         }
         if let Some(l) = broadcast {
@@ -225,16 +223,13 @@ impl Broker {
                 max_filter_len: cfg.max_filter_length,
                 frame_timeout: cfg.frame_timeout,
             });
-            let wl = cfg.subscriber_whitelist.clone();
-            info!("listening for subscribers on {addr} (whitelist: {wl})");
-            let state = Arc::new(ListenerState::new(caps(cfg.max_subscribers_per_address)));
-            let s2 = Arc::clone(&state);
-            let h = spawn("accept subscribers", SERVICE_STACK, move || {
-                listener::accept_loop(l, wl, Kind::Subscribers, s2, move |s, p| {
-                    broadcaster::handle(s, p, Arc::clone(&ctx))
-                })
-            })?;
-            broker.listeners.push((Kind::Subscribers, state, h));
+            broker.listen(
+                l,
+                Kind::Subscribers,
+                cfg.subscriber_whitelist.clone(),
+                caps(cfg.max_subscribers_per_address),
+                move |s, p| broadcaster::handle(s, p, Arc::clone(&ctx)),
+            )?;
             broker.broadcast_addr = Some(addr);
         }
         if !cfg.remotes.is_empty() {
@@ -277,6 +272,33 @@ impl Broker {
             cfg.max_age_secs
         );
         Ok(broker)
+    }
+
+    /// Start the accept loop of one listener (its log line names the port and whitelist).
+    fn listen<F>(
+        &mut self,
+        l: std::net::TcpListener,
+        kind: Kind,
+        whitelist: Whitelist,
+        caps: Caps,
+        handler: F,
+    ) -> Result<(), StartError>
+    where
+        F: Fn(std::net::TcpStream, SocketAddr) + Send + Sync + Clone + 'static,
+    {
+        let addr = l.local_addr().map_err(StartError::Thread)?;
+        let (who, thread) = match kind {
+            Kind::Authors => ("authors", "accept authors"),
+            Kind::Subscribers => ("subscribers", "accept subscribers"),
+        };
+        info!("listening for {who} on {addr} (whitelist: {whitelist})");
+        let state = Arc::new(ListenerState::new(caps));
+        let s2 = Arc::clone(&state);
+        let h = spawn(thread, SERVICE_STACK, move || {
+            listener::accept_loop(l, whitelist, kind, s2, handler)
+        })?;
+        self.listeners.push((kind, state, h));
+        Ok(())
     }
 
     /// Re-read `--subscriber-config` (on SIGHUP). A file with errors keeps the current
