@@ -6,6 +6,8 @@ mod common;
 
 use std::collections::HashSet;
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -17,7 +19,7 @@ const PAD: usize = 64 * 1024;
 fn bad_subscribers_are_dropped_and_the_healthy_one_gets_everything() {
     let b = Broker::start(&[
         "--no-sync",
-        "--iamalive-interval=1",
+        "--iamalive-interval=2",
         "--subscriber-queue=16",
         "--write-timeout=3",
     ]);
@@ -30,6 +32,12 @@ fn bad_subscribers_are_dropped_and_the_healthy_one_gets_everything() {
     let mut healthy = Subscriber::connect(b.broadcast(), Behaviour::Healthy);
     assert!(b.wait_log("(4 subscribers)", Duration::from_secs(10)));
 
+    // The author keeps at most WINDOW events ahead of the healthy subscriber, so "healthy"
+    // means "keeps up" however slowly this machine runs the test: its queue (16) and
+    // unacknowledged count (10) never come near the limits, while the bad ones pass them.
+    const WINDOW: usize = 8;
+    let received = Arc::new(AtomicUsize::new(0));
+    let healthy_received = Arc::clone(&received);
     let healthy_thread = std::thread::spawn(move || {
         let mut got = HashSet::new();
         while got.len() < EVENTS {
@@ -37,6 +45,7 @@ fn bad_subscribers_are_dropped_and_the_healthy_one_gets_everything() {
                 Some((iv, bytes)) => {
                     assert!(bytes.len() > PAD);
                     assert!(got.insert(iv), "duplicate delivery");
+                    healthy_received.store(got.len(), Ordering::SeqCst);
                 }
                 None => break,
             }
@@ -50,6 +59,15 @@ fn bad_subscribers_are_dropped_and_the_healthy_one_gets_everything() {
 
     let mut peak_rss = 0;
     for i in 0..EVENTS {
+        let waited = Instant::now();
+        while received.load(Ordering::SeqCst) + WINDOW < i {
+            assert!(
+                waited.elapsed() < Duration::from_secs(30),
+                "the healthy subscriber stopped receiving after {} events",
+                received.load(Ordering::SeqCst)
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let r = submit(b.receive(), &make_event(&format!("slow-{i}"), PAD));
         assert!(r.is_ack(), "event {i}: {r:?}");
         if i % 20 == 0 {
