@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, error, info};
 
-use crate::dispatcher::{Msg, Verdict};
+use crate::dispatcher::Msg;
 use crate::store::Store;
 use crate::time;
+use crate::verdict::{ReplyTo, Verdict};
 use crate::voevent::{Key, Rejection};
 
 /// Most records per transaction.
@@ -31,7 +32,7 @@ pub struct Record {
     pub time: u64,
     pub ivorn: String,
     /// The author waiting for its ack (`None` for upstream events).
-    pub reply: Option<Sender<Verdict>>,
+    pub reply: Option<ReplyTo>,
 }
 
 /// Committer thread body: runs until its channel closes (after draining it).
@@ -60,7 +61,7 @@ pub fn run_committer(store: Arc<Store>, rx: Receiver<Record>, dispatcher: Sender
                 );
                 for r in batch.drain(..) {
                     if let Some(tx) = r.reply {
-                        let _ = tx.send(Verdict::Accepted);
+                        tx.send(Verdict::Accepted);
                     }
                 }
                 let _ = dispatcher.send(Msg::Committed(keys));
@@ -73,7 +74,7 @@ pub fn run_committer(store: Arc<Store>, rx: Receiver<Record>, dispatcher: Sender
                 for r in batch.drain(..) {
                     error!("{} was relayed but not recorded", r.ivorn);
                     if let Some(tx) = r.reply {
-                        let _ = tx.send(Verdict::Rejected(Rejection::Storage));
+                        tx.send(Verdict::Rejected(Rejection::Storage));
                     }
                 }
                 let _ = dispatcher.send(Msg::Failed(keys));
@@ -118,7 +119,7 @@ mod tests {
         let (dtx, drx) = unbounded();
         let mut replies = Vec::new();
         for i in 0..10u8 {
-            let (rtx, rrx) = unbounded();
+            let (rtx, rrx) = crate::verdict::slot();
             replies.push(rrx);
             tx.send(Record {
                 key: [i; 32],
@@ -137,7 +138,7 @@ mod tests {
             _ => panic!("expected Committed"),
         }
         for r in replies {
-            assert_eq!(r.try_recv().unwrap(), Verdict::Accepted);
+            assert_eq!(r.wait_until(Instant::now()), Some(Verdict::Accepted));
         }
         assert_eq!(store.len().unwrap(), 10);
         drop(store);

@@ -25,16 +25,8 @@ use crate::siteconfig::SiteConfig;
 use crate::store::Store;
 use crate::testevent;
 use crate::time;
+use crate::verdict::{ReplyTo, Verdict};
 use crate::voevent::{Event, EventRole, Key, Origin, Rejection};
-
-/// The answer an author's receiver thread waits for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Recorded durably: send `ack`.
-    Accepted,
-    /// Send `nak` with this reason.
-    Rejected(Rejection),
-}
 
 /// A subscriber as the dispatcher sees it.
 pub struct SubscriberHandle {
@@ -54,7 +46,7 @@ pub enum Msg {
     /// are acknowledged upstream whatever happens).
     Submit {
         event: Arc<Event>,
-        reply: Option<Sender<Verdict>>,
+        reply: Option<ReplyTo>,
     },
     /// A subscriber connected, with the filters it asked for right away (if any).
     Register(SubscriberHandle, Vec<String>),
@@ -222,10 +214,10 @@ impl Dispatcher {
         self.stats
     }
 
-    fn submit(&mut self, event: Arc<Event>, reply: Option<Sender<Verdict>>) {
-        let answer = |v: Verdict| {
-            if let Some(r) = &reply {
-                let _ = r.send(v);
+    fn submit(&mut self, event: Arc<Event>, reply: Option<ReplyTo>) {
+        let answer = |reply: Option<ReplyTo>, v: Verdict| {
+            if let Some(r) = reply {
+                r.send(v);
             }
         };
         let own_test_back =
@@ -241,7 +233,7 @@ impl Dispatcher {
                     "event database unavailable, refusing {} from {}: {e}",
                     event.ivorn, event.origin
                 );
-                answer(Verdict::Rejected(Rejection::Storage));
+                answer(reply, Verdict::Rejected(Rejection::Storage));
             }
             Ok(true) => {
                 self.stats.duplicates += 1;
@@ -255,7 +247,7 @@ impl Dispatcher {
                         event.ivorn, event.origin
                     ),
                 }
-                answer(Verdict::Rejected(Rejection::Duplicate));
+                answer(reply, Verdict::Rejected(Rejection::Duplicate));
             }
             Ok(false) => {
                 self.pending.insert(event.key);
@@ -288,7 +280,7 @@ impl Dispatcher {
                     let rec = e.into_inner();
                     self.pending.remove(&rec.key);
                     if let Some(r) = rec.reply {
-                        let _ = r.send(Verdict::Rejected(Rejection::Unavailable));
+                        r.send(Verdict::Rejected(Rejection::Unavailable));
                     }
                 }
             }

@@ -1,6 +1,7 @@
 //! Listening sockets and accept loops: bind (dual-stack by default), check each peer
 //! against its whitelist at accept, and give each accepted connection its own thread with
-//! an explicitly sized stack. A refused peer is closed without a byte being sent.
+//! an explicitly sized stack (reused from connection to connection: [`crate::pool`]). A
+//! refused peer is closed without a byte being sent.
 
 use std::collections::HashMap;
 use std::io;
@@ -14,7 +15,11 @@ use std::time::Instant;
 
 use log::{error, warn};
 
+use crate::pool::Pool;
 use crate::whitelist::{normalize, Whitelist};
+
+/// Most connection threads of one listener kept waiting for the next connection.
+pub const MAX_IDLE_THREADS: usize = 64;
 
 /// Stack for connection threads. Nothing on these threads recurses deeply (the XML parser
 /// is iterative and the schema walk is bounded by the 64-level depth limit).
@@ -46,6 +51,13 @@ pub enum Kind {
 }
 
 impl Kind {
+    fn thread_name(self) -> &'static str {
+        match self {
+            Kind::Authors => "author",
+            Kind::Subscribers => "subscriber",
+        }
+    }
+
     fn refusal(self) -> &'static str {
         match self {
             Kind::Authors => "submission",
@@ -196,7 +208,7 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// Accept until stopped, spawning `handler` on a new thread per allowed connection.
+/// Accept until stopped, running `handler` on a thread of its own per allowed connection.
 pub fn accept_loop<F>(
     listener: TcpListener,
     whitelist: Whitelist,
@@ -207,6 +219,21 @@ pub fn accept_loop<F>(
     F: Fn(TcpStream, SocketAddr) + Send + Sync + Clone + 'static,
 {
     state.fd.store(listener.as_raw_fd(), Ordering::SeqCst);
+    let pool = Pool::new(kind.thread_name(), CONNECTION_STACK, MAX_IDLE_THREADS);
+    accept_into(&listener, &whitelist, kind, &state, &handler, &pool);
+    pool.close();
+}
+
+fn accept_into<F>(
+    listener: &TcpListener,
+    whitelist: &Whitelist,
+    kind: Kind,
+    state: &Arc<ListenerState>,
+    handler: &F,
+    pool: &Arc<Pool>,
+) where
+    F: Fn(TcpStream, SocketAddr) + Send + Sync + Clone + 'static,
+{
     loop {
         if state.stopping.load(Ordering::SeqCst) {
             return;
@@ -245,19 +272,16 @@ pub fn accept_loop<F>(
         }
         let h = handler.clone();
         state.active.fetch_add(1, Ordering::SeqCst);
-        let guard = ActiveGuard(Arc::clone(&state), peer.ip());
-        let name = match kind {
-            Kind::Authors => format!("author {peer}"),
-            Kind::Subscribers => format!("subscriber {peer}"),
-        };
-        let spawned = thread::Builder::new()
-            .name(name)
-            .stack_size(CONNECTION_STACK)
-            .spawn(move || {
+        let guard = ActiveGuard(Arc::clone(state), peer.ip());
+        let label = format!("{} {peer}", kind.thread_name());
+        let started = pool.run(
+            label,
+            Box::new(move || {
                 let _guard = guard;
                 h(stream, peer)
-            });
-        if let Err(e) = spawned {
+            }),
+        );
+        if let Err(e) = started {
             error!("cannot start a thread for {peer}: {e}; closing the connection");
         }
     }

@@ -11,12 +11,13 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
+use crossbeam_channel::Sender;
 use log::{info, warn};
 
-use crate::dispatcher::{Msg, Verdict};
+use crate::dispatcher::Msg;
 use crate::frame::{FrameError, FrameReader};
 use crate::transport;
+use crate::verdict::{self, Verdict};
 use crate::voevent::{check_author_event, nak_text, Rejection};
 use crate::xml::Limits;
 
@@ -94,7 +95,7 @@ pub fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<ReceiverContext>) {
         Err((ivorn, rejection)) => (ivorn, Verdict::Rejected(rejection)),
         Ok(event) => {
             let ivorn = event.ivorn.clone();
-            let (tx, rx) = bounded(1);
+            let (tx, rx) = verdict::slot();
             // A full dispatcher inbox blocks us, but never past the author's deadline.
             let sent = ctx.dispatcher.send_deadline(
                 Msg::Submit {
@@ -106,17 +107,14 @@ pub fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<ReceiverContext>) {
             let verdict = if sent.is_err() {
                 Verdict::Rejected(Rejection::Unavailable)
             } else {
-                match rx.recv_deadline(deadline) {
-                    Ok(v) => v,
-                    Err(RecvTimeoutError::Timeout) => {
+                match rx.wait_until(deadline) {
+                    Some(v) => v,
+                    None => {
                         warn!(
                             "{ivorn} from author {peer}: not committed within the {} s deadline; closing without a reply",
                             ctx.timeout.as_secs()
                         );
                         return;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => {
-                        Verdict::Rejected(Rejection::Unavailable)
                     }
                 }
             };
