@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, unbounded, Sender};
+use crossbeam_channel::{bounded, Sender};
 use log::{error, info, warn};
 
 use crate::broadcaster::{self, BroadcastContext};
@@ -140,12 +140,12 @@ impl Broker {
 
         let handlers = handlers::start(cfg.handlers.clone()).map_err(StartError::Handlers)?;
         let (dispatch_tx, dispatch_rx) = bounded(DISPATCH_QUEUE);
-        let (commit_tx, commit_rx) = unbounded();
+        let commit_queue = committer::CommitQueue::new();
         let committer = {
             let store = Arc::clone(&store);
-            let d = dispatch_tx.clone();
+            let queue = Arc::clone(&commit_queue);
             spawn("committer", SERVICE_STACK, move || {
-                committer::run_committer(store, commit_rx, d)
+                committer::run_committer(store, queue);
             })?
         };
         let pruner = {
@@ -174,7 +174,7 @@ impl Broker {
             let handlers = handlers.map(|h| h.tx);
             // Built on its own thread: its filter table (sxd-xpath) is not Send.
             spawn("dispatcher", 1 << 20, move || {
-                Dispatcher::new(settings, store, commit_tx, handlers).run(dispatch_rx)
+                Dispatcher::new(settings, store, commit_queue, handlers).run(dispatch_rx)
             })?
         };
         let mut broker = Broker {
@@ -353,8 +353,8 @@ impl Broker {
         let _ = self.dispatch_tx.send(Msg::Shutdown);
         drop(self.dispatch_tx);
         let stats = self.dispatcher.join().unwrap_or_default();
-        // The dispatcher held the committer's only sender: the committer now drains its
-        // queue, commits, answers, and returns.
+        // The dispatcher closed the commit queue as it ended: the committer now commits
+        // what is queued, answers, and returns.
         let _ = self.committer.join();
         drop(self.pruner.0);
         let _ = self.pruner.1.join();

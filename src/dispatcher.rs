@@ -1,16 +1,16 @@
 //! The dispatcher thread: the single place where an event is judged new or duplicate and
 //! fanned out.
 //!
-//! It owns the subscriber table (one bounded sender per subscriber thread), the set of
-//! keys accepted but not yet committed (`pending`), and the test-event timer. Because
-//! every dedup decision happens on this one thread, "check, then insert" is atomic without
-//! locks: a key is either in LMDB (a read transaction answers), in `pending`, or new. A new
-//! event is fanned out at once (one non-blocking write per subscriber through its
-//! [`Outbox`]; what the kernel does not take is queued for that subscriber's thread, and a
-//! full queue drops that subscriber, never waits), then handed to the committer, which answers
+//! It owns the subscriber table (each subscriber's [`Outbox`] and filters) and the
+//! test-event timer. Every dedup decision happens on this one thread, and only this thread
+//! admits keys, so "check, then insert" is atomic: a key is either pending in the
+//! [`CommitQueue`] (admitted, not yet durable), in LMDB (a read transaction answers; the
+//! committer removes a key from `pending` only after its commit), or new. A new event is
+//! fanned out at once (one non-blocking write per subscriber through its [`Outbox`]; what
+//! the kernel does not take is queued for that subscriber's thread, and a full queue drops
+//! that subscriber, never waits), then admitted to the commit queue; the committer answers
 //! the author after the durable commit.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, error, info, warn};
 
-use crate::committer::Record;
+use crate::committer::{CommitQueue, Record};
 use crate::filters::{FilterId, FilterTable};
 use crate::outbox::{Offer, Outbox};
 use crate::siteconfig::SiteConfig;
@@ -57,10 +57,6 @@ pub enum Msg {
     SiteConfig(SiteConfig),
     /// A subscriber thread ended.
     Unregister(u64),
-    /// The committer made these keys durable.
-    Committed(Vec<Key>),
-    /// The committer could not store these keys.
-    Failed(Vec<Key>),
     /// Stop (after answering what is queued).
     Shutdown,
 }
@@ -91,9 +87,8 @@ pub struct Settings {
 pub struct Dispatcher {
     settings: Settings,
     store: Arc<Store>,
-    committer: Sender<Record>,
+    committer: Arc<CommitQueue>,
     subscribers: Vec<SubscriberHandle>,
-    pending: HashSet<Key>,
     stats: Stats,
     handlers: Option<Sender<Arc<Event>>>,
     filters: FilterTable,
@@ -105,11 +100,19 @@ pub struct Dispatcher {
 /// How many of our own test events are remembered.
 const OWN_TESTS: usize = 16;
 
+/// However the dispatcher ends (shutdown, or a panic unwinding), the committer is told to
+/// commit what is queued and stop.
+impl Drop for Dispatcher {
+    fn drop(&mut self) {
+        self.committer.close();
+    }
+}
+
 impl Dispatcher {
     pub fn new(
         settings: Settings,
         store: Arc<Store>,
-        committer: Sender<Record>,
+        committer: Arc<CommitQueue>,
         handlers: Option<Sender<Arc<Event>>>,
     ) -> Dispatcher {
         Dispatcher {
@@ -117,7 +120,6 @@ impl Dispatcher {
             store,
             committer,
             subscribers: Vec::new(),
-            pending: HashSet::new(),
             stats: Stats::default(),
             handlers,
             filters: FilterTable::default(),
@@ -200,11 +202,6 @@ impl Dispatcher {
                         );
                     }
                 }
-                Msg::Committed(keys) | Msg::Failed(keys) => {
-                    for k in keys {
-                        self.pending.remove(&k);
-                    }
-                }
                 Msg::Shutdown => break,
             }
         }
@@ -222,7 +219,7 @@ impl Dispatcher {
         };
         let own_test_back =
             matches!(event.origin, Origin::Upstream(_)) && self.own_tests.contains(&event.key);
-        let seen = if self.pending.contains(&event.key) || own_test_back {
+        let seen = if own_test_back || self.committer.is_pending(&event.key) {
             Ok(true)
         } else {
             self.store.seen(&event.key, time::unix_now())
@@ -250,7 +247,6 @@ impl Dispatcher {
                 answer(reply, Verdict::Rejected(Rejection::Duplicate));
             }
             Ok(false) => {
-                self.pending.insert(event.key);
                 let n = self.fan_out(&event);
                 self.stats.accepted += 1;
                 info!(
@@ -275,10 +271,8 @@ impl Dispatcher {
                     ivorn: event.ivorn.clone(),
                     reply,
                 };
-                if let Err(e) = self.committer.send(rec) {
+                if let Err(rec) = self.committer.admit(rec) {
                     // The committer is gone (shutdown): nobody will answer otherwise.
-                    let rec = e.into_inner();
-                    self.pending.remove(&rec.key);
                     if let Some(r) = rec.reply {
                         r.send(Verdict::Rejected(Rejection::Unavailable));
                     }
