@@ -1,16 +1,26 @@
-//! Smoke test of `bolide-bench`: each mode runs briefly against a real bolide and its
-//! counts are checked (never its speed).
+//! Smoke test of `bolide-bench`: each mode runs briefly against a real bolide, and
+//! `fanout` and `ingest` against `bolide-bench null-broker`, and their counts are checked
+//! (never their speed).
 
 mod common;
 
-use std::process::Command;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 /// Run bolide-bench against `broker` and return (exit status, last line = JSON).
 fn bench(broker: &common::Broker, mode: &[&str]) -> (i32, String, String) {
+    let (r, b) = (broker.receive().port(), broker.broadcast().port());
+    bench_at(r, b, broker.pid(), mode)
+}
+
+/// Run bolide-bench against the broker with these ports and process id.
+fn bench_at(receive: u16, broadcast: u16, pid: u32, mode: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_bolide-bench"))
-        .arg(format!("--receive-port={}", broker.receive().port()))
-        .arg(format!("--broadcast-port={}", broker.broadcast().port()))
-        .arg(format!("--pid={}", broker.pid()))
+        .arg(format!("--receive-port={receive}"))
+        .arg(format!("--broadcast-port={broadcast}"))
+        .arg(format!("--pid={pid}"))
         .arg("--max-seconds=60")
         .args(mode)
         .output()
@@ -95,4 +105,79 @@ fn filter_counts() {
     // class, filter 2 classes 2 and 3, filter 3 class 3: per 4 events 5 + 5 + 10 + 5
     // copies for 20 subscribers (5 per filter), so 25 per 4 events, 125 for 20.
     fanout_like("filter", 125);
+}
+
+/// `bolide-bench null-broker`, killed on drop.
+struct NullBroker(Child);
+
+impl Drop for NullBroker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn null_broker_counts() {
+    let child = Command::new(env!("CARGO_BIN_EXE_bolide-bench"))
+        .args(["null-broker", "--receive-port=0", "--broadcast-port=0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start bolide-bench null-broker");
+    let mut nb = NullBroker(child);
+    let pid = nb.0.id();
+    // Its two lines, in bolide's shape: "listening for authors on 127.0.0.1:P (null broker)".
+    let mut lines = BufReader::new(nb.0.stderr.take().unwrap()).lines();
+    let mut port = |who: &str| {
+        let l = lines.next().expect("null broker output").unwrap();
+        let rest = l
+            .strip_prefix(&format!("listening for {who} on 127.0.0.1:"))
+            .unwrap_or_else(|| panic!("unexpected line {l:?}"));
+        assert!(rest.ends_with(" (null broker)"), "{l}");
+        rest.split(' ').next().unwrap().parse::<u16>().unwrap()
+    };
+    let (r, b) = (port("authors"), port("subscribers"));
+
+    // Bad authors first: none may crash or hang it.
+    let author = |bytes: &[u8]| {
+        let mut s = TcpStream::connect(("127.0.0.1", r)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let _ = s.write_all(bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut reply = Vec::new();
+        let _ = s.read_to_end(&mut reply);
+        reply
+    };
+    assert!(author(b"").is_empty());
+    assert!(author(b"\xff\xff\xff\xffgarbage").is_empty());
+    assert!(author(b"\x00\x00\x00\x10short").is_empty());
+    let nak = author(b"\x00\x00\x00\x05hello");
+    assert!(String::from_utf8_lossy(&nak).contains("role=\"nak\""));
+
+    let (code, json, all) = bench_at(
+        r,
+        b,
+        pid,
+        &["fanout", "--subscribers=20", "--count=10", "--rate=0"],
+    );
+    assert!(json.contains("\"mode\":\"fanout\""), "{all}");
+    assert_eq!(int(&json, "expected_deliveries"), 200, "{all}");
+    assert_eq!(int(&json, "delivered"), 200, "{all}");
+    for k in ["lost", "duplicates", "unexpected", "naks", "errors"] {
+        assert_eq!(int(&json, k), 0, "{k}: {all}");
+    }
+    assert_eq!(code, 0, "{all}");
+
+    let (code, json, all) = bench_at(
+        r,
+        b,
+        pid,
+        &["ingest", "--authors=4", "--count=50", "--duration=0"],
+    );
+    assert_eq!(int(&json, "acked"), 50, "{all}");
+    assert_eq!(int(&json, "naks"), 0, "{all}");
+    assert_eq!(int(&json, "errors"), 0, "{all}");
+    assert_eq!(code, 0, "{all}");
+    assert!(nb.0.try_wait().unwrap().is_none(), "the null broker exited");
 }

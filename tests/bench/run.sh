@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # bolide's benchmark matrix, driven by bolide-bench (see man/bolide-bench.1).
 #
-#   bench/run.sh            bolide only            (make bench)
-#   bench/run.sh compare    bolide and Comet 3.1.0 (make bench-compare)
+#   bench/run.sh            the null broker, then bolide            (make bench)
+#   bench/run.sh compare    the null broker, bolide and Comet 3.1.0 (make bench-compare)
 #
 # Every row starts a fresh broker on 127.0.0.1 with kernel-chosen ports and a fresh
 # event database, runs one bolide-bench command with --pid, keeps the JSON line in
 # $BENCH_OUT/<broker>-<row>.json (full output in .log), and stops the broker.
+#
+# Broker kinds: `null` is `bolide-bench null-broker`, a broker that only moves bytes
+# (no parsing, validation, database or filters): the machine's floor, the cost of the
+# sockets alone. It runs first, on ingest-nosync, fanout-paced and fanout-b2b only
+# (ingest-sync and filter need a database or filters; its cells there show "-"). Then
+# `bolide`, then with `compare` `comet`. After the table come the ratios bolide / floor
+# and, with `compare`, bolide vs Comet.
 #
 # Environment (defaults in brackets):
 #   BENCH_OUT            where results go [target/bench]
@@ -69,14 +76,19 @@ start_broker() {
   local kind=$1 row=$2 log="$tmp/$1-$2.broker.log" db="$tmp/$1-$2.eventdb"
   rm -rf "$db"
   rport= bport=
-  if [ "$kind" = bolide ]; then
-    local extra=()
-    [ "$row" = ingest-nosync ] && extra+=(--no-sync)
-    RUST_LOG=warn,bolide::broker=info "$bolide" -r -b --local-ivo=ivo://bolide.bench/broker \
-      --max-subscribers-per-address=4000 --max-authors-per-address=4000 \
-      --eventdb="$db" -q --receive-port=0 --broadcast-port=0 --broadcast-test-interval=0 \
-      "${extra[@]}" 2>"$log" >/dev/null &
+  if [ "$kind" = bolide ] || [ "$kind" = null ]; then
+    if [ "$kind" = null ]; then
+      "$bench" null-broker --receive-port=0 --broadcast-port=0 2>"$log" >/dev/null &
+    else
+      local extra=()
+      [ "$row" = ingest-nosync ] && extra+=(--no-sync)
+      RUST_LOG=warn,bolide::broker=info "$bolide" -r -b --local-ivo=ivo://bolide.bench/broker \
+        --max-subscribers-per-address=4000 --max-authors-per-address=4000 \
+        --eventdb="$db" -q --receive-port=0 --broadcast-port=0 --broadcast-test-interval=0 \
+        "${extra[@]}" 2>"$log" >/dev/null &
+    fi
     broker_pid=$!
+    # Both print "listening for authors on ADDR:PORT (...)", and the same for subscribers.
     for _ in $(seq 200); do
       rport=$(sed -n 's/.*listening for authors on .*:\([0-9]*\) (.*/\1/p' "$log" | head -1)
       bport=$(sed -n 's/.*listening for subscribers on .*:\([0-9]*\) (.*/\1/p' "$log" | head -1)
@@ -132,13 +144,17 @@ run_row() {
   failures=$((failures + (rc != 0)))
 }
 
+# null_skips ROW: the null broker has no database (ingest-sync) and no filters (filter).
+null_skips() { [ "$1" = ingest-sync ] || [ "$1" = filter ]; }
+
 failures=0
-kinds=(bolide)
+kinds=(null bolide)
 [ $compare = 1 ] && kinds+=(comet)
 for kind in "${kinds[@]}"; do
   for row in "${rows[@]}"; do
     # Comet has no --no-sync (its dbm never fsyncs): one ingest row serves both.
     if [ "$kind" = comet ] && [ "$row" = ingest-nosync ]; then continue; fi
+    if [ "$kind" = null ] && null_skips "$row"; then continue; fi
     run_row "$kind" "$row"
   done
 done
@@ -150,7 +166,7 @@ j() { # j FILE FILTER
 metric() { # metric KIND ROW -> "rate p50 p99 cpu_us rss_start rss_idle rss_peak tool_us ok"
   local f="$out/$1-$2.json"
   [ "$1" = comet ] && [ "$2" = ingest-nosync ] && f="$out/comet-ingest-sync.json"
-  if [ ! -f "$f" ]; then echo "- - - - - - - - -"; return; fi
+  if [ ! -f "$f" ] || { [ "$1" = null ] && null_skips "$2"; }; then echo "- - - - - - - - -"; return; fi
   jq -r '[ (if .mode=="ingest" then .accepted_per_s else .deliveries_per_s end),
            .latency_ms.p50, .latency_ms.p99,
            (if .mode=="ingest" then .cpu_us_per_event else .cpu_us_per_copy end),
@@ -161,8 +177,15 @@ metric() { # metric KIND ROW -> "rate p50 p99 cpu_us rss_start rss_idle rss_peak
             else "\(.delivered)/\(.expected_deliveries),lost=\(.lost),dup=\(.duplicates),unexp=\(.unexpected)" end)
          ] | map(if type=="number" then (.*10|round/10|tostring) elif . == null then "-" else tostring end) | join(" ")' "$f"
 }
-ratio() { # ratio A B -> A/B with 1 decimal, or -
-  awk -v a="$1" -v b="$2" 'BEGIN{ if (a+0>0 && b+0>0) printf "%.1f", a/b; else printf "-" }'
+ratio() { # ratio A B [DECIMALS] -> A/B with 1 (or DECIMALS) decimals, or -
+  awk -v a="$1" -v b="$2" -v d="${3:-1}" 'BEGIN{ if (a+0>0 && b+0>0) printf "%.*f", d, a/b; else printf "-" }'
+}
+raw() { # raw KIND ROW -> "rate p99 cpu", unrounded (for the floor ratios), or "- - -"
+  local f="$out/$1-$2.json"
+  if [ ! -f "$f" ] || { [ "$1" = null ] && null_skips "$2"; }; then echo "- - -"; return; fi
+  jq -r '[ (if .mode=="ingest" then .accepted_per_s else .deliveries_per_s end), .latency_ms.p99,
+           (if .mode=="ingest" then .cpu_us_per_event else .cpu_us_per_copy end)
+         ] | map(if . == null then "-" else tostring end) | join(" ")' "$f"
 }
 
 echo
@@ -177,6 +200,18 @@ for row in "${rows[@]}"; do
   done
 done
 } | tee "$out/table.txt"
+
+echo
+echo "bolide vs null floor (rate: fraction of the floor's rate reached; p99, cpu: times the floor's)"
+{
+printf '%-14s %12s %12s %12s\n' row 'rate/floor' 'p99/floor' 'cpu/floor'
+for row in "${rows[@]}"; do
+  read -r br bp99 bcpu <<<"$(raw bolide "$row")"
+  read -r nr np99 ncpu <<<"$(raw null "$row")"
+  printf '%-14s %12s %12s %12s\n' "$row" "$(ratio "$br" "$nr" 2)" "$(ratio "$bp99" "$np99")" \
+    "$(ratio "$bcpu" "$ncpu")"
+done
+} | tee "$out/floor.txt"
 
 if [ $compare = 1 ]; then
   echo

@@ -6,6 +6,8 @@
 //!   event; end-to-end latency (author send → each subscriber's receipt, one clock).
 //! * `filter`: fanout where the subscribers install XPath filters (4 distinct
 //!   expressions, round-robin); exactly the matching events must arrive.
+//! * `null-broker`: not a load generator but the other end: a broker doing only the
+//!   unavoidable socket work, to measure the machine's floor ([`null_broker`]).
 //!
 //! The subscribers run on a few threads, each with one epoll set over its share of the
 //! sockets, reading into one scratch buffer per thread and answering with prebuilt acks;
@@ -29,11 +31,13 @@ use argh::FromArgs;
 use bolide::frame::{encode, FrameReader};
 use bolide::receiver::DeadlineReader;
 
+mod null_broker;
+
 /// VTP load generator: measures a broker's ingest rate, fan-out and filter latency, and
 /// (with --pid) its CPU time and memory.
 #[derive(FromArgs)]
 struct Args {
-    /// broker host (default 127.0.0.1)
+    /// broker host; for null-broker, the address to listen on (default 127.0.0.1)
     #[argh(option, default = "String::from(\"127.0.0.1\")")]
     host: String,
     /// broker's author (receive) port (default 8098)
@@ -62,6 +66,7 @@ enum Mode {
     Ingest(IngestArgs),
     Fanout(FanoutArgs),
     Filter(FilterArgs),
+    NullBroker(null_broker::NullBrokerArgs),
 }
 
 /// K concurrent authors submit events, one per connection, as VTP authors do.
@@ -1414,9 +1419,12 @@ fn main() -> ExitCode {
     }
     let result = match &args.mode {
         None => {
-            eprintln!("bolide-bench: give a mode: ingest, fanout or filter (see --help)");
+            eprintln!(
+                "bolide-bench: give a mode: ingest, fanout, filter or null-broker (see --help)"
+            );
             return ExitCode::from(2);
         }
+        Some(Mode::NullBroker(a)) => return null_broker::run(&args.host, a),
         Some(Mode::Ingest(a)) => run_ingest(&args, a),
         Some(Mode::Fanout(a)) => run_fanout(
             &args,
