@@ -76,7 +76,7 @@ pub struct Broker {
     dispatcher: JoinHandle<Stats>,
     committer: JoinHandle<()>,
     pruner: (Sender<()>, JoinHandle<()>),
-    listeners: Vec<(Kind, Arc<ListenerState>, JoinHandle<()>)>,
+    listeners: Vec<(Kind, Arc<ListenerState>)>,
     upstreams: Vec<Sender<()>>,
     store: Arc<Store>,
     site_config: Option<PathBuf>,
@@ -287,17 +287,15 @@ impl Broker {
         F: Fn(std::net::TcpStream, SocketAddr) + Send + Sync + Clone + 'static,
     {
         let addr = l.local_addr().map_err(StartError::Thread)?;
-        let (who, thread) = match kind {
-            Kind::Authors => ("authors", "accept authors"),
-            Kind::Subscribers => ("subscribers", "accept subscribers"),
+        let who = match kind {
+            Kind::Authors => "authors",
+            Kind::Subscribers => "subscribers",
         };
         info!("listening for {who} on {addr} (whitelist: {whitelist})");
         let state = Arc::new(ListenerState::new(caps));
-        let s2 = Arc::clone(&state);
-        let h = spawn(thread, SERVICE_STACK, move || {
-            listener::accept_loop(l, whitelist, kind, s2, handler)
-        })?;
-        self.listeners.push((kind, state, h));
+        listener::start(l, whitelist, kind, Arc::clone(&state), handler)
+            .map_err(StartError::Thread)?;
+        self.listeners.push((kind, state));
         Ok(())
     }
 
@@ -324,19 +322,18 @@ impl Broker {
         let in_flight: usize = self
             .listeners
             .iter()
-            .filter(|(k, _, _)| matches!(k, Kind::Authors))
-            .map(|(_, s, _)| s.active())
+            .filter(|(k, _)| matches!(k, Kind::Authors))
+            .map(|(_, s)| s.active())
             .sum();
         info!(
             "shutting down: {in_flight} author connections in flight, {} upstream subscriptions",
             self.upstreams.len()
         );
-        for (_, state, _) in &self.listeners {
+        for (_, state) in &self.listeners {
             state.stop();
         }
         let deadline = Instant::now() + self.author_timeout + Duration::from_secs(1);
-        for (kind, state, handle) in self.listeners {
-            let _ = handle.join();
+        for (kind, state) in self.listeners {
             if matches!(kind, Kind::Authors) {
                 while state.active() > 0 && Instant::now() < deadline {
                     thread::sleep(Duration::from_millis(10));

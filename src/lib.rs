@@ -7,45 +7,47 @@
 //! ## Threads and channels
 //!
 //! ```text
-//!  authors ──TCP──> [accept authors] ─spawn─> receiver thread (1 per connection)
-//!                   caps, whitelist           │ read 1 frame, parse + check completely
-//!                                             │ Msg::Submit{Arc<Event>, reply}
+//!  authors ──TCP──> receiver thread (1 per connection; idle ones wait in accept(2) on the
+//!                   │ shared listener and the kernel picks one; caps + whitelist checked
+//!                   │ by the thread that accepted; read 1 frame, parse + check completely)
+//!                   │ Msg::Submit{Arc<Event>, ReplyTo}          ^ Verdict (one-shot slot)
 //!  upstream brokers ──TCP──> upstream thread ─┤ (1 per --remote; acks upstream itself)
-//!                                             v
-//!                          ┌──────────── dispatcher (1 thread) ─────────────┐
-//!                          │ owns: subscriber table, `pending` key set,     │
-//!                          │ filter table (sxd-xpath), test-event and       │
-//!                          │ summary timers; reads LMDB (read txns)         │
-//!                          └──┬────────────────┬──────────────────┬─────────┘
-//!   Record{key,time,reply}    │                │ send(MSG_DONTWAIT)│ Arc<Event> (try_send)
-//!   (unbounded)               v                v per subscriber    v
-//!        committer (1 thread): batch,   Outbox (per subscriber):   handler thread:
-//!        one LMDB txn + fsync, then     the frame goes straight    print / save, and
-//!        reply Accepted to each author; to the kernel; what it     --cmd runner pool
-//!        Msg::Committed(keys) back      does not take is queued
-//!        pruner (1 thread): chunked     (bounded) and the
-//!        deletes of expired records     subscriber's thread woken
-//!  subscribers ──TCP──> [accept subscribers] ─spawn─> broadcaster thread (1 per connection):
-//!                       caps, whitelist        authenticate, writes the Outbox backlog,
-//!                                              reads acks/iamalives (recv MSG_DONTWAIT),
-//!                                              own iamalive timer ─Msg::Register/SetFilters─> dispatcher
+//!                                             v                 │
+//!                          ┌──────────── dispatcher (1 thread) ─┼───────────┐
+//!                          │ owns: subscriber table, filter     │           │
+//!                          │ table (sxd-xpath), test-event and  │           │
+//!                          │ summary timers; reads LMDB         │           │
+//!                          └──┬────────────────┬────────────────┼──┬────────┘
+//!   CommitQueue::admit        │                │ send(MSG_DONTWAIT)  │ Arc<Event> (try_send)
+//!   (key joins `pending`)     v                v per subscriber      v
+//!        committer (1 thread): takes    Outbox (per subscriber):   handler thread:
+//!        every queued record, one LMDB  the frame goes straight    print / save, and
+//!        txn + fsync, then `pending`    to the kernel; what it     --cmd runner pool
+//!        shrinks and each author's      does not take is queued
+//!        slot gets its Verdict          (bounded) and the
+//!        pruner (1 thread): chunked     subscriber's thread woken
+//!        deletes of expired records
+//!  subscribers ──TCP──> broadcaster thread (1 per connection, accepted the same way):
+//!                       authenticate, writes the Outbox backlog, reads acks/iamalives
+//!                       (recv MSG_DONTWAIT), own iamalive timer ─Msg::Register/SetFilters─> dispatcher
 //!  main thread: sigwait — SIGHUP reloads --subscriber-config, SIGINT/SIGTERM shut down in order
 //! ```
 //!
 //! * **Receiver** ([`receiver`]): one thread per author connection with an absolute
 //!   deadline. It parses the frame once ([`xml`]), checks root, ivorn, role, version,
 //!   IVOID ([`ivoid`]) and the VOEvent 2.0 schema ([`schema`]), then submits the resulting
-//!   [`voevent::Event`] to the dispatcher and blocks on its private reply channel.
-//! * **Dispatcher** ([`dispatcher`]): the only thread that decides "new or duplicate", so
-//!   check-and-insert is atomic without locks: a key is duplicate if it is in `pending`
-//!   (accepted, not yet committed) or in LMDB. A new event is written at once to every
-//!   subscriber whose filters ([`filters`]: each distinct expression evaluated at most
-//!   once per event) select it, through that subscriber's [`outbox::Outbox`]: one
-//!   non-blocking `send` of the shared bytes, no thread wake-up unless the socket is full.
-//!   Then it goes to the committer and the handlers. Fan-out never waits for the disk.
-//! * **Committer** ([`committer`]): group commit. It drains every waiting record into one
-//!   write transaction and commits once, then answers each author: an `ack` therefore
-//!   means the record is durable. It reports the keys back so `pending` shrinks.
+//!   [`voevent::Event`] to the dispatcher and sleeps on its one-shot [`verdict`] slot.
+//! * **Dispatcher** ([`dispatcher`]): the only thread that decides "new or duplicate" and
+//!   the only one that admits keys, so check-and-insert is atomic: a key is duplicate if
+//!   it is pending in the [`committer::CommitQueue`] (accepted, not yet committed) or in
+//!   LMDB. A new event is written at once to every subscriber whose filters ([`filters`]:
+//!   each distinct expression evaluated at most once per event) select it, through that
+//!   subscriber's [`outbox::Outbox`]: one non-blocking `send` of the shared bytes, no
+//!   thread wake-up unless the socket is full. Then it goes to the commit queue and the
+//!   handlers. Fan-out never waits for the disk.
+//! * **Committer** ([`committer`]): group commit. It takes every queued record into one
+//!   write transaction and commits once; only then do the keys leave `pending` and each
+//!   author get its verdict: an `ack` therefore means the record is durable.
 //! * **Pruner** ([`committer::run_pruner`]): deletes expired records oldest first, in
 //!   short transactions, so ingest never waits behind it.
 //! * **Broadcaster** ([`broadcaster`]): one thread per subscriber. It owns the read side
@@ -55,8 +57,16 @@
 //! * **Upstream** ([`upstream`]): one thread per `--remote`, the subscriber state
 //!   machine with backoff; its events take the author path from the dispatcher on.
 //! * **Handlers** ([`handlers`]): off the dispatcher's path, bounded queues.
-//! * **Accept loops** ([`listener`]): check the whitelist ([`whitelist`]) and the
-//!   connection caps at accept and start each connection thread with an explicit stack.
+//! * **Listeners** ([`listener`]): connection threads accept for themselves and are
+//!   reused from connection to connection (no hand-off per connection, no thread start
+//!   per event); the whitelist ([`whitelist`]) and the connection caps are checked at
+//!   accept; stacks are sized explicitly.
+//!
+//! Wake-ups between threads use mutexes and condition variables where a thread waits
+//! for one answer or one batch (verdict slots, the commit queue, outbox backlogs):
+//! crossbeam's receive spins and calls `sched_yield` before it sleeps, which on two CPUs
+//! under load cost more than the work itself. The dispatcher's inbox and the handler
+//! queue stay crossbeam channels.
 //!
 //! ## Ownership
 //!
@@ -64,9 +74,10 @@
 //! |---|---|---|
 //! | an event's bytes (frame as received) | [`voevent::Event`] | `Arc<Event>` in outbox backlogs and the handler queue |
 //! | dedup decision, subscriber table, filters | dispatcher thread | messages only ([`dispatcher::Msg`]) |
+| keys accepted but not yet durable (`pending`) | [`committer::CommitQueue`] | admitted by the dispatcher, removed by the committer after the commit, under one mutex |
 //! | LMDB environment ([`store::Store`]) | `Arc<Store>` | read txns on the dispatcher, writes on committer and pruner |
 //! | a subscriber socket | its broadcaster thread reads; its [`outbox::Outbox`] writes | `Arc<Outbox>` held by the thread and the dispatcher; one mutex orders their writes |
-//! | connection counts | [`listener::ListenerState`] | atomics, a per-address map under a mutex |
+//! | connection counts, the listening socket | [`listener::ListenerState`] | atomics, a per-address map under a mutex |
 //!
 //! ## Modules
 //!
@@ -74,7 +85,7 @@
 //! [`xml`] (hardened parser), [`schema`] + [`xsd`] (VOEvent 2.0 validation), [`ivoid`],
 //! [`voevent`] (the event and its checks), [`testevent`]. Runtime: [`broker`] (start-up
 //! and wiring), [`listener`], [`receiver`], [`broadcaster`], [`dispatcher`],
-//! [`committer`], [`store`], [`outbox`], [`filters`], [`handlers`], [`upstream`],
+//! [`committer`], [`verdict`], [`store`], [`outbox`], [`filters`], [`handlers`], [`upstream`],
 //! [`siteconfig`], [`signals`]. Configuration: [`cli`]. Utilities: [`time`].
 
 pub mod broadcaster;
@@ -88,7 +99,6 @@ pub mod handlers;
 pub mod ivoid;
 pub mod listener;
 pub mod outbox;
-pub mod pool;
 pub mod receiver;
 pub mod schema;
 pub mod signals;
