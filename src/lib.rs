@@ -74,7 +74,7 @@
 //! |---|---|---|
 //! | an event's bytes (frame as received) | [`voevent::Event`] | `Arc<Event>` in outbox backlogs and the handler queue |
 //! | dedup decision, subscriber table, filters | dispatcher thread | messages only ([`dispatcher::Msg`]) |
-| keys accepted but not yet durable (`pending`) | [`committer::CommitQueue`] | admitted by the dispatcher, removed by the committer after the commit, under one mutex |
+//! | keys accepted but not yet durable (`pending`) | [`committer::CommitQueue`] | admitted by the dispatcher, removed by the committer after the commit, under one mutex |
 //! | LMDB environment ([`store::Store`]) | `Arc<Store>` | read txns on the dispatcher, writes on committer and pruner |
 //! | a subscriber socket | its broadcaster thread reads; its [`outbox::Outbox`] writes | `Arc<Outbox>` held by the thread and the dispatcher; one mutex orders their writes |
 //! | connection counts, the listening socket | [`listener::ListenerState`] | atomics, a per-address map under a mutex |
