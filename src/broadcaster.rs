@@ -198,6 +198,13 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
 }
 
 impl Peer {
+    /// Clamp: acks never exceed what was sent (no credit for unsolicited acks).
+    fn count_ack(&mut self) {
+        if self.acked < self.out.sent() {
+            self.acked += 1;
+        }
+    }
+
     /// Queue one of our own messages behind any backlog and write it out.
     fn send(&mut self, msg: Vec<u8>) -> io::Result<()> {
         self.out.push_control(crate::frame::encode(&msg));
@@ -274,6 +281,19 @@ impl Peer {
     }
 
     fn handle_message(&mut self, payload: &[u8], ctx: &BroadcastContext) -> Result<(), End> {
+        // Acks and iamalive answers (one per delivered copy, one per interval) are
+        // recognised from their start tag; only other messages are parsed.
+        match transport::quick_role(payload) {
+            Some(Role::Ack) => {
+                self.count_ack();
+                return Ok(());
+            }
+            Some(Role::IAmAlive) => {
+                self.iamalive_unanswered = false;
+                return Ok(());
+            }
+            _ => {}
+        }
         let msg = match transport::parse(payload) {
             Ok(m) => m,
             Err(e) => {
@@ -282,12 +302,7 @@ impl Peer {
             }
         };
         match msg.role {
-            Some(Role::Ack) => {
-                // Clamp: acks never exceed what was sent (no credit for unsolicited acks).
-                if self.acked < self.out.sent() {
-                    self.acked += 1;
-                }
-            }
+            Some(Role::Ack) => self.count_ack(),
             Some(Role::IAmAlive) => self.iamalive_unanswered = false,
             Some(Role::Nak) => {
                 return Err(End::Nak(msg.origin.unwrap_or_default()));

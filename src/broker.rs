@@ -194,7 +194,7 @@ impl Broker {
         if let Some(l) = receive {
             let addr = l.local_addr().map_err(StartError::Thread)?;
             let ctx = Arc::new(ReceiverContext {
-                local_ivo: local_ivo.clone(),
+                local_ivo: Arc::from(local_ivo.as_str()),
                 max_event_size: cfg.max_event_size,
                 timeout: cfg.author_timeout,
                 limits: Limits::default(),

@@ -77,11 +77,12 @@ impl CommitQueue {
         self.lock().pending.len()
     }
 
-    /// Queue `record` for the next commit; gives it back if the committer has stopped.
-    pub fn admit(&self, record: Record) -> Result<(), Record> {
+    /// Queue `record` for the next commit. `false` if the committer has stopped: the
+    /// record is dropped, which answers its author "unavailable".
+    pub fn admit(&self, record: Record) -> bool {
         let mut st = self.lock();
         if st.closed {
-            return Err(record);
+            return false;
         }
         st.pending.insert(record.key);
         let was_empty = st.records.is_empty();
@@ -89,7 +90,7 @@ impl CommitQueue {
         if was_empty {
             self.cv.notify_one();
         }
-        Ok(())
+        true
     }
 
     /// No more records: the committer commits what is queued and returns.
@@ -213,16 +214,15 @@ mod tests {
         let queue = CommitQueue::new();
         let mut replies = Vec::new();
         for i in 0..10u8 {
-            let (rtx, rrx) = crate::verdict::slot();
-            replies.push(rrx);
-            assert!(queue
-                .admit(Record {
-                    key: [i; 32],
-                    time: 1,
-                    ivorn: format!("ivo://x.y/z#{i}"),
-                    reply: Some(rtx),
-                })
-                .is_ok());
+            let (author, rtx) =
+                crate::verdict::tests::pair(Instant::now() + Duration::from_secs(10));
+            replies.push(author);
+            assert!(queue.admit(Record {
+                key: [i; 32],
+                time: 1,
+                ivorn: format!("ivo://x.y/z#{i}"),
+                reply: Some(rtx),
+            }));
         }
         assert!(queue.is_pending(&[3; 32]));
         assert_eq!(queue.pending(), 10);
@@ -238,18 +238,22 @@ mod tests {
             "expected one commit for ten waiting records"
         );
         assert_eq!(queue.pending(), 0);
-        for r in replies {
-            assert_eq!(r.wait_until(Instant::now()), Some(Verdict::Accepted));
+        for author in replies {
+            let m = crate::verdict::tests::reply_of(author).expect("a reply");
+            assert_eq!(m.role, Some(crate::transport::Role::Ack));
         }
         assert_eq!(store.len().unwrap(), 10);
-        // Closed: nothing more is taken, and the record comes back.
-        let back = queue.admit(Record {
+        // Closed: nothing more is taken, and the late author is told so.
+        let (author, rtx) = crate::verdict::tests::pair(Instant::now() + Duration::from_secs(10));
+        assert!(!queue.admit(Record {
             key: [99; 32],
             time: 1,
             ivorn: "ivo://x.y/z#late".into(),
-            reply: None,
-        });
-        assert!(back.is_err());
+            reply: Some(rtx),
+        }));
+        let m = crate::verdict::tests::reply_of(author).expect("a reply");
+        assert_eq!(m.role, Some(crate::transport::Role::Nak));
+        assert!(!queue.is_pending(&[99; 32]));
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

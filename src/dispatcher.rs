@@ -271,12 +271,9 @@ impl Dispatcher {
                     ivorn: event.ivorn.clone(),
                     reply,
                 };
-                if let Err(rec) = self.committer.admit(rec) {
-                    // The committer is gone (shutdown): nobody will answer otherwise.
-                    if let Some(r) = rec.reply {
-                        r.send(Verdict::Rejected(Rejection::Unavailable));
-                    }
-                }
+                // If the committer is gone (shutdown), the record's author is answered
+                // "unavailable" as the record is dropped.
+                self.committer.admit(rec);
             }
         }
     }

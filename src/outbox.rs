@@ -95,7 +95,8 @@ impl Waker {
     }
 }
 
-fn send_nonblocking(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+/// `send(MSG_DONTWAIT)`: how much of `buf` the kernel took now (0 if none).
+pub(crate) fn send_nonblocking(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
     loop {
         // SAFETY: send(2) from a valid buffer on our own descriptor.
         let n = unsafe {

@@ -1,10 +1,12 @@
 //! The receiver: one thread per author connection (spec §3.3, with bolide's decisions).
 //!
 //! An author gets an absolute deadline (20 s by default, not reset by traffic) to send one
-//! frame. The frame is checked completely ([`crate::voevent::check_author_event`]); a valid
-//! event goes to the dispatcher and the thread waits for the verdict, which for a new event
-//! arrives only once its record is committed. Every outcome that allows a reply gets one:
-//! `ack`, or `nak` with a reason starting `Event rejected: `. Then the connection closes.
+//! frame. The frame is checked completely ([`crate::voevent::check_author_event`]); an
+//! invalid one gets its `nak` here. A valid event goes to the dispatcher together with the
+//! connection itself ([`crate::verdict::ReplyTo`]), and the thread is done: the dispatcher
+//! answers a duplicate, the committer answers a new event once its record is committed.
+//! Every outcome that allows a reply gets one: `ack`, or `nak` with a reason starting
+//! `Event rejected: `. Then the connection closes.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -17,13 +19,13 @@ use log::{info, warn};
 use crate::dispatcher::Msg;
 use crate::frame::{FrameError, FrameReader};
 use crate::transport;
-use crate::verdict::{self, Verdict};
-use crate::voevent::{check_author_event, nak_text, Rejection};
+use crate::verdict::ReplyTo;
+use crate::voevent::{check_author_event, nak_text};
 use crate::xml::Limits;
 
 /// What every receiver thread shares.
 pub struct ReceiverContext {
-    pub local_ivo: String,
+    pub local_ivo: Arc<str>,
     pub max_event_size: usize,
     pub timeout: Duration,
     pub limits: Limits,
@@ -91,59 +93,41 @@ pub fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<ReceiverContext>) {
             return;
         }
     };
-    let (ivorn, verdict) = match check_author_event(&payload, ctx.limits, peer) {
-        Err((ivorn, rejection)) => (ivorn, Verdict::Rejected(rejection)),
-        Ok(event) => {
-            let ivorn = event.ivorn.clone();
-            let (tx, rx) = verdict::slot();
-            // A full dispatcher inbox blocks us, but never past the author's deadline.
-            let sent = ctx.dispatcher.send_deadline(
-                Msg::Submit {
-                    event: Arc::new(event),
-                    reply: Some(tx),
-                },
-                deadline,
-            );
-            let verdict = if sent.is_err() {
-                Verdict::Rejected(Rejection::Unavailable)
+    let event = match check_author_event(&payload, ctx.limits, peer) {
+        Ok(event) => event,
+        Err((ivorn, rejection)) => {
+            let ivorn = ivorn.unwrap_or_default();
+            let shown = if ivorn.is_empty() {
+                "(no ivorn)"
             } else {
-                match rx.wait_until(deadline) {
-                    Some(v) => v,
-                    None => {
-                        warn!(
-                            "{ivorn} from author {peer}: not committed within the {} s deadline; closing without a reply",
-                            ctx.timeout.as_secs()
-                        );
-                        return;
-                    }
-                }
+                &ivorn
             };
-            (Some(ivorn), verdict)
-        }
-    };
-    let origin = ivorn.as_deref().unwrap_or("");
-    match verdict {
-        Verdict::Accepted => {
-            reply(&stream, peer, &transport::ack(origin, Some(&ctx.local_ivo)));
-        }
-        Verdict::Rejected(r) => {
-            // Duplicates are logged by the dispatcher; everything else here.
-            if r != Rejection::Duplicate {
-                let shown = if origin.is_empty() {
-                    "(no ivorn)"
-                } else {
-                    origin
-                };
-                info!("rejected {shown} from author {peer}: {r}");
-            }
+            info!("rejected {shown} from author {peer}: {rejection}");
             reply(
                 &stream,
                 peer,
-                &transport::nak(origin, Some(&ctx.local_ivo), &nak_text(&r)),
+                &transport::nak(&ivorn, Some(&ctx.local_ivo), &nak_text(&rejection)),
             );
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
         }
-    }
-    let _ = stream.shutdown(Shutdown::Both);
+    };
+    let reply_to = ReplyTo::new(
+        stream,
+        peer,
+        event.ivorn.clone(),
+        Arc::clone(&ctx.local_ivo),
+        deadline,
+    );
+    // A full dispatcher inbox blocks us, but never past the author's deadline; if the
+    // event cannot be handed over, dropping the message answers "unavailable".
+    let _ = ctx.dispatcher.send_deadline(
+        Msg::Submit {
+            event: Arc::new(event),
+            reply: Some(reply_to),
+        },
+        deadline,
+    );
 }
 
 fn reply(stream: &TcpStream, peer: SocketAddr, msg: &[u8]) {

@@ -4,6 +4,9 @@
 //! `http://www.telescope-networks.org/xml/Transport/v1.1`, attributes in Comet's order,
 //! two-space indentation, trailing LF). Parsing: lenient, as deployed peers need: any
 //! namespace or none, the `TimeStamp` never looked at, unknown children ignored.
+//! [`quick_role`] recognises the two messages a subscriber sends for every event or
+//! interval (`ack`, `iamalive`) from the root start tag alone, so counting them never
+//! costs a document parse per delivered copy.
 
 use std::fmt;
 
@@ -42,6 +45,88 @@ impl Role {
             _ => None,
         }
     }
+}
+
+/// The role of an `ack` or `iamalive` Transport message, read from the root start tag
+/// only; `None` means "parse it properly" (another role, or anything unusual: a DOCTYPE,
+/// a reference in the value, a root that is not `Transport`, a malformed tag). What
+/// follows the start tag is not looked at: for these two roles nothing else is used.
+pub fn quick_role(payload: &[u8]) -> Option<Role> {
+    let mut i = 0;
+    // Prolog: whitespace, the XML declaration, comments, processing instructions.
+    loop {
+        while payload.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+            i += 1;
+        }
+        let rest = payload.get(i..)?;
+        if rest.starts_with(b"<?") {
+            i += find(rest, b"?>")? + 2;
+        } else if rest.starts_with(b"<!--") {
+            i += find(rest, b"-->")? + 3;
+        } else if rest.starts_with(b"<") && !rest.starts_with(b"<!") {
+            i += 1;
+            break;
+        } else {
+            return None;
+        }
+    }
+    // Root name, with any prefix: the local part must be `Transport`.
+    let name_end = i + payload[i..]
+        .iter()
+        .position(|b| b.is_ascii_whitespace() || *b == b'>' || *b == b'/')?;
+    let name = &payload[i..name_end];
+    let local = name.rsplit(|b| *b == b':').next()?;
+    if local != b"Transport" {
+        return None;
+    }
+    // Attributes, up to the end of the start tag.
+    i = name_end;
+    loop {
+        while payload.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+            i += 1;
+        }
+        match payload.get(i)? {
+            b'>' | b'/' => return None,
+            _ => {}
+        }
+        let eq = i + payload[i..].iter().position(|b| *b == b'=')?;
+        let mut attr = &payload[i..eq];
+        while let [rest @ .., last] = attr {
+            if !last.is_ascii_whitespace() {
+                break;
+            }
+            attr = rest;
+        }
+        if attr.is_empty() || attr.iter().any(|b| matches!(b, b'<' | b'>' | b'"' | b'\'')) {
+            return None;
+        }
+        i = eq + 1;
+        while payload.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+            i += 1;
+        }
+        let quote = *payload.get(i)?;
+        if quote != b'"' && quote != b'\'' {
+            return None;
+        }
+        let v_start = i + 1;
+        let v_end = v_start + payload[v_start..].iter().position(|b| *b == quote)?;
+        let value = &payload[v_start..v_end];
+        if value.contains(&b'<') {
+            return None;
+        }
+        if attr == b"role" {
+            return match value {
+                b"ack" => Some(Role::Ack),
+                b"iamalive" => Some(Role::IAmAlive),
+                _ => None,
+            };
+        }
+        i = v_end + 1;
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Escape text content the way lxml does.
@@ -364,5 +449,44 @@ mod tests {
             Err(TransportError::NotTransport(_))
         ));
         assert!(matches!(parse(b"junk"), Err(TransportError::Xml(_))));
+    }
+
+    /// The fast path agrees with the full parse wherever it answers, and declines
+    /// everything but plain `ack` and `iamalive` start tags.
+    #[test]
+    fn quick_role_agrees_with_the_parser() {
+        let pygcn_ack = br#"<?xml version='1.0' encoding='UTF-8'?>
+<!-- a comment -->
+<trn:Transport xmlns:trn="http://telescope-networks.org/schema/Transport/v1.1" version = '1.0' role = 'ack'><Origin>x</Origin></trn:Transport>"#;
+        let answered: Vec<(Vec<u8>, Role)> = vec![
+            (ack("ivo://a.b/c#1", Some("ivo://me.test/b")), Role::Ack),
+            (ack("ivo://a.b/c#1", None), Role::Ack),
+            (iamalive_response("ivo://me.test/b", None), Role::IAmAlive),
+            (iamalive("ivo://me.test/b"), Role::IAmAlive),
+            (pygcn_ack.to_vec(), Role::Ack),
+            (b"<Transport role=\"iamalive\"/>".to_vec(), Role::IAmAlive),
+        ];
+        for (msg, role) in &answered {
+            let shown = String::from_utf8_lossy(msg);
+            assert_eq!(quick_role(msg), Some(*role), "{shown}");
+            assert_eq!(parse(msg).unwrap().role, Some(*role), "{shown}");
+        }
+        let declined: Vec<Vec<u8>> = vec![
+            nak("ivo://a.b/c#1", None, "Event rejected: x"),
+            authenticate("ivo://me.test/b"),
+            b"<VOEvent role=\"ack\"/>".to_vec(),
+            b"<Transport version=\"1.0\"><Meta role=\"ack\"/></Transport>".to_vec(),
+            b"<!DOCTYPE x [<!ENTITY a \"ack\">]><Transport role=\"&a;\"/>".to_vec(),
+            b"<Transport role=\"ack ack\"/>".to_vec(),
+            b"<Transport role=ack/>".to_vec(),
+            b"<Transport foo:role=\"ack\"/>".to_vec(),
+            b"<Transport role=\"ac".to_vec(),
+            b"<!-- <Transport role=\"ack\"/>".to_vec(),
+            b"junk".to_vec(),
+            Vec::new(),
+        ];
+        for msg in &declined {
+            assert_eq!(quick_role(msg), None, "{}", String::from_utf8_lossy(msg));
+        }
     }
 }

@@ -1,19 +1,26 @@
-//! The answer to one author submission, and the one-shot slot that carries it from the
-//! dispatcher or committer back to the author's receiver thread.
+//! The answer to one author submission, and the author's connection that carries it.
 //!
-//! A slot is a mutex and a condition variable, not a channel: the author thread parks in
-//! the kernel until the answer is there. (crossbeam's `recv` first spins and calls
-//! `sched_yield` several times; with 16 authors waiting on 2 CPUs that was a context
-//! switch storm costing more CPU than the commit itself.) The sending half answers
-//! "unavailable" if it is dropped unanswered, so an author never waits for a verdict that
-//! cannot come.
+//! Once a receiver thread has checked an event and handed it to the dispatcher, it does
+//! not wait: the connection travels with the event as a [`ReplyTo`], and whichever thread
+//! decides the outcome answers on it — the dispatcher for a duplicate, the committer for
+//! a new event once its record is durable — with one non-blocking `send` of the `ack` or
+//! `nak` (a few hundred bytes into a send buffer nothing else has used) and a close. The
+//! receiver thread is back in `accept` at once, and an event costs no sleep and wake-up
+//! of its receiver thread. A `ReplyTo` dropped unanswered answers "unavailable"; past the
+//! author's deadline the connection is closed without a reply, as the protocol's
+//! decision table says.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::Instant;
 
-use crate::voevent::Rejection;
+use log::{debug, info, warn};
 
-/// The answer an author's receiver thread waits for.
+use crate::outbox::send_nonblocking;
+use crate::transport;
+use crate::voevent::{nak_text, Rejection};
+
+/// The outcome of a submission.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Recorded durably: send `ack`.
@@ -22,95 +29,133 @@ pub enum Verdict {
     Rejected(Rejection),
 }
 
-/// Where the verdict lands; the author's thread waits on it.
-#[derive(Default)]
-pub struct Slot {
-    verdict: Mutex<Option<Verdict>>,
-    cv: Condvar,
+/// An author's connection waiting for the verdict on its event.
+pub struct ReplyTo {
+    stream: Option<TcpStream>,
+    peer: SocketAddr,
+    ivorn: String,
+    local_ivo: Arc<str>,
+    deadline: Instant,
 }
-
-impl Slot {
-    /// Wait for the verdict until `deadline`; `None` if it has not come by then.
-    pub fn wait_until(&self, deadline: Instant) -> Option<Verdict> {
-        let mut v = self.verdict.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if let Some(verdict) = v.take() {
-                return Some(verdict);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            v = self
-                .cv
-                .wait_timeout(v, left)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|e| e.into_inner().0);
-        }
-    }
-
-    fn put(&self, verdict: Verdict) {
-        let mut v = self.verdict.lock().unwrap_or_else(|e| e.into_inner());
-        *v = Some(verdict);
-        self.cv.notify_one();
-    }
-}
-
-/// The sending half: answer once with [`ReplyTo::send`]; dropped unanswered, it answers
-/// [`Rejection::Unavailable`].
-pub struct ReplyTo(Option<Arc<Slot>>);
 
 impl ReplyTo {
-    pub fn send(mut self, verdict: Verdict) {
-        if let Some(slot) = self.0.take() {
-            slot.put(verdict);
+    pub fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        ivorn: String,
+        local_ivo: Arc<str>,
+        deadline: Instant,
+    ) -> ReplyTo {
+        ReplyTo {
+            stream: Some(stream),
+            peer,
+            ivorn,
+            local_ivo,
+            deadline,
         }
+    }
+
+    /// Answer and close.
+    pub fn send(mut self, verdict: Verdict) {
+        self.answer(verdict);
+    }
+
+    fn answer(&mut self, verdict: Verdict) {
+        let Some(stream) = self.stream.take() else {
+            return;
+        };
+        let (peer, ivorn) = (self.peer, self.ivorn.as_str());
+        if Instant::now() > self.deadline {
+            warn!("{ivorn} from author {peer}: no verdict within the author deadline; closing without a reply");
+            return;
+        }
+        let msg = match &verdict {
+            Verdict::Accepted => transport::ack(ivorn, Some(&self.local_ivo)),
+            Verdict::Rejected(r) => {
+                // Duplicates are logged by the dispatcher; everything else here.
+                if *r != Rejection::Duplicate {
+                    info!("rejected {ivorn} from author {peer}: {r}");
+                }
+                transport::nak(ivorn, Some(&self.local_ivo), &nak_text(r))
+            }
+        };
+        let frame = crate::frame::encode(&msg);
+        match send_nonblocking(&stream, &frame) {
+            Ok(n) if n == frame.len() => debug!("answered author {peer} for {ivorn}"),
+            Ok(_) => warn!("could not reply to author {peer}: its connection is not taking data"),
+            Err(e) => warn!("could not reply to author {peer}: {e}"),
+        }
+        let _ = stream.shutdown(Shutdown::Both);
     }
 }
 
 impl Drop for ReplyTo {
     fn drop(&mut self) {
-        if let Some(slot) = self.0.take() {
-            slot.put(Verdict::Rejected(Rejection::Unavailable));
-        }
+        self.answer(Verdict::Rejected(Rejection::Unavailable));
     }
 }
 
-/// A new slot and its sending half.
-pub fn slot() -> (ReplyTo, Arc<Slot>) {
-    let s = Arc::new(Slot::default());
-    (ReplyTo(Some(Arc::clone(&s))), s)
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::frame::FrameReader;
+    use crate::transport::Role;
+    use std::net::TcpListener;
     use std::time::Duration;
 
+    /// A connected pair: (the author's end, the broker's ReplyTo).
+    pub(crate) fn pair(deadline: Instant) -> (TcpStream, ReplyTo) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let author = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (broker, peer) = l.accept().unwrap();
+        author
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let r = ReplyTo::new(
+            broker,
+            peer,
+            "ivo://x.y/z#1".into(),
+            "ivo://x.y/broker".into(),
+            deadline,
+        );
+        (author, r)
+    }
+
+    /// The reply the author got, if any, before the connection closed.
+    pub(crate) fn reply_of(mut author: TcpStream) -> Option<transport::Message> {
+        let mut fr = FrameReader::new(1 << 16);
+        fr.read_frame(&mut author)
+            .ok()
+            .map(|f| transport::parse(&f).unwrap())
+    }
+
     #[test]
-    fn answer_crosses_threads() {
-        let (tx, rx) = slot();
-        let t = std::thread::spawn(move || tx.send(Verdict::Accepted));
-        let v = rx.wait_until(Instant::now() + Duration::from_secs(10));
+    fn ack_then_close() {
+        let (author, r) = pair(Instant::now() + Duration::from_secs(10));
+        let t = std::thread::spawn(move || r.send(Verdict::Accepted));
+        let m = reply_of(author).expect("a reply");
         t.join().unwrap();
-        assert_eq!(v, Some(Verdict::Accepted));
+        assert_eq!(m.role, Some(Role::Ack));
+        assert_eq!(m.origin.as_deref(), Some("ivo://x.y/z#1"));
     }
 
     #[test]
     fn dropped_unanswered_means_unavailable() {
-        let (tx, rx) = slot();
-        drop(tx);
+        let (author, r) = pair(Instant::now() + Duration::from_secs(10));
+        drop(r);
+        let m = reply_of(author).expect("a reply");
+        assert_eq!(m.role, Some(Role::Nak));
         assert_eq!(
-            rx.wait_until(Instant::now() + Duration::from_secs(10)),
-            Some(Verdict::Rejected(Rejection::Unavailable))
+            m.result.as_deref(),
+            Some("Event rejected: broker unavailable, try again later")
         );
     }
 
     #[test]
-    fn times_out_without_answer() {
-        let (_tx, rx) = slot();
-        let t0 = Instant::now();
-        assert_eq!(rx.wait_until(t0 + Duration::from_millis(50)), None);
-        assert!(t0.elapsed() >= Duration::from_millis(50));
+    fn past_the_deadline_closes_without_reply() {
+        let (author, r) = pair(Instant::now());
+        std::thread::sleep(Duration::from_millis(5));
+        r.send(Verdict::Accepted);
+        assert!(reply_of(author).is_none());
     }
 }

@@ -226,8 +226,13 @@ fn xml_chars(s: &str) -> String {
 /// exactly: origin and response trimmed (`parse` trims them, by design), a
 /// missing/empty response omitted.
 pub fn transport(data: &[u8]) {
+    let quick = transport::quick_role(data);
     if let Ok(m) = transport::parse(data) {
         assert_eq!(m.role, Role::from_attr(&m.role_attr));
+        // The start-tag fast path never contradicts the parser.
+        if let Some(r) = quick {
+            assert_eq!(m.role, Some(r), "quick_role disagrees with parse");
+        }
     }
 
     let mut parts = data.split(|&b| b == 0xFF);
