@@ -19,8 +19,8 @@ use log::{info, warn};
 use crate::dispatcher::Msg;
 use crate::frame::{FrameError, FrameReader};
 use crate::transport;
-use crate::verdict::ReplyTo;
-use crate::voevent::{check_author_event, nak_text};
+use crate::verdict::{ReplyTo, Verdict};
+use crate::voevent::{check_author_event, nak_text, Rejection};
 use crate::xml::Limits;
 
 /// What every receiver thread shares.
@@ -119,15 +119,28 @@ pub fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<ReceiverContext>) {
         Arc::clone(&ctx.local_ivo),
         deadline,
     );
-    // A full dispatcher inbox blocks us, but never past the author's deadline; if the
-    // event cannot be handed over, dropping the message answers "unavailable".
-    let _ = ctx.dispatcher.send_deadline(
+    // A full dispatcher inbox blocks us, but never past the author's deadline; an event
+    // that cannot be handed over by then gets "unavailable".
+    let sent = ctx.dispatcher.send_deadline(
         Msg::Submit {
             event: Arc::new(event),
             reply: Some(reply_to),
         },
         deadline,
     );
+    if let Err(e) = sent {
+        if let Msg::Submit {
+            reply: Some(r),
+            event,
+        } = e.into_inner()
+        {
+            warn!(
+                "{} from author {peer}: the dispatcher did not take it before the deadline",
+                event.ivorn
+            );
+            r.send_at_deadline(Verdict::Rejected(Rejection::Unavailable));
+        }
+    }
 }
 
 fn reply(stream: &TcpStream, peer: SocketAddr, msg: &[u8]) {

@@ -55,17 +55,23 @@ impl ReplyTo {
         }
     }
 
-    /// Answer and close.
+    /// Answer and close (past the author's deadline: close without a reply).
     pub fn send(mut self, verdict: Verdict) {
-        self.answer(verdict);
+        self.answer(verdict, false);
     }
 
-    fn answer(&mut self, verdict: Verdict) {
+    /// Answer and close even at the deadline: for the receiver itself, when the event
+    /// could not even be handed over before it (a full dispatcher inbox).
+    pub fn send_at_deadline(mut self, verdict: Verdict) {
+        self.answer(verdict, true);
+    }
+
+    fn answer(&mut self, verdict: Verdict, late_ok: bool) {
         let Some(stream) = self.stream.take() else {
             return;
         };
         let (peer, ivorn) = (self.peer, self.ivorn.as_str());
-        if Instant::now() > self.deadline {
+        if !late_ok && Instant::now() > self.deadline {
             warn!("{ivorn} from author {peer}: no verdict within the author deadline; closing without a reply");
             return;
         }
@@ -91,7 +97,7 @@ impl ReplyTo {
 
 impl Drop for ReplyTo {
     fn drop(&mut self) {
-        self.answer(Verdict::Rejected(Rejection::Unavailable));
+        self.answer(Verdict::Rejected(Rejection::Unavailable), false);
     }
 }
 
@@ -157,5 +163,14 @@ pub(crate) mod tests {
         std::thread::sleep(Duration::from_millis(5));
         r.send(Verdict::Accepted);
         assert!(reply_of(author).is_none());
+    }
+
+    #[test]
+    fn at_the_deadline_the_receiver_still_says_unavailable() {
+        let (author, r) = pair(Instant::now());
+        std::thread::sleep(Duration::from_millis(5));
+        r.send_at_deadline(Verdict::Rejected(Rejection::Unavailable));
+        let m = reply_of(author).expect("a reply");
+        assert_eq!(m.role, Some(Role::Nak));
     }
 }
