@@ -10,7 +10,8 @@
 //!  authors ──TCP──> receiver thread (1 per connection; idle ones wait in accept(2) on the
 //!                   │ shared listener and the kernel picks one; caps + whitelist checked
 //!                   │ by the thread that accepted; read 1 frame, parse + check completely)
-//!                   │ Msg::Submit{Arc<Event>, ReplyTo}          ^ Verdict (one-shot slot)
+//!                   │ Msg::Submit{Arc<Event>, ReplyTo}   (the author's socket travels
+//!                   │  with its event; the thread goes straight back to accept)
 //!  upstream brokers ──TCP──> upstream thread ─┤ (1 per --remote; acks upstream itself)
 //!                                             v                 │
 //!                          ┌──────────── dispatcher (1 thread) ─┼───────────┐
@@ -23,8 +24,8 @@
 //!        committer (1 thread): takes    Outbox (per subscriber):   handler thread:
 //!        every queued record, one LMDB  the frame goes straight    print / save, and
 //!        txn + fsync, then `pending`    to the kernel; what it     --cmd runner pool
-//!        shrinks and each author's      does not take is queued
-//!        slot gets its Verdict          (bounded) and the
+//!        shrinks and each ReplyTo is    does not take is queued
+//!        answered: ack, one send        (bounded) and the
 //!        pruner (1 thread): chunked     subscriber's thread woken
 //!        deletes of expired records
 //!  subscribers ──TCP──> broadcaster thread (1 per connection, accepted the same way):
@@ -36,7 +37,8 @@
 //! * **Receiver** ([`receiver`]): one thread per author connection with an absolute
 //!   deadline. It parses the frame once ([`xml`]), checks root, ivorn, role, version,
 //!   IVOID ([`ivoid`]) and the VOEvent 2.0 schema ([`schema`]), then submits the resulting
-//!   [`voevent::Event`] to the dispatcher and sleeps on its one-shot [`verdict`] slot.
+//!   [`voevent::Event`] to the dispatcher together with the connection itself
+//!   ([`verdict::ReplyTo`]), and goes back to `accept`: it never waits for the verdict.
 //! * **Dispatcher** ([`dispatcher`]): the only thread that decides "new or duplicate" and
 //!   the only one that admits keys, so check-and-insert is atomic: a key is duplicate if
 //!   it is pending in the [`committer::CommitQueue`] (accepted, not yet committed) or in
@@ -47,7 +49,9 @@
 //!   handlers. Fan-out never waits for the disk.
 //! * **Committer** ([`committer`]): group commit. It takes every queued record into one
 //!   write transaction and commits once; only then do the keys leave `pending` and each
-//!   author get its verdict: an `ack` therefore means the record is durable.
+//!   author get its `ack` (one non-blocking send on its [`verdict::ReplyTo`], then close):
+//!   an `ack` therefore means the record is durable. Duplicates are answered by the
+//!   dispatcher the same way.
 //! * **Pruner** ([`committer::run_pruner`]): deletes expired records oldest first, in
 //!   short transactions, so ingest never waits behind it.
 //! * **Broadcaster** ([`broadcaster`]): one thread per subscriber. It owns the read side
@@ -63,7 +67,7 @@
 //!   accept; stacks are sized explicitly.
 //!
 //! Wake-ups between threads use mutexes and condition variables where a thread waits
-//! for one answer or one batch (verdict slots, the commit queue, outbox backlogs):
+//! for a batch (the commit queue, outbox backlogs):
 //! crossbeam's receive spins and calls `sched_yield` before it sleeps, which on two CPUs
 //! under load cost more than the work itself. The dispatcher's inbox and the handler
 //! queue stay crossbeam channels.

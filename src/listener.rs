@@ -58,7 +58,7 @@ pub fn bind(addr: IpAddr, port: u16) -> io::Result<TcpListener> {
 }
 
 /// Which port a listener serves, for log lines.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Authors,
     Subscribers,
@@ -320,8 +320,12 @@ where
                 continue;
             }
         };
-        // Accepted sockets inherit the listener's SO_RCVTIMEO: handlers set their own.
-        let _ = stream.set_read_timeout(None);
+        // Accepted sockets inherit the listener's SO_RCVTIMEO. The receiver sets its
+        // deadline before every read (receiver::DeadlineReader), so only subscriber
+        // sockets are reset here, saving authors a system call per event.
+        if a.kind == Kind::Subscribers {
+            let _ = stream.set_read_timeout(None);
+        }
         let peer = SocketAddr::new(normalize(peer.ip()), peer.port());
         if admit(a, peer, others) {
             set_kernel_name(&format!("{} {peer}", a.kind.thread_name()));

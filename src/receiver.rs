@@ -54,8 +54,8 @@ impl Read for DeadlineReader<'_> {
 pub fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<ReceiverContext>) {
     let started = Instant::now();
     let deadline = started + ctx.timeout;
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(ctx.timeout));
+    // No TCP_NODELAY or send timeout here: an accepted event's reply is one non-blocking
+    // send (crate::verdict), and `reply` below sets both for the refusals it writes.
     let mut frames = FrameReader::new(ctx.max_event_size);
     let payload = {
         let mut r = DeadlineReader {
@@ -84,6 +84,7 @@ pub fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<ReceiverContext>) {
                 &stream,
                 peer,
                 &transport::nak("", Some(&ctx.local_ivo), &reason),
+                ctx.timeout,
             );
             drain(&stream, deadline);
             return;
@@ -107,6 +108,7 @@ pub fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<ReceiverContext>) {
                 &stream,
                 peer,
                 &transport::nak(&ivorn, Some(&ctx.local_ivo), &nak_text(&rejection)),
+                ctx.timeout,
             );
             let _ = stream.shutdown(Shutdown::Both);
             return;
@@ -143,7 +145,9 @@ pub fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<ReceiverContext>) {
     }
 }
 
-fn reply(stream: &TcpStream, peer: SocketAddr, msg: &[u8]) {
+fn reply(stream: &TcpStream, peer: SocketAddr, msg: &[u8], timeout: Duration) {
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(timeout));
     let mut s = stream;
     if let Err(e) = crate::frame::write_frame(&mut s, msg).and_then(|_| s.flush()) {
         warn!("could not reply to author {peer}: {e}");

@@ -10,7 +10,7 @@
 //! author's deadline the connection is closed without a reply, as the protocol's
 //! decision table says.
 
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -91,7 +91,8 @@ impl ReplyTo {
             Ok(_) => warn!("could not reply to author {peer}: its connection is not taking data"),
             Err(e) => warn!("could not reply to author {peer}: {e}"),
         }
-        let _ = stream.shutdown(Shutdown::Both);
+        // Dropping `stream` closes it: the FIN follows the reply (the author's event was
+        // read in full, so nothing unread turns the close into a reset).
     }
 }
 

@@ -311,7 +311,23 @@ pub fn parse(input: &[u8], limits: Limits) -> Result<Document<'_>, XmlError> {
 /// Reject characters outside XML 1.0's `Char` production: C0 controls other than TAB, LF
 /// and CR, and U+FFFE / U+FFFF. (Surrogates cannot occur in valid UTF-8.)
 fn check_chars(b: &[u8]) -> Result<(), XmlError> {
-    for (i, &c) in b.iter().enumerate() {
+    // Fast pass over 32-byte blocks without an early exit (so it vectorizes): only a block
+    // holding a control byte or 0xEF (the lead byte of U+FFFE/U+FFFF) is looked at closely.
+    const BLOCK: usize = 32;
+    for (n, block) in b.chunks(BLOCK).enumerate() {
+        let suspect = block
+            .iter()
+            .fold(false, |acc, &c| acc | (c < 0x20) | (c == 0xEF));
+        if suspect {
+            check_chars_slow(b, n * BLOCK, block.len())?;
+        }
+    }
+    Ok(())
+}
+
+fn check_chars_slow(b: &[u8], from: usize, len: usize) -> Result<(), XmlError> {
+    for i in from..from + len {
+        let c = b[i];
         if c < 0x20 && c != b'\t' && c != b'\n' && c != b'\r' {
             return Err(XmlError::InvalidChar {
                 ch: c as u32,
@@ -406,16 +422,47 @@ impl<'a> Parser<'a> {
 
     fn name(&mut self) -> Result<&'a str, XmlError> {
         let start = self.pos;
-        let mut chars = self.s[self.pos..].char_indices();
-        match chars.next() {
-            Some((_, c)) if is_name_start(c) => {}
-            Some(_) => return Err(self.err("expected a name")),
-            None => return Err(XmlError::UnexpectedEnd),
+        // ASCII names (all of VOEvent's) byte by byte; the first non-ASCII byte hands over
+        // to the general path over chars.
+        let mut end = start;
+        while let Some(&c) = self.b.get(end) {
+            let ok = if end == start {
+                c.is_ascii_alphabetic() || c == b'_' || c == b':'
+            } else {
+                c.is_ascii_alphanumeric() || matches!(c, b'_' | b':' | b'-' | b'.')
+            };
+            if !ok {
+                break;
+            }
+            end += 1;
+        }
+        if self.b.get(end).is_some_and(|&c| c >= 0x80) {
+            return self.name_general(start, end);
+        }
+        if end == start {
+            return match self.peek() {
+                None => Err(XmlError::UnexpectedEnd),
+                Some(_) => Err(self.err("expected a name")),
+            };
+        }
+        self.pos = end;
+        Ok(&self.s[start..end])
+    }
+
+    /// [`Self::name`] from `resume` on, for names with non-ASCII characters.
+    fn name_general(&mut self, start: usize, resume: usize) -> Result<&'a str, XmlError> {
+        let mut chars = self.s[resume..].char_indices();
+        if resume == start {
+            match chars.next() {
+                Some((_, c)) if is_name_start(c) => {}
+                Some(_) => return Err(self.err("expected a name")),
+                None => return Err(XmlError::UnexpectedEnd),
+            }
         }
         let mut end = self.s.len();
         for (i, c) in chars {
             if !is_name_char(c) {
-                end = self.pos + i;
+                end = resume + i;
                 break;
             }
         }
@@ -1152,6 +1199,50 @@ mod tests {
             p(&lots).unwrap_err(),
             XmlError::TooManyElements { limit: 100_000 }
         );
+    }
+
+    /// The block-wise character check reports the first bad character at its exact
+    /// offset wherever it falls relative to the 32-byte blocks, and lets U+FFFD, other
+    /// 0xEF-led characters and TAB/LF/CR through.
+    #[test]
+    fn invalid_characters_found_at_every_offset() {
+        for pad in 0..70 {
+            let ok = format!("<a>{}\u{FFFD}\u{F000}\t\r\n</a>", "x".repeat(pad));
+            assert!(p(&ok).is_ok(), "pad {pad}");
+            for (bad, ch) in [
+                ("\u{1}", 1),
+                ("\u{1F}", 0x1F),
+                ("\u{FFFE}", 0xFFFE),
+                ("\u{FFFF}", 0xFFFF),
+            ] {
+                let doc = format!("<a>{}{bad}</a>\u{0}", "x".repeat(pad));
+                match p(&doc).unwrap_err() {
+                    XmlError::InvalidChar { ch: c, offset } => {
+                        assert_eq!((c, offset), (ch, 3 + pad), "pad {pad}, char {ch:#x}")
+                    }
+                    e => panic!("pad {pad}, char {ch:#x}: {e:?}"),
+                }
+            }
+        }
+    }
+
+    /// Names: the ASCII fast path and the general path over chars agree on where a name
+    /// ends, whether the non-ASCII character comes first, in the middle or last.
+    #[test]
+    fn non_ascii_names() {
+        let d = p("<\u{E9}l\u{E8}ve a\u{B7}b='1' \u{E9}='2' x-\u{4E2D}.y='3'><c\u{E9}/></\u{E9}l\u{E8}ve>")
+            .unwrap();
+        let root = d.root();
+        assert_eq!(root.local, "\u{E9}l\u{E8}ve");
+        let names: Vec<&str> = root.attrs.iter().map(|a| a.local).collect();
+        assert_eq!(names, ["a\u{B7}b", "\u{E9}", "x-\u{4E2D}.y"]);
+        let kids: Vec<&str> = d.children(0).map(|c| d.elements[c].local).collect();
+        assert_eq!(kids, ["c\u{E9}"]);
+        // U+B7 may continue a name but not start one; digits likewise.
+        assert!(p("<\u{B7}a/>").is_err());
+        assert!(p("<a \u{B7}b='1'/>").is_err());
+        assert!(p("<1a/>").is_err());
+        assert!(p("<a/>").is_ok());
     }
 
     #[test]

@@ -510,12 +510,23 @@ enum Outcome {
 
 /// One VTP author transaction: connect, send, wait for ack/nak, close.
 fn submit(addr: SocketAddr, wire: &[u8], timeout: Duration) -> Outcome {
-    let mut s = match TcpStream::connect_timeout(&addr, timeout) {
+    // As few system calls as an author can make, so the tool's own cost stays small next
+    // to the broker's: a loopback connect completes or fails at once (connect_timeout
+    // would add fcntl/poll/getsockopt), and one write of the whole frame needs neither
+    // TCP_NODELAY (Nagle never holds back the first segment) nor a send timeout unless
+    // it is larger than any socket buffer.
+    let connected = if addr.ip().is_loopback() {
+        TcpStream::connect(addr)
+    } else {
+        TcpStream::connect_timeout(&addr, timeout)
+    };
+    let mut s = match connected {
         Ok(s) => s,
         Err(e) => return Outcome::Error(format!("connect: {e}")),
     };
-    let _ = s.set_nodelay(true);
-    let _ = s.set_write_timeout(Some(timeout));
+    if wire.len() > 64 * 1024 {
+        let _ = s.set_write_timeout(Some(timeout));
+    }
     if let Err(e) = s.write_all(wire) {
         return Outcome::Error(format!("send: {e}"));
     }
