@@ -1127,6 +1127,21 @@ struct FanCfg {
     filtered: bool,
 }
 
+/// `FanoutArgs` and `FilterArgs` carry the same options (argh has no flatten); both
+/// become one [`FanCfg`].
+macro_rules! fan_cfg {
+    ($a:expr, $filtered:expr) => {
+        FanCfg {
+            subscribers: $a.subscribers,
+            count: $a.count,
+            rate: $a.rate,
+            pad: $a.pad,
+            threads: $a.threads,
+            filtered: $filtered,
+        }
+    };
+}
+
 fn run_fanout(g: &Args, c: &FanCfg) -> Result<(Vec<String>, Json, bool), String> {
     let mode = if c.filtered { "filter" } else { "fanout" };
     if c.subscribers == 0 {
@@ -1489,28 +1504,8 @@ fn main() -> ExitCode {
         }
         Some(Mode::NullBroker(a)) => return null_broker::run(&args.host, a),
         Some(Mode::Ingest(a)) => run_ingest(&args, a),
-        Some(Mode::Fanout(a)) => run_fanout(
-            &args,
-            &FanCfg {
-                subscribers: a.subscribers,
-                count: a.count,
-                rate: a.rate,
-                pad: a.pad,
-                threads: a.threads,
-                filtered: false,
-            },
-        ),
-        Some(Mode::Filter(a)) => run_fanout(
-            &args,
-            &FanCfg {
-                subscribers: a.subscribers,
-                count: a.count,
-                rate: a.rate,
-                pad: a.pad,
-                threads: a.threads,
-                filtered: true,
-            },
-        ),
+        Some(Mode::Fanout(a)) => run_fanout(&args, &fan_cfg!(a, false)),
+        Some(Mode::Filter(a)) => run_fanout(&args, &fan_cfg!(a, true)),
     };
     match result {
         Ok((lines, json, ok)) => {
