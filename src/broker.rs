@@ -19,7 +19,7 @@ use crate::cli::Config;
 use crate::committer;
 use crate::dispatcher::{self, Dispatcher, Msg, Stats};
 use crate::handlers;
-use crate::listener::{self, Caps, Kind, ListenerState};
+use crate::listener::{self, Caps, Handoff, Kind, ListenerState};
 use crate::receiver::{self, ReceiverContext};
 use crate::siteconfig::SiteConfig;
 use crate::store::{Store, StoreConfig, StoreError};
@@ -205,7 +205,7 @@ impl Broker {
                 Kind::Authors,
                 cfg.author_whitelist.clone(),
                 caps(cfg.max_authors_per_address),
-                move |s, p| receiver::handle(s, p, Arc::clone(&ctx)),
+                move |s, p, h: &mut Handoff<'_>| receiver::handle(s, p, &ctx, h),
             )?;
             broker.receive_addr = Some(addr);
         }
@@ -228,7 +228,7 @@ impl Broker {
                 Kind::Subscribers,
                 cfg.subscriber_whitelist.clone(),
                 caps(cfg.max_subscribers_per_address),
-                move |s, p| broadcaster::handle(s, p, Arc::clone(&ctx)),
+                move |s, p, _: &mut Handoff<'_>| broadcaster::handle(s, p, Arc::clone(&ctx)),
             )?;
             broker.broadcast_addr = Some(addr);
         }
@@ -284,7 +284,7 @@ impl Broker {
         handler: F,
     ) -> Result<(), StartError>
     where
-        F: Fn(std::net::TcpStream, SocketAddr) + Send + Sync + Clone + 'static,
+        F: listener::Handler,
     {
         let addr = l.local_addr().map_err(StartError::Thread)?;
         let who = match kind {

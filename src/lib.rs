@@ -7,11 +7,12 @@
 //! ## Threads and channels
 //!
 //! ```text
-//!  authors ──TCP──> receiver thread (1 per connection; idle ones wait in accept(2) on the
-//!                   │ shared listener and the kernel picks one; caps + whitelist checked
-//!                   │ by the thread that accepted; read 1 frame, parse + check completely)
+//!  authors ──TCP──> receiver thread (1 per connection: the thread holding the accept role
+//!                   │ serves an author whose event has fully arrived on the spot, and
+//!                   │ passes the role to a parked thread before anything can wait; caps +
+//!                   │ whitelist checked at accept; read 1 frame, parse + check completely)
 //!                   │ Msg::Submit{Arc<Event>, ReplyTo}   (the author's socket travels
-//!                   │  with its event; the thread goes straight back to accept)
+//!                   │  with its event; the thread goes straight back to accept or parks)
 //!  upstream brokers ──TCP──> upstream thread ─┤ (1 per --remote; acks upstream itself)
 //!                                             v                 │
 //!                          ┌──────────── dispatcher (1 thread) ─┼───────────┐
@@ -61,10 +62,13 @@
 //! * **Upstream** ([`upstream`]): one thread per `--remote`, the subscriber state
 //!   machine with backoff; its events take the author path from the dispatcher on.
 //! * **Handlers** ([`handlers`]): off the dispatcher's path, bounded queues.
-//! * **Listeners** ([`listener`]): connection threads accept for themselves and are
-//!   reused from connection to connection (no hand-off per connection, no thread start
-//!   per event); the whitelist ([`whitelist`]) and the connection caps are checked at
-//!   accept; stacks are sized explicitly.
+//! * **Listeners** ([`listener`]): connection threads accept for themselves
+//!   (leader/followers): one holds the accept role and serves what cannot wait on the
+//!   spot; before anything can wait it passes the role to the thread parked last (or a
+//!   new one), so every connection that waits has its own thread and, under load, the
+//!   next connections wait in the backlog instead of each waking a thread. Threads are
+//!   reused (no thread start per event); the whitelist ([`whitelist`]) and the connection
+//!   caps are checked at accept; stacks are sized explicitly.
 //!
 //! Wake-ups between threads use mutexes and condition variables where a thread waits
 //! for a batch (the commit queue, outbox backlogs):
@@ -81,7 +85,7 @@
 //! | keys accepted but not yet durable (`pending`) | [`committer::CommitQueue`] | admitted by the dispatcher, removed by the committer after the commit, under one mutex |
 //! | LMDB environment ([`store::Store`]) | `Arc<Store>` | read txns on the dispatcher, writes on committer and pruner |
 //! | a subscriber socket | its broadcaster thread reads; its [`outbox::Outbox`] writes | `Arc<Outbox>` held by the thread and the dispatcher; one mutex orders their writes |
-//! | connection counts, the listening socket | [`listener::ListenerState`] | atomics, a per-address map under a mutex |
+//! | connection counts, the listening socket, parked threads | [`listener::ListenerState`] | atomics; the per-address map and the parked list each under a mutex |
 //!
 //! ## Modules
 //!

@@ -1,15 +1,24 @@
-//! Listening sockets and the threads that accept on them: bind (dual-stack by default),
+//! Listening sockets and the threads that serve them: bind (dual-stack by default),
 //! check each peer against its whitelist and the connection caps at accept, and serve each
 //! admitted connection on a thread of its own with an explicitly sized stack. A refused
 //! peer is closed without a byte being sent.
 //!
-//! Connection threads accept for themselves (leader/followers, as Apache's worker MPM
-//! does): idle threads all block in `accept` on the shared listening socket, the kernel
-//! hands each new connection to exactly one of them, and that thread serves it, so a
-//! connection costs no hand-off between threads. A thread that takes the last waiting
-//! place starts a spare first, so someone is always accepting; after its connection it
-//! goes back to `accept` unless [`MAX_IDLE_THREADS`] are already waiting, and an idle
-//! thread retires after [`IDLE_TIMEOUT`] if others are waiting. Reuse matters: starting a
+//! Connection threads accept for themselves (leader/followers): one thread of a listener
+//! holds the *accept role*, blocks in `accept`, and serves what it accepts on the spot, so
+//! a connection costs no hand-off between threads. Before it does anything that could
+//! wait on the peer or on a queue (a read that would block, a large frame, a full
+//! dispatcher inbox, any subscriber), the handler passes the role on
+//! ([`Handoff::release`]): to the thread that went idle last (LIFO, so its stack is
+//! still in cache), or to a new thread if none is idle. So someone is always accepting,
+//! and every connection that can wait has a thread of its own. An author whose whole
+//! event has already arrived (the usual case) is served without waking anyone, and the
+//! connections that arrive meanwhile queue in the kernel's backlog rather than in
+//! sleeping threads: under load the role holder takes them one after another without
+//! sleeping. (When every idle thread waited in `accept`, each connection woke one of
+//! them: a context switch per event, and a third of the author threads' CPU time.)
+//!
+//! A thread whose connection ends without the role parks, at most [`MAX_IDLE_THREADS`]
+//! per listener, and retires after [`IDLE_TIMEOUT`] unused. Reuse matters: starting a
 //! thread costs three TLB-shootdown interrupts on every CPU (Rust's guard-paged signal
 //! stack is mapped, protected and unmapped; glibc madvises the cached stack), which with
 //! one author connection per event was a tenth of the broker's CPU under ingest load.
@@ -30,9 +39,9 @@ use log::{error, warn};
 
 use crate::whitelist::{normalize, Whitelist};
 
-/// Most threads of one listener kept waiting in `accept` for the next connection.
+/// Most threads of one listener kept parked for the next connection that needs one.
 pub const MAX_IDLE_THREADS: usize = 64;
-/// How long a thread waits in `accept` before it retires (if others are waiting).
+/// How long a parked thread waits for work before it retires.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Stack for connection threads. Nothing on these threads recurses deeply (the XML parser
@@ -138,8 +147,12 @@ pub struct ListenerState {
     /// The listening socket, kept open here until [`ListenerState::stop`] has shut it
     /// down, so the descriptor cannot be closed and reused under it.
     listener: Mutex<Option<Arc<TcpListener>>>,
-    /// Threads waiting in `accept` now (or about to).
-    waiting: AtomicUsize,
+    /// Connection threads alive: accepting, serving or parked.
+    threads: AtomicUsize,
+    /// Parked threads, the most recently parked last.
+    idle: Mutex<Vec<Parked>>,
+    /// How long a parked thread waits before it retires ([`IDLE_TIMEOUT`]).
+    idle_timeout: Duration,
     caps: Caps,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     refusals: RateLimitedLog,
@@ -158,11 +171,19 @@ impl ListenerState {
             stopping: AtomicBool::new(false),
             active: AtomicUsize::new(0),
             listener: Mutex::new(None),
-            waiting: AtomicUsize::new(0),
+            threads: AtomicUsize::new(0),
+            idle: Mutex::new(Vec::new()),
+            idle_timeout: IDLE_TIMEOUT,
             caps,
             per_ip: Mutex::new(HashMap::new()),
             refusals: RateLimitedLog::default(),
         }
+    }
+
+    /// The same, with parked threads retiring after `t` instead of [`IDLE_TIMEOUT`].
+    pub fn with_idle_timeout(mut self, t: Duration) -> ListenerState {
+        self.idle_timeout = t;
+        self
     }
 
     /// Count a new connection from `ip`, or say which cap it exceeds.
@@ -197,8 +218,8 @@ impl ListenerState {
         }
     }
 
-    /// Make the accept loop return: flag it, then shut the listening socket down so the
-    /// blocked `accept` wakes up.
+    /// Make the accept loop return: flag it, shut the listening socket down so the
+    /// blocked `accept` wakes up, and wake the parked threads so they exit.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         let listener = self
@@ -212,11 +233,54 @@ impl ListenerState {
                 libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR);
             }
         }
+        for p in self.idle_list().drain(..) {
+            p.thread.unpark();
+        }
     }
 
-    /// Connection threads still running.
+    /// Connections being served now.
     pub fn active(&self) -> usize {
         self.active.load(Ordering::SeqCst)
+    }
+
+    /// Connection threads alive (accepting, serving or parked).
+    pub fn threads(&self) -> usize {
+        self.threads.load(Ordering::SeqCst)
+    }
+
+    fn idle_list(&self) -> std::sync::MutexGuard<'_, Vec<Parked>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A parked connection thread: it waits to be handed the accept role.
+struct Parked {
+    thread: thread::Thread,
+    /// Set by the thread that hands over the role, before it unparks `thread`.
+    role: Arc<AtomicBool>,
+}
+
+/// The accept role as a connection handler sees it: while the handler holds it, no other
+/// thread of the listener accepts, so the handler must [`release`](Handoff::release) it
+/// before anything that may wait on its peer or on a queue.
+pub struct Handoff<'a> {
+    pass: &'a dyn Fn() -> bool,
+    held: bool,
+}
+
+impl Handoff<'_> {
+    /// Let another thread accept from now on (an idle one, or a new one). Idempotent. If
+    /// no thread can be started, the role stays here (logged): the connection is still
+    /// served, and new ones wait in the backlog until it is done.
+    pub fn release(&mut self) {
+        if self.held && (self.pass)() {
+            self.held = false;
+        }
+    }
+
+    /// Whether this handler still holds the accept role.
+    pub fn held(&self) -> bool {
+        self.held
     }
 }
 
@@ -229,6 +293,11 @@ impl Drop for ActiveGuard {
         self.0.release(self.1);
     }
 }
+
+/// A connection handler: serves one admitted connection on the calling thread, releasing
+/// the accept role (see [`Handoff`]) before anything that may wait.
+pub trait Handler: Fn(TcpStream, SocketAddr, &mut Handoff<'_>) + Send + Sync + 'static {}
+impl<F: Fn(TcpStream, SocketAddr, &mut Handoff<'_>) + Send + Sync + 'static> Handler for F {}
 
 /// What the accepting threads of one listener share.
 struct Acceptors<F> {
@@ -249,10 +318,8 @@ pub fn start<F>(
     handler: F,
 ) -> io::Result<()>
 where
-    F: Fn(TcpStream, SocketAddr) + Send + Sync + 'static,
+    F: Handler,
 {
-    // accept(2) honours SO_RCVTIMEO: that is how idle threads notice they are idle.
-    set_accept_timeout(&listener, IDLE_TIMEOUT)?;
     let listener = Arc::new(listener);
     *state.listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&listener));
     let shared = Arc::new(Acceptors {
@@ -265,91 +332,158 @@ where
     spawn_acceptor(&shared)
 }
 
+/// Start a connection thread that holds the accept role from its first instruction.
 fn spawn_acceptor<F>(shared: &Arc<Acceptors<F>>) -> io::Result<()>
 where
-    F: Fn(TcpStream, SocketAddr) + Send + Sync + 'static,
+    F: Handler,
 {
-    shared.state.waiting.fetch_add(1, Ordering::SeqCst);
+    shared.state.threads.fetch_add(1, Ordering::SeqCst);
     let s = Arc::clone(shared);
     let spawned = thread::Builder::new()
         .name(shared.kind.thread_name().to_string())
         .stack_size(CONNECTION_STACK)
-        .spawn(move || accept_and_serve(&s));
+        .spawn(move || {
+            accept_and_serve(&s);
+            s.state.threads.fetch_sub(1, Ordering::SeqCst);
+        });
     if spawned.is_err() {
-        shared.state.waiting.fetch_sub(1, Ordering::SeqCst);
+        shared.state.threads.fetch_sub(1, Ordering::SeqCst);
     }
     spawned.map(|_| ())
 }
 
-/// One thread's life: accept, serve, accept again (see the module comment).
+/// Give the accept role to the most recently parked thread, or to a new one. `false`:
+/// no thread could be started, the caller keeps the role.
+fn pass_role<F>(a: &Arc<Acceptors<F>>, peer: SocketAddr) -> bool
+where
+    F: Handler,
+{
+    let next = a.state.idle_list().pop();
+    if let Some(p) = next {
+        p.role.store(true, Ordering::SeqCst);
+        p.thread.unpark();
+        return true;
+    }
+    match spawn_acceptor(a) {
+        Ok(()) => true,
+        Err(e) => {
+            a.state.refusals.warn(|| {
+                format!(
+                    "cannot start a thread ({e}): serving {peer} on the accepting thread, new {} connections wait until it is done",
+                    a.kind.thread_name()
+                )
+            });
+            false
+        }
+    }
+}
+
+/// One thread's life: hold the accept role and serve what it accepts; once the role has
+/// been passed on, park until it comes back (see the module comment).
 fn accept_and_serve<F>(a: &Arc<Acceptors<F>>)
 where
-    F: Fn(TcpStream, SocketAddr) + Send + Sync + 'static,
+    F: Handler,
 {
     let state = &a.state;
     let idle_name = format!("{} idle", a.kind.thread_name());
     set_kernel_name(&idle_name);
+    let role = Arc::new(AtomicBool::new(true));
     loop {
-        // `waiting` counts this thread from here until accept returns.
+        // This thread holds the accept role here.
         let accepted = a.listener.accept();
-        let others = state.waiting.fetch_sub(1, Ordering::SeqCst) - 1;
         if state.stopping.load(Ordering::SeqCst) {
             return;
         }
         let (stream, peer) = match accepted {
             Ok(x) => x,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                if others > 0 {
-                    return; // idle, and others are waiting: retire
-                }
-                state.waiting.fetch_add(1, Ordering::SeqCst);
-                continue;
-            }
             Err(e) => {
                 if e.kind() != io::ErrorKind::Interrupted {
                     error!("accepting a {} connection failed: {e}", a.kind.refusal());
                     // Out of descriptors and the like: do not spin.
                     thread::sleep(Duration::from_millis(100));
                 }
-                state.waiting.fetch_add(1, Ordering::SeqCst);
                 continue;
             }
         };
-        // Accepted sockets inherit the listener's SO_RCVTIMEO. The receiver sets its
-        // deadline before every read (receiver::DeadlineReader), so only subscriber
-        // sockets are reset here, saving authors a system call per event.
-        if a.kind == Kind::Subscribers {
-            let _ = stream.set_read_timeout(None);
-        }
         let peer = SocketAddr::new(normalize(peer.ip()), peer.port());
-        if admit(a, peer, others) {
-            set_kernel_name(&format!("{} {peer}", a.kind.thread_name()));
-            let _guard = ActiveGuard(Arc::clone(state), peer.ip());
-            (a.handler)(stream, peer);
-            set_kernel_name(&idle_name);
-        } else {
+        if !admit(a, peer) {
             drop(stream);
+            continue;
         }
-        if state.stopping.load(Ordering::SeqCst)
-            || state.waiting.load(Ordering::SeqCst) >= MAX_IDLE_THREADS
+        set_kernel_name(&format!("{} {peer}", a.kind.thread_name()));
+        let pass = || pass_role(a, peer);
+        let mut handoff = Handoff {
+            pass: &pass,
+            held: true,
+        };
+        if a.kind == Kind::Subscribers {
+            // A subscriber connection lasts: it never holds up the next one.
+            handoff.release();
+        }
         {
+            let _guard = ActiveGuard(Arc::clone(state), peer.ip());
+            (a.handler)(stream, peer, &mut handoff);
+        }
+        set_kernel_name(&idle_name);
+        if handoff.held() {
+            continue;
+        }
+        {
+            let mut idle = state.idle_list();
+            // Checked under the lock that `stop` takes after setting the flag, so a
+            // thread cannot park after `stop` has woken the parked ones.
+            if state.stopping.load(Ordering::SeqCst) || idle.len() >= MAX_IDLE_THREADS {
+                return;
+            }
+            role.store(false, Ordering::SeqCst);
+            idle.push(Parked {
+                thread: thread::current(),
+                role: Arc::clone(&role),
+            });
+        }
+        if !park_until_promoted(state, &role) {
             return;
         }
-        state.waiting.fetch_add(1, Ordering::SeqCst);
     }
 }
 
-/// Whitelist and caps for a just-accepted connection; if admitted, make sure another
-/// thread is accepting (`others` are waiting besides this one) before it is served.
-/// `false`: the connection was refused and closed.
-fn admit<F>(a: &Arc<Acceptors<F>>, peer: SocketAddr, others: usize) -> bool
+/// Wait (parked) until `role` is handed to this thread (`true`), or until the idle
+/// timeout passes or the listener stops (`false`: the thread should exit).
+fn park_until_promoted(state: &ListenerState, role: &Arc<AtomicBool>) -> bool {
+    let deadline = Instant::now() + state.idle_timeout;
+    loop {
+        if role.load(Ordering::SeqCst) {
+            return true;
+        }
+        if state.stopping.load(Ordering::SeqCst) {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            let mut idle = state.idle_list();
+            if let Some(i) = idle.iter().position(|p| Arc::ptr_eq(&p.role, role)) {
+                idle.remove(i);
+                return false; // unused for the idle timeout: retire
+            }
+            // Taken off the list by a thread handing over the role: it is on its way.
+            drop(idle);
+            while !role.load(Ordering::SeqCst) {
+                if state.stopping.load(Ordering::SeqCst) {
+                    return false;
+                }
+                thread::park_timeout(Duration::from_millis(10));
+            }
+            return true;
+        }
+        thread::park_timeout(deadline - now);
+    }
+}
+
+/// Whitelist and caps for a just-accepted connection. `false`: refused (the caller
+/// closes it).
+fn admit<F>(a: &Arc<Acceptors<F>>, peer: SocketAddr) -> bool
 where
-    F: Fn(TcpStream, SocketAddr) + Send + Sync + 'static,
+    F: Handler,
 {
     let state = &a.state;
     let refusal = a.kind.refusal();
@@ -365,37 +499,8 @@ where
             .warn(|| format!("refused {refusal} from {peer}: over {cap}"));
         return false;
     }
-    if others == 0 {
-        if let Err(e) = spawn_acceptor(a) {
-            state.release(peer.ip());
-            error!("cannot start a thread for {peer}: {e}; closing the connection");
-            return false;
-        }
-    }
     state.active.fetch_add(1, Ordering::SeqCst);
     true
-}
-
-fn set_accept_timeout(listener: &TcpListener, t: Duration) -> io::Result<()> {
-    let tv = libc::timeval {
-        tv_sec: t.as_secs() as libc::time_t,
-        tv_usec: t.subsec_micros() as libc::suseconds_t,
-    };
-    // SAFETY: setsockopt with a valid timeval on a socket we own.
-    let rc = unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 /// Set the calling thread's kernel name (at most 15 bytes are kept).
@@ -451,9 +556,22 @@ mod tests {
         false
     }
 
-    /// A listener whose handler reports its thread and echoes one byte.
+    /// A listener whose handler reports its thread and echoes one byte; with `release`,
+    /// it passes the accept role on before it reads (as handlers that may wait must).
     fn echo_listener(
         caps: Caps,
+        release: bool,
+    ) -> (
+        SocketAddr,
+        Arc<ListenerState>,
+        mpsc::Receiver<thread::ThreadId>,
+    ) {
+        echo_listener_on(ListenerState::new(caps), release)
+    }
+
+    fn echo_listener_on(
+        state: ListenerState,
+        release: bool,
     ) -> (
         SocketAddr,
         Arc<ListenerState>,
@@ -461,7 +579,7 @@ mod tests {
     ) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
-        let state = Arc::new(ListenerState::new(caps));
+        let state = Arc::new(state);
         let (tx, rx) = mpsc::channel();
         let tx = Mutex::new(tx);
         start(
@@ -469,7 +587,10 @@ mod tests {
             Whitelist::allow_all(),
             Kind::Authors,
             Arc::clone(&state),
-            move |mut s: TcpStream, _| {
+            move |mut s: TcpStream, _, handoff: &mut Handoff<'_>| {
+                if release {
+                    handoff.release();
+                }
                 let mut b = [0u8; 1];
                 if s.read_exact(&mut b).is_ok() {
                     let _ = tx.lock().unwrap().send(thread::current().id());
@@ -488,25 +609,60 @@ mod tests {
         c
     }
 
-    /// Sequential connections are served by the same (reused) thread.
+    fn served_by(
+        addr: SocketAddr,
+        state: &ListenerState,
+        rx: &mpsc::Receiver<thread::ThreadId>,
+    ) -> thread::ThreadId {
+        let mut c = round_trip(addr);
+        let mut b = [0u8; 1];
+        c.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"x");
+        let id = rx.recv().unwrap();
+        drop(c);
+        assert!(wait_for(|| quiet(state)));
+        id
+    }
+
+    /// Nothing being served, and every thread but the accepting one parked.
+    fn quiet(state: &ListenerState) -> bool {
+        state.active() == 0 && state.idle_list().len() + 1 == state.threads()
+    }
+
+    /// Sequential connections that release the role are served by two threads taking
+    /// turns: the one that went idle last is woken first, nobody new is started.
     #[test]
-    fn threads_are_reused() {
-        let (addr, state, rx) = echo_listener(Caps::unlimited());
-        let mut ids = std::collections::HashSet::new();
+    fn threads_are_reused_last_parked_first() {
+        let (addr, state, rx) = echo_listener(Caps::unlimited(), true);
+        let mut ids = Vec::new();
         for _ in 0..20 {
-            let mut c = round_trip(addr);
-            let mut b = [0u8; 1];
-            c.read_exact(&mut b).unwrap();
-            ids.insert(rx.recv().unwrap());
-            drop(c);
-            assert!(wait_for(|| state.active() == 0));
+            ids.push(served_by(addr, &state, &rx));
         }
-        // One thread serving and one spare accepting: at most two ever served.
-        assert!(
-            ids.len() <= 2,
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            2,
             "{} threads for 20 sequential connections",
-            ids.len()
+            distinct.len()
         );
+        assert!(
+            ids.windows(2).all(|w| w[0] != w[1]),
+            "the two threads alternate"
+        );
+        assert_eq!(state.threads(), 2);
+        state.stop();
+    }
+
+    /// A handler that keeps the role serves connection after connection on one thread,
+    /// and no other thread is ever started.
+    #[test]
+    fn a_connection_that_keeps_the_role_wakes_no_one() {
+        let (addr, state, rx) = echo_listener(Caps::unlimited(), false);
+        let first = served_by(addr, &state, &rx);
+        for _ in 0..20 {
+            assert_eq!(served_by(addr, &state, &rx), first);
+        }
+        assert_eq!(state.threads(), 1);
         state.stop();
     }
 
@@ -514,21 +670,59 @@ mod tests {
     /// the first blocks until its byte comes, and the others are served meanwhile.
     #[test]
     fn concurrent_connections_each_get_a_thread() {
-        let (addr, state, rx) = echo_listener(Caps::unlimited());
+        let (addr, state, rx) = echo_listener(Caps::unlimited(), true);
         let silent: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(addr).unwrap()).collect();
         assert!(
             wait_for(|| state.active() == 5),
             "active {}",
             state.active()
         );
+        served_by_after_silent(addr, &rx);
+        // Five waiting on their peers, the one that served, and one accepting.
+        assert_eq!(state.threads(), 7);
+        drop(silent);
+        assert!(wait_for(|| quiet(&state)));
+        // Parked now, not gone: a new connection reuses one of them.
+        assert_eq!(state.threads(), 7);
+        served_by(addr, &state, &rx);
+        assert_eq!(state.threads(), 7);
+        state.stop();
+        assert!(
+            wait_for(|| state.threads() == 0),
+            "{} threads left after stop",
+            state.threads()
+        );
+    }
+
+    fn served_by_after_silent(addr: SocketAddr, rx: &mpsc::Receiver<thread::ThreadId>) {
         let mut c = round_trip(addr);
         let mut b = [0u8; 1];
         c.read_exact(&mut b).unwrap();
         assert_eq!(&b, b"x");
         rx.recv().unwrap();
+    }
+
+    /// Parked threads retire after the idle timeout; the accepting one stays, and a new
+    /// connection still gets a thread.
+    #[test]
+    fn parked_threads_retire() {
+        let state =
+            ListenerState::new(Caps::unlimited()).with_idle_timeout(Duration::from_millis(200));
+        let (addr, state, rx) = echo_listener_on(state, true);
+        let silent: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        assert!(wait_for(|| state.active() == 3));
         drop(silent);
         assert!(wait_for(|| state.active() == 0));
+        assert_eq!(state.threads(), 4);
+        assert!(
+            wait_for(|| state.threads() == 1),
+            "{} threads",
+            state.threads()
+        );
+        served_by(addr, &state, &rx);
+        assert!(wait_for(|| state.threads() == 1));
         state.stop();
+        assert!(wait_for(|| state.threads() == 0));
     }
 
     /// Over the per-address cap the connection is closed at once, without a byte.
@@ -539,7 +733,7 @@ mod tests {
             max_total: 100,
             per_address: 2,
         };
-        let (addr, state, _rx) = echo_listener(caps);
+        let (addr, state, _rx) = echo_listener(caps, true);
         let _held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
         assert!(wait_for(|| state.active() == 2));
         let mut c = TcpStream::connect(addr).unwrap();
@@ -549,13 +743,16 @@ mod tests {
         state.stop();
     }
 
-    /// After stop, the port no longer accepts and the waiting threads are gone.
+    /// After stop, the port no longer accepts and every thread, parked or accepting, is
+    /// gone.
     #[test]
     fn stop_closes_the_port() {
-        let (addr, state, _rx) = echo_listener(Caps::unlimited());
-        drop(round_trip(addr));
+        let (addr, state, rx) = echo_listener(Caps::unlimited(), true);
+        served_by(addr, &state, &rx);
+        assert_eq!(state.threads(), 2, "one parked, one accepting");
+        assert_eq!(state.idle_list().len(), 1);
         state.stop();
-        assert!(wait_for(|| state.waiting.load(Ordering::SeqCst) == 0));
+        assert!(wait_for(|| state.threads() == 0));
         assert!(wait_for(|| TcpStream::connect(addr).is_err()));
     }
 }

@@ -1,5 +1,13 @@
 //! The receiver: one thread per author connection (spec §3.3, with bolide's decisions).
 //!
+//! The thread that accepted the connection serves it while still holding the listener's
+//! accept role ([`crate::listener::Handoff`]) as long as nothing can wait: it reads what
+//! has already arrived without blocking, and if that is the whole event (the usual case)
+//! and no bigger than [`SERVE_IN_PLACE_MAX`], checks it and hands it to the dispatcher
+//! with `try_send`. Before a read that would block, a large event, a refusal (written
+//! with a timeout) or a full dispatcher inbox, it passes the role on, so a slow author
+//! never holds up the next one.
+//!
 //! An author gets an absolute deadline (20 s by default, not reset by traffic) to send one
 //! frame. The frame is checked completely ([`crate::voevent::check_author_event`]); an
 //! invalid one gets its `nak` here. A valid event goes to the dispatcher together with the
@@ -13,11 +21,14 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use std::os::fd::AsRawFd;
+
+use crossbeam_channel::{Sender, TrySendError};
 use log::{info, warn};
 
 use crate::dispatcher::Msg;
 use crate::frame::{FrameError, FrameReader};
+use crate::listener::Handoff;
 use crate::transport;
 use crate::verdict::{ReplyTo, Verdict};
 use crate::voevent::{check_author_event, nak_text, Rejection};
@@ -30,6 +41,34 @@ pub struct ReceiverContext {
     pub timeout: Duration,
     pub limits: Limits,
     pub dispatcher: Sender<Msg>,
+}
+
+/// Largest event checked while the accept role is held: parsing and validating it takes
+/// well under a millisecond. A bigger one is checked after the role has been passed on.
+pub const SERVE_IN_PLACE_MAX: usize = 64 * 1024;
+
+/// A reader that never blocks: `recv` with `MSG_DONTWAIT` (nothing there yet is
+/// `WouldBlock`).
+pub struct NonBlocking<'a>(pub &'a TcpStream);
+
+impl Read for NonBlocking<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: recv into a valid, writable buffer of the given length on a socket we
+        // borrow for the duration of the call.
+        let n = unsafe {
+            libc::recv(
+                self.0.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
 }
 
 /// A reader that applies an absolute deadline to every `read`.
@@ -51,19 +90,33 @@ impl Read for DeadlineReader<'_> {
 }
 
 /// Handle one author connection to completion.
-pub fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<ReceiverContext>) {
+pub fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: &ReceiverContext,
+    handoff: &mut Handoff<'_>,
+) {
     let started = Instant::now();
     let deadline = started + ctx.timeout;
     // No TCP_NODELAY or send timeout here: an accepted event's reply is one non-blocking
     // send (crate::verdict), and `reply` below sets both for the refusals it writes.
     let mut frames = FrameReader::new(ctx.max_event_size);
-    let payload = {
-        let mut r = DeadlineReader {
-            stream: &stream,
-            deadline,
-        };
-        frames.read_frame(&mut r)
+    // What has arrived already, without waiting: usually the whole event. A WouldBlock
+    // keeps what was read in `frames`, and the blocking read below goes on from there.
+    let payload = match frames.read_frame(&mut NonBlocking(&stream)) {
+        Err(FrameError::TimedOut) => {
+            handoff.release();
+            let mut r = DeadlineReader {
+                stream: &stream,
+                deadline,
+            };
+            frames.read_frame(&mut r)
+        }
+        other => other,
     };
+    if !matches!(&payload, Ok(p) if p.len() <= SERVE_IN_PLACE_MAX) {
+        handoff.release();
+    }
     let payload = match payload {
         Ok(p) => p,
         Err(FrameError::TimedOut) => {
@@ -97,6 +150,7 @@ pub fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<ReceiverContext>) {
     let event = match check_author_event(&payload, ctx.limits, peer) {
         Ok(event) => event,
         Err((ivorn, rejection)) => {
+            handoff.release();
             let ivorn = ivorn.unwrap_or_default();
             let shown = if ivorn.is_empty() {
                 "(no ivorn)"
@@ -121,27 +175,34 @@ pub fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<ReceiverContext>) {
         Arc::clone(&ctx.local_ivo),
         deadline,
     );
-    // A full dispatcher inbox blocks us, but never past the author's deadline; an event
-    // that cannot be handed over by then gets "unavailable".
-    let sent = ctx.dispatcher.send_deadline(
+    let msg = Msg::Submit {
+        event: Arc::new(event),
+        reply: Some(reply_to),
+    };
+    // A full dispatcher inbox blocks us (after passing the accept role on), but never past
+    // the author's deadline; an event that cannot be handed over by then gets
+    // "unavailable".
+    let unsent = match ctx.dispatcher.try_send(msg) {
+        Ok(()) => None,
+        Err(TrySendError::Full(msg)) => {
+            handoff.release();
+            ctx.dispatcher
+                .send_deadline(msg, deadline)
+                .err()
+                .map(|e| (e.into_inner(), "did not take it before the deadline"))
+        }
+        Err(TrySendError::Disconnected(msg)) => Some((msg, "has stopped")),
+    };
+    if let Some((
         Msg::Submit {
-            event: Arc::new(event),
-            reply: Some(reply_to),
-        },
-        deadline,
-    );
-    if let Err(e) = sent {
-        if let Msg::Submit {
             reply: Some(r),
             event,
-        } = e.into_inner()
-        {
-            warn!(
-                "{} from author {peer}: the dispatcher did not take it before the deadline",
-                event.ivorn
-            );
-            r.send_at_deadline(Verdict::Rejected(Rejection::Unavailable));
-        }
+        },
+        why,
+    )) = unsent
+    {
+        warn!("{} from author {peer}: the dispatcher {why}", event.ivorn);
+        r.send_at_deadline(Verdict::Rejected(Rejection::Unavailable));
     }
 }
 

@@ -1,6 +1,7 @@
 //! Connection caps and per-frame deadlines over real sockets: over a cap the connection is
 //! closed at once without a byte and logged (rate-limited); a subscriber or upstream that
-//! sends half a frame and stops is dropped at the frame deadline.
+//! sends half a frame and stops is dropped at the frame deadline; slow authors do not hold
+//! up the next one.
 
 mod common;
 
@@ -157,4 +158,41 @@ fn an_upstream_that_stalls_mid_frame_is_dropped() {
         d.log_text()
     );
     upstream.join().unwrap();
+}
+
+/// The thread that accepts an author serves it on the spot only while nothing can wait:
+/// authors that send nothing, half a prefix or half an event, and one with an event too
+/// large to check in place, must not hold up the next author (whose submit gives up after
+/// 10 s, far below the 60-s author deadline here). The half-sent event, completed later,
+/// is then read on from where the first, non-blocking read stopped, and acked.
+#[test]
+fn slow_authors_do_not_hold_up_the_next_one() {
+    let b = Broker::start(&["--author-timeout=60"]);
+    let silent = TcpStream::connect(b.receive()).unwrap();
+    let mut prefix_only = TcpStream::connect(b.receive()).unwrap();
+    prefix_only.write_all(&[0, 0]).unwrap();
+    let half = bolide::frame::encode(&make_event("slow-half", 0));
+    let mut half_sent = TcpStream::connect(b.receive()).unwrap();
+    half_sent.write_all(&half[..half.len() / 2]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    for i in 0..3 {
+        let r = submit(b.receive(), &make_event(&format!("slow-next-{i}"), 0));
+        assert!(r.is_ack(), "author {i} after the slow ones: {r:?}");
+    }
+    let large = make_event("slow-large", 100_000);
+    assert!(large.len() > bolide::receiver::SERVE_IN_PLACE_MAX);
+    assert!(submit(b.receive(), &large).is_ack());
+    half_sent.write_all(&half[half.len() / 2..]).unwrap();
+    half_sent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut frames = bolide::frame::FrameReader::new(1 << 20);
+    let reply = frames.read_frame(&mut half_sent).unwrap();
+    let msg = bolide::transport::parse(&reply).unwrap();
+    assert_eq!(
+        msg.role,
+        Some(bolide::transport::Role::Ack),
+        "the half-sent event, completed: {msg:?}"
+    );
+    drop((silent, prefix_only));
 }
