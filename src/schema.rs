@@ -759,7 +759,7 @@ impl Validator<'_, '_> {
 
     fn attributes(&self, id: ElementId, ty: &Type) -> Result<(), SchemaError> {
         let el = self.el(id);
-        for a in &el.attrs {
+        for a in self.doc.attrs(id) {
             let decl = match a.ns {
                 None => ty.attrs.iter().find(|d| d.name == a.local),
                 Some(XSI_NS)
@@ -787,7 +787,7 @@ impl Validator<'_, '_> {
             }
         }
         for decl in ty.attrs.iter().filter(|d| d.required) {
-            if el.attr(decl.name).is_none() {
+            if self.doc.attr(id, decl.name).is_none() {
                 return Err(SchemaError::MissingAttribute {
                     attribute: decl.name.to_owned(),
                     element: el.local.to_owned(),

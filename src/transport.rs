@@ -329,7 +329,7 @@ pub fn from_document(doc: &Document<'_>) -> Result<Message, TransportError> {
             root.local.chars().take(60).collect(),
         ));
     }
-    let role_attr = root.attr("role").unwrap_or("").to_string();
+    let role_attr = doc.attr(0, "role").unwrap_or("").to_string();
     let mut m = Message {
         role: Role::from_attr(&role_attr),
         role_attr,
@@ -351,12 +351,12 @@ pub fn from_document(doc: &Document<'_>) -> Result<Message, TransportError> {
                     }
                     match me.local {
                         "Result" => m.result = Some(me.text.to_string()),
-                        "Param" if me.attr("name") == Some("xpath-filter") => {
-                            if let Some(v) = me.attr("value") {
+                        "Param" if doc.attr(mc, "name") == Some("xpath-filter") => {
+                            if let Some(v) = doc.attr(mc, "value") {
                                 m.filters.push(v.to_string());
                             }
                         }
-                        "filter" if me.attr("type") == Some("xpath") => {
+                        "filter" if doc.attr(mc, "type") == Some("xpath") => {
                             m.filters.push(me.text.to_string());
                         }
                         _ => {}

@@ -204,9 +204,9 @@ fn clip(s: &str) -> String {
 fn voevent_root<'d>(doc: &'d Document<'_>) -> Result<Option<&'d str>, Rejection> {
     let root = doc.root();
     match root.local {
-        "VOEvent" => Ok(root.attr("ivorn")),
+        "VOEvent" => Ok(doc.attr(0, "ivorn")),
         "Transport" => Err(Rejection::Transport {
-            role: root.attr("role").unwrap_or("").to_string(),
+            role: doc.attr(0, "role").unwrap_or("").to_string(),
         }),
         other => Err(Rejection::NotVoevent { root: clip(other) }),
     }
@@ -232,11 +232,11 @@ pub fn check_author_event(
     let Some(iv) = ivorn.as_deref() else {
         return Err(fail(Rejection::MissingIvorn));
     };
-    let role = match root.attr("role") {
+    let role = match doc.attr(0, "role") {
         None => EventRole::Observation,
         Some(r) => EventRole::from_attr(r).ok_or_else(|| fail(Rejection::Role(clip(r))))?,
     };
-    match root.attr("version") {
+    match doc.attr(0, "version") {
         Some(v) if v.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r')) == "2.0" => {}
         Some(v) => return Err(fail(Rejection::Version(clip(v)))),
         None => return Err(fail(Rejection::Version("(none)".into()))),
@@ -263,8 +263,7 @@ pub fn upstream_event(
 ) -> Result<Event, Rejection> {
     let ivorn = voevent_root(doc)?.unwrap_or("").to_string();
     let role = doc
-        .root()
-        .attr("role")
+        .attr(0, "role")
         .and_then(EventRole::from_attr)
         .unwrap_or(EventRole::Observation);
     Ok(Event::new(

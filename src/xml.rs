@@ -179,8 +179,10 @@ pub struct Element<'a> {
     pub qname: &'a str,
     /// Byte offset of the `<` of the start tag, in the original input.
     pub offset: usize,
-    /// Attributes in document order, `xmlns`/`xmlns:*` declarations excluded.
-    pub attrs: Vec<Attribute<'a>>,
+    /// Where this element's attributes are in [`Document::attributes`] (in document
+    /// order, `xmlns`/`xmlns:*` declarations excluded): one array for the whole document
+    /// instead of an allocation per element. Read them with [`Document::attrs`].
+    pub attr_range: std::ops::Range<u32>,
     /// Parent element.
     pub parent: Option<ElementId>,
     /// First child element.
@@ -195,14 +197,6 @@ pub struct Element<'a> {
 }
 
 impl<'a> Element<'a> {
-    /// The value of the attribute with no namespace and this local name.
-    pub fn attr(&self, local: &str) -> Option<&str> {
-        self.attrs
-            .iter()
-            .find(|a| a.ns.is_none() && a.local == local)
-            .map(|a| a.value.as_ref())
-    }
-
     /// True if the direct character data is not all XML whitespace.
     pub fn has_non_whitespace_text(&self) -> bool {
         self.text
@@ -216,6 +210,9 @@ impl<'a> Element<'a> {
 pub struct Document<'a> {
     /// All elements, in document order; index 0 is the root.
     pub elements: Vec<Element<'a>>,
+    /// The attributes of all elements, element by element in document order (see
+    /// [`Element::attr_range`]).
+    pub attributes: Vec<Attribute<'a>>,
     /// Byte range of the root element in the input: from the `<` of its start tag through
     /// the `>` that ends its end tag (or its empty-element tag).
     pub root_span: std::ops::Range<usize>,
@@ -227,6 +224,20 @@ impl<'a> Document<'a> {
     /// The root element.
     pub fn root(&self) -> &Element<'a> {
         &self.elements[0]
+    }
+
+    /// The attributes of element `id`, in document order.
+    pub fn attrs(&self, id: ElementId) -> &[Attribute<'a>] {
+        let r = &self.elements[id].attr_range;
+        &self.attributes[r.start as usize..r.end as usize]
+    }
+
+    /// The value of the attribute of element `id` with no namespace and this local name.
+    pub fn attr(&self, id: ElementId, local: &str) -> Option<&str> {
+        self.attrs(id)
+            .iter()
+            .find(|a| a.ns.is_none() && a.local == local)
+            .map(|a| a.value.as_ref())
     }
 
     /// Child elements of `id`, in order.
@@ -300,6 +311,7 @@ pub fn parse(input: &[u8], limits: Limits) -> Result<Document<'_>, XmlError> {
         pos: start,
         limits,
         elements: Vec::with_capacity(64),
+        attributes: Vec::with_capacity(64),
         ns_stack: Vec::with_capacity(8),
         open: Vec::with_capacity(16),
         last_child: Vec::with_capacity(16),
@@ -370,6 +382,7 @@ struct Parser<'a> {
     pos: usize,
     limits: Limits,
     elements: Vec<Element<'a>>,
+    attributes: Vec<Attribute<'a>>,
     /// (prefix, uri) bindings; `""` prefix is the default namespace. `None` uri = undeclared.
     ns_stack: Vec<(&'a str, Option<&'a str>)>,
     /// Open elements: (element id, ns_stack length before its declarations).
@@ -517,6 +530,7 @@ impl<'a> Parser<'a> {
         }
         Ok(Document {
             elements: std::mem::take(&mut self.elements),
+            attributes: std::mem::take(&mut self.attributes),
             root_span: root_start..root_end,
             declared_encoding,
         })
@@ -891,29 +905,32 @@ impl<'a> Parser<'a> {
         }
         // Resolve the element's and attributes' namespaces.
         let (ns, local) = self.resolve(qname, offset, true)?;
-        let mut attrs = Vec::with_capacity(self.attr_scratch.len());
-        let raw = std::mem::take(&mut self.attr_scratch);
-        for a in &raw {
-            if a.qname == "xmlns" || a.qname.starts_with("xmlns:") {
-                continue;
-            }
-            let (ans, alocal) = self.resolve(a.qname, a.offset, false)?;
-            attrs.push(Attribute {
-                ns: ans,
-                local: alocal,
-                qname: a.qname,
-                value: a.value.clone(),
-            });
-        }
-        // Duplicate check on raw names (catches xmlns duplicates too) and expanded names.
-        for (i, a) in raw.iter().enumerate() {
-            if raw[..i].iter().any(|b| b.qname == a.qname) {
+        // Duplicate check on raw names (catches xmlns duplicates too), then on expanded
+        // names below.
+        for (i, a) in self.attr_scratch.iter().enumerate() {
+            if self.attr_scratch[..i].iter().any(|b| b.qname == a.qname) {
                 return Err(XmlError::DuplicateAttribute {
                     name: a.qname.chars().take(60).collect(),
                     offset: a.offset,
                 });
             }
         }
+        let first = self.attributes.len();
+        let mut raw = std::mem::take(&mut self.attr_scratch);
+        for a in raw.drain(..) {
+            if a.qname == "xmlns" || a.qname.starts_with("xmlns:") {
+                continue;
+            }
+            let (ans, alocal) = self.resolve(a.qname, a.offset, false)?;
+            self.attributes.push(Attribute {
+                ns: ans,
+                local: alocal,
+                qname: a.qname,
+                value: a.value,
+            });
+        }
+        self.attr_scratch = raw;
+        let attrs = &self.attributes[first..];
         for (i, a) in attrs.iter().enumerate() {
             if attrs[..i]
                 .iter()
@@ -925,8 +942,8 @@ impl<'a> Parser<'a> {
                 });
             }
         }
-        self.attr_scratch = raw;
-        self.attr_scratch.clear();
+        // Both fit: the input is at most 4 GiB (a VTP length prefix is 32 bits).
+        let attr_range = first as u32..self.attributes.len() as u32;
 
         let id = self.elements.len();
         let parent = self.open.last().map(|&(p, _)| p);
@@ -935,7 +952,7 @@ impl<'a> Parser<'a> {
             local,
             qname,
             offset,
-            attrs,
+            attr_range,
             parent,
             first_child: None,
             next_sibling: None,
@@ -1044,7 +1061,7 @@ mod tests {
         let root = d.root();
         assert_eq!(root.ns, Some("urn:v"));
         assert_eq!(root.local, "VOEvent");
-        assert_eq!(root.attr("ivorn"), Some("ivo://a&b"));
+        assert_eq!(d.attr(0, "ivorn"), Some("ivo://a&b"));
         let span = &src[d.root_span.clone()];
         assert!(span.starts_with("<voe:VOEvent") && span.ends_with("</voe:VOEvent>"));
         let who = d.child(0, "Who").unwrap();
@@ -1066,7 +1083,7 @@ mod tests {
         assert_eq!(d.root_span, 0..src.len());
         assert_eq!(d.root().ns, Some("urn:x"));
         // Unprefixed attributes are in no namespace.
-        assert_eq!(d.root().attrs[0].ns, None);
+        assert_eq!(d.attrs(0)[0].ns, None);
     }
 
     #[test]
@@ -1087,7 +1104,7 @@ mod tests {
     #[test]
     fn attribute_normalization() {
         let d = p("<a b='x\ty\nz'/>").unwrap();
-        assert_eq!(d.root().attr("b"), Some("x y z"));
+        assert_eq!(d.attr(0, "b"), Some("x y z"));
     }
 
     #[test]
@@ -1234,7 +1251,7 @@ mod tests {
             .unwrap();
         let root = d.root();
         assert_eq!(root.local, "\u{E9}l\u{E8}ve");
-        let names: Vec<&str> = root.attrs.iter().map(|a| a.local).collect();
+        let names: Vec<&str> = d.attrs(0).iter().map(|a| a.local).collect();
         assert_eq!(names, ["a\u{B7}b", "\u{E9}", "x-\u{4E2D}.y"]);
         let kids: Vec<&str> = d.children(0).map(|c| d.elements[c].local).collect();
         assert_eq!(kids, ["c\u{E9}"]);

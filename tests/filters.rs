@@ -104,10 +104,10 @@ fn filter_matrix_over_the_corpus() {
             vec![r#"//Param[@name="Packet_Type" and @value>100]"#],
             |p| {
                 let d = bolide::xml::parse(&p.bytes, Default::default()).unwrap();
-                d.elements.iter().any(|e| {
-                    e.local == "Param"
-                        && e.attr("name") == Some("Packet_Type")
-                        && e.attr("value")
+                (0..d.elements.len()).any(|e| {
+                    d.elements[e].local == "Param"
+                        && d.attr(e, "name") == Some("Packet_Type")
+                        && d.attr(e, "value")
                             .and_then(|v| v.trim().parse::<f64>().ok())
                             .is_some_and(|v| v > 100.0)
                 })

@@ -271,9 +271,8 @@ fn parser_limits_on_the_oversize_files() {
     };
     let doc = parse(&huge, unlimited).unwrap();
     let big = doc
-        .elements
+        .attributes
         .iter()
-        .flat_map(|e| e.attrs.iter())
         .find(|a| a.value.len() >= 4 << 20)
         .expect("the 4 MiB attribute");
     assert!(

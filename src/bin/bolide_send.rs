@@ -71,7 +71,7 @@ fn main() -> ExitCode {
     }
     let ivorn = bolide::xml::parse(&payload, Default::default())
         .ok()
-        .and_then(|d| d.root().attr("ivorn").map(str::to_string));
+        .and_then(|d| d.attr(0, "ivorn").map(str::to_string));
     let timeout = Duration::from_secs(args.timeout);
     let deadline = Instant::now() + timeout;
     let target = format!("{}:{}", args.host, args.port);

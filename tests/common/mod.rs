@@ -382,7 +382,7 @@ impl Subscriber {
             }
             return Ok(Incoming::Transport(m));
         }
-        let ivorn = doc.root().attr("ivorn").unwrap_or("").to_string();
+        let ivorn = doc.attr(0, "ivorn").unwrap_or("").to_string();
         if self.behaviour != Behaviour::NoAck {
             let _ = write_frame(&mut self.stream, &transport::ack(&ivorn, None));
         }
