@@ -27,7 +27,7 @@ fn records_expire_and_are_pruned() {
 fn a_full_map_naks_with_a_reason_and_subscribers_are_still_served() {
     let b = Broker::start(&[
         "--no-sync",
-        "--eventdb-map-size=64K",
+        "--eventdb-map-size=96K",
         "--eventdb-max-age=2",
         "--eventdb-prune-interval=1",
     ]);
@@ -43,7 +43,7 @@ fn a_full_map_naks_with_a_reason_and_subscribers_are_still_served() {
         }
         assert!(r.is_ack(), "{r:?}");
     }
-    let n = full_at.expect("the 64 KiB map never filled");
+    let n = full_at.expect("the 96 KiB map never filled");
     assert!(b.wait_log("event database commit of", Duration::from_secs(5)));
     assert!(b.log_text().contains("is full"), "{}", b.log_text());
     // The subscriber was served throughout (fan-out does not wait for the commit) and is
