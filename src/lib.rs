@@ -53,8 +53,8 @@
 //!   author get its `ack` (one non-blocking send on its [`verdict::ReplyTo`], then close):
 //!   an `ack` therefore means the record is durable. Duplicates are answered by the
 //!   dispatcher the same way.
-//! * **Pruner** ([`committer::run_pruner`]): deletes expired records oldest first, in
-//!   short transactions, so ingest never waits behind it.
+//! * **Pruner** ([`committer::run_pruner`]): reads through the records and deletes the
+//!   expired ones in short transactions, so ingest never waits behind it.
 //! * **Broadcaster** ([`broadcaster`]): one thread per subscriber. It owns the read side
 //!   of its socket and its counters (acked, iamalive outstanding), writes whatever backlog
 //!   the dispatcher left in its outbox (blocking, under the write deadline), and drops

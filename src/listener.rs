@@ -15,7 +15,7 @@
 //! connections that arrive meanwhile queue in the kernel's backlog rather than in
 //! sleeping threads: under load the role holder takes them one after another without
 //! sleeping. (When every idle thread waited in `accept`, each connection woke one of
-//! them: a context switch per event, and a third of the author threads' CPU time.)
+//! them: a context switch per event, and a quarter of the author threads' CPU time.)
 //!
 //! A thread whose connection ends without the role parks, at most [`MAX_IDLE_THREADS`]
 //! per listener, and retires after [`IDLE_TIMEOUT`] unused. Reuse matters: starting a

@@ -18,10 +18,9 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use std::os::fd::AsRawFd;
 
 use crossbeam_channel::{Sender, TrySendError};
 use log::{info, warn};
