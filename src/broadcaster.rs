@@ -14,7 +14,6 @@
 
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +24,7 @@ use log::{debug, info, warn};
 use crate::dispatcher::{Msg, SubscriberHandle};
 use crate::frame::{FrameError, FrameReader};
 use crate::outbox::Outbox;
+use crate::receiver::NonBlocking;
 use crate::transport::{self, Role};
 
 /// The longest the thread sleeps before looking at its socket again (so a new
@@ -249,27 +249,18 @@ impl Peer {
     fn read_incoming(&mut self, ctx: &BroadcastContext) -> Result<(), End> {
         let mut buf = [0u8; 2048];
         loop {
-            // SAFETY: recv into a valid, writable buffer of the given length on our own fd.
-            let n = unsafe {
-                libc::recv(
-                    self.stream.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                )
+            let n = match NonBlocking(&self.stream).read(&mut buf) {
+                Ok(0) => return Err(End::Closed),
+                Ok(n) => n,
+                Err(e) => {
+                    return match e.kind() {
+                        io::ErrorKind::WouldBlock => Ok(()),
+                        io::ErrorKind::Interrupted => continue,
+                        _ => Err(End::Io(e)),
+                    }
+                }
             };
-            if n == 0 {
-                return Err(End::Closed);
-            }
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                return match e.kind() {
-                    io::ErrorKind::WouldBlock => Ok(()),
-                    io::ErrorKind::Interrupted => continue,
-                    _ => Err(End::Io(e)),
-                };
-            }
-            self.frames.push(&buf[..n as usize]);
+            self.frames.push(&buf[..n]);
             loop {
                 match self.frames.next_frame() {
                     Ok(Some(f)) => self.handle_message(&f, ctx)?,

@@ -609,17 +609,22 @@ mod tests {
         c
     }
 
+    /// One echo round trip; the thread that served it.
+    fn echo(addr: SocketAddr, rx: &mpsc::Receiver<thread::ThreadId>) -> thread::ThreadId {
+        let mut c = round_trip(addr);
+        let mut b = [0u8; 1];
+        c.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"x");
+        rx.recv().unwrap()
+    }
+
+    /// [`echo`], then wait until the listener is quiet again.
     fn served_by(
         addr: SocketAddr,
         state: &ListenerState,
         rx: &mpsc::Receiver<thread::ThreadId>,
     ) -> thread::ThreadId {
-        let mut c = round_trip(addr);
-        let mut b = [0u8; 1];
-        c.read_exact(&mut b).unwrap();
-        assert_eq!(&b, b"x");
-        let id = rx.recv().unwrap();
-        drop(c);
+        let id = echo(addr, rx);
         assert!(wait_for(|| quiet(state)));
         id
     }
@@ -677,7 +682,7 @@ mod tests {
             "active {}",
             state.active()
         );
-        served_by_after_silent(addr, &rx);
+        echo(addr, &rx);
         // Five waiting on their peers, the one that served, and one accepting.
         assert_eq!(state.threads(), 7);
         drop(silent);
@@ -692,14 +697,6 @@ mod tests {
             "{} threads left after stop",
             state.threads()
         );
-    }
-
-    fn served_by_after_silent(addr: SocketAddr, rx: &mpsc::Receiver<thread::ThreadId>) {
-        let mut c = round_trip(addr);
-        let mut b = [0u8; 1];
-        c.read_exact(&mut b).unwrap();
-        assert_eq!(&b, b"x");
-        rx.recv().unwrap();
     }
 
     /// Parked threads retire after the idle timeout; the accepting one stays, and a new

@@ -47,7 +47,8 @@ pub struct ReceiverContext {
 pub const SERVE_IN_PLACE_MAX: usize = 64 * 1024;
 
 /// A reader that never blocks: `recv` with `MSG_DONTWAIT` (nothing there yet is
-/// `WouldBlock`).
+/// `WouldBlock`). Also the subscriber threads' read of acks and iamalives, and the null
+/// broker's drain.
 pub struct NonBlocking<'a>(pub &'a TcpStream);
 
 impl Read for NonBlocking<'_> {

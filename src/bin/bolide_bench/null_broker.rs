@@ -19,7 +19,6 @@
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -27,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 use bolide::frame::write_frame;
-use bolide::receiver::DeadlineReader;
+use bolide::receiver::{DeadlineReader, NonBlocking};
 
 /// A broker doing only the unavoidable socket work, the floor the others are measured
 /// against (runs until killed).
@@ -186,24 +185,11 @@ fn drain(subs: &Subscribers) {
         let mut dead = Vec::new();
         for s in &snapshot {
             loop {
-                // SAFETY: recv into a buffer we own, on a socket our Arc keeps open.
-                let n = unsafe {
-                    libc::recv(
-                        s.as_raw_fd(),
-                        sink.as_mut_ptr().cast(),
-                        sink.len(),
-                        libc::MSG_DONTWAIT,
-                    )
-                };
-                if n > 0 {
-                    continue;
-                }
-                if n < 0 {
-                    match io::Error::last_os_error().kind() {
-                        io::ErrorKind::WouldBlock => break,
-                        io::ErrorKind::Interrupted => continue,
-                        _ => {}
-                    }
+                match NonBlocking(s).read(&mut sink) {
+                    Ok(n) if n > 0 => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    _ => {}
                 }
                 dead.push(Arc::clone(s)); // closed by the peer, or a hard error
                 break;
