@@ -107,7 +107,12 @@ fn cmd_gets_exact_bytes_and_bad_children_do_not_block_delivery() {
             })
             .collect()
     };
-    wait_for("two copies", || got().len() == 2);
+    // A child's file exists as soon as its shell opens it, before `cat` has written
+    // everything: wait for the content, not just the files.
+    wait_for("two copies, one of them the exact bytes of cmd-1", || {
+        let g = got();
+        g.len() == 2 && g.contains(&ev)
+    });
     assert!(
         got().contains(&ev),
         "a --cmd child did not get the exact bytes"
