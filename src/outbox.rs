@@ -97,6 +97,11 @@ impl Waker {
 
 /// `send(MSG_DONTWAIT)`: how much of `buf` the kernel took now (0 if none).
 pub(crate) fn send_nonblocking(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    send_dontwait(stream, buf, 0)
+}
+
+/// [`send_nonblocking`] with extra `send(2)` flags (`MSG_MORE` for a last message).
+pub(crate) fn send_dontwait(stream: &TcpStream, buf: &[u8], flags: i32) -> io::Result<usize> {
     loop {
         // SAFETY: send(2) from a valid buffer on our own descriptor.
         let n = unsafe {
@@ -104,7 +109,7 @@ pub(crate) fn send_nonblocking(stream: &TcpStream, buf: &[u8]) -> io::Result<usi
                 stream.as_raw_fd(),
                 buf.as_ptr().cast(),
                 buf.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL | flags,
             )
         };
         if n >= 0 {
