@@ -74,7 +74,8 @@ pub struct Broker {
     author_timeout: Duration,
     dispatch_tx: Sender<Msg>,
     dispatcher: JoinHandle<Stats>,
-    committer: JoinHandle<()>,
+    /// The committer thread (`None` under `--no-sync`: the dispatcher commits).
+    committer: Option<JoinHandle<()>>,
     pruner: (Sender<()>, JoinHandle<()>),
     listeners: Vec<(Kind, Arc<ListenerState>)>,
     upstreams: Vec<Sender<()>>,
@@ -140,13 +141,17 @@ impl Broker {
 
         let handlers = handlers::start(cfg.handlers.clone()).map_err(StartError::Handlers)?;
         let (dispatch_tx, dispatch_rx) = bounded(DISPATCH_QUEUE);
-        let commit_queue = committer::CommitQueue::new();
-        let committer = {
+        // Under --no-sync the dispatcher commits itself (committer module docs).
+        let (commit_queue, committer) = if cfg.no_sync {
+            (committer::CommitQueue::inline(), None)
+        } else {
+            let queue = committer::CommitQueue::new();
             let store = Arc::clone(&store);
-            let queue = Arc::clone(&commit_queue);
-            spawn("committer", SERVICE_STACK, move || {
-                committer::run_committer(store, queue);
-            })?
+            let q = Arc::clone(&queue);
+            let h = spawn("committer", SERVICE_STACK, move || {
+                committer::run_committer(store, q);
+            })?;
+            (queue, Some(h))
         };
         let pruner = {
             let store = Arc::clone(&store);
@@ -351,8 +356,10 @@ impl Broker {
         drop(self.dispatch_tx);
         let stats = self.dispatcher.join().unwrap_or_default();
         // The dispatcher closed the commit queue as it ended: the committer now commits
-        // what is queued, answers, and returns.
-        let _ = self.committer.join();
+        // what is queued, answers, and returns (inline, the dispatcher already has).
+        if let Some(c) = self.committer {
+            let _ = c.join();
+        }
         drop(self.pruner.0);
         let _ = self.pruner.1.join();
         if let Err(e) = self.store.sync() {

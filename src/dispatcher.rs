@@ -9,16 +9,18 @@
 //! fanned out at once (one non-blocking write per subscriber through its [`Outbox`]; what
 //! the kernel does not take is queued for that subscriber's thread, and a full queue drops
 //! that subscriber, never waits), then admitted to the commit queue; the committer answers
-//! the author after the durable commit.
+//! the author after the durable commit. Under `--no-sync` the dispatcher is the committer
+//! ([`CommitQueue::inline`]): it commits what is queued whenever its inbox is empty, and
+//! at least every [`INLINE_BATCH`] records.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use log::{debug, error, info, warn};
 
-use crate::committer::{CommitQueue, Record};
+use crate::committer::{CommitQueue, Committer, Record, INLINE_BATCH};
 use crate::filters::{FilterId, FilterTable};
 use crate::outbox::{Offer, Outbox};
 use crate::siteconfig::SiteConfig;
@@ -68,6 +70,9 @@ pub struct Stats {
     pub duplicates: u64,
     pub copies: u64,
     pub dropped_subscribers: u64,
+    /// Transactions the dispatcher committed itself (inline queue, `--no-sync`); 0 when
+    /// a committer thread commits.
+    pub commits: u64,
 }
 
 /// Dispatcher settings.
@@ -95,6 +100,10 @@ pub struct Dispatcher {
     /// Keys of our own recent test events: they are never stored, so without this one
     /// could come back through a ring of brokers and be relayed as new.
     own_tests: std::collections::VecDeque<Key>,
+    /// For an inline commit queue (`--no-sync`): the dispatcher commits it itself.
+    inline: Option<Committer>,
+    /// Records admitted to the inline queue since its last commit.
+    uncommitted: usize,
 }
 
 /// How many of our own test events are remembered.
@@ -115,6 +124,9 @@ impl Dispatcher {
         committer: Arc<CommitQueue>,
         handlers: Option<Sender<Arc<Event>>>,
     ) -> Dispatcher {
+        let inline = committer
+            .is_inline()
+            .then(|| Committer::new(Arc::clone(&store)));
         Dispatcher {
             settings,
             store,
@@ -124,6 +136,8 @@ impl Dispatcher {
             handlers,
             filters: FilterTable::default(),
             own_tests: std::collections::VecDeque::with_capacity(OWN_TESTS),
+            inline,
+            uncommitted: 0,
         }
     }
 
@@ -154,16 +168,26 @@ impl Dispatcher {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let msg = match wake {
-                Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
-                    Ok(m) => m,
-                    Err(RecvTimeoutError::Timeout) => continue,
-                    Err(RecvTimeoutError::Disconnected) => break,
-                },
-                None => match rx.recv() {
-                    Ok(m) => m,
-                    Err(_) => break,
-                },
+            let msg = match rx.try_recv() {
+                Ok(m) => m,
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    // Nothing more to batch with: commit before waiting (inline queue).
+                    self.commit_inline();
+                    match wake {
+                        Some(at) => {
+                            match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                                Ok(m) => m,
+                                Err(RecvTimeoutError::Timeout) => continue,
+                                Err(RecvTimeoutError::Disconnected) => break,
+                            }
+                        }
+                        None => match rx.recv() {
+                            Ok(m) => m,
+                            Err(_) => break,
+                        },
+                    }
+                }
             };
             match msg {
                 Msg::Submit { event, reply } => self.submit(event, reply),
@@ -204,6 +228,10 @@ impl Dispatcher {
                 }
                 Msg::Shutdown => break,
             }
+        }
+        self.commit_inline();
+        if let Some(c) = &self.inline {
+            self.stats.commits = c.stats().commits;
         }
         for s in &self.subscribers {
             s.out.shutdown();
@@ -273,7 +301,22 @@ impl Dispatcher {
                 };
                 // If the committer is gone (shutdown), the record's author is answered
                 // "unavailable" as the record is dropped.
-                self.committer.admit(rec);
+                if self.committer.admit(rec) && self.inline.is_some() {
+                    self.uncommitted += 1;
+                    if self.uncommitted >= INLINE_BATCH {
+                        self.commit_inline();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Inline queue (`--no-sync`): commit what is queued and answer its authors.
+    fn commit_inline(&mut self) {
+        if let Some(c) = &mut self.inline {
+            if self.uncommitted > 0 {
+                c.commit_queued(&self.committer);
+                self.uncommitted = 0;
             }
         }
     }
@@ -438,5 +481,136 @@ impl Dispatcher {
         self.own_tests.push_back(ev.key);
         let n = self.fan_out(&ev);
         info!("sent test event {} to {n} subscribers", ev.ivorn);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+    use crate::verdict::tests::{pair, reply_of};
+    use crate::voevent::EventRole;
+    use crossbeam_channel::unbounded;
+    use std::net::TcpStream;
+
+    fn settings() -> Settings {
+        Settings {
+            local_ivo: "ivo://x.y/broker".into(),
+            stats_interval: None,
+            connections: Default::default(),
+            site: SiteConfig::default(),
+            test_interval: None,
+            broadcast: false,
+        }
+    }
+
+    /// A submission of event `i`, and the author's end of its connection.
+    fn submit(i: usize) -> (Msg, TcpStream) {
+        let payload = format!("<VOEvent ivorn='ivo://x.y/z#{i}'/>").into_bytes();
+        let event = Event::new(
+            &payload,
+            format!("ivo://x.y/z#{i}"),
+            EventRole::Observation,
+            0..payload.len(),
+            Origin::Author("127.0.0.1:1".parse().unwrap()),
+        );
+        let (author, reply) = pair(Instant::now() + Duration::from_secs(10));
+        let msg = Msg::Submit {
+            event: Arc::new(event),
+            reply: Some(reply),
+        };
+        (msg, author)
+    }
+
+    struct Fixture {
+        dir: std::path::PathBuf,
+        store: Arc<Store>,
+    }
+
+    impl Fixture {
+        fn new(name: &str) -> Fixture {
+            let dir = std::env::temp_dir()
+                .join(format!("bolide-dispatcher-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let mut cfg = StoreConfig::new(&dir);
+            cfg.no_sync = true;
+            let store = Arc::new(Store::open(&cfg).unwrap());
+            Fixture { dir, store }
+        }
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// Under a never-empty inbox the inline committer still commits every INLINE_BATCH
+    /// records (and once more at shutdown), and every author gets its ack.
+    #[test]
+    fn inline_commits_in_batches_under_a_full_inbox() {
+        let f = Fixture::new("batches");
+        let (tx, rx) = unbounded();
+        let n = 3 * INLINE_BATCH + 8;
+        let mut authors = Vec::new();
+        for i in 0..n {
+            let (msg, author) = submit(i);
+            tx.send(msg).unwrap();
+            authors.push(author);
+        }
+        tx.send(Msg::Shutdown).unwrap();
+        let queue = CommitQueue::inline();
+        let d = Dispatcher::new(settings(), Arc::clone(&f.store), Arc::clone(&queue), None);
+        let stats = d.run(rx);
+        assert_eq!((stats.accepted, stats.commits), (n as u64, 4));
+        assert_eq!(f.store.len().unwrap(), n);
+        assert_eq!(queue.pending(), 0);
+        for a in authors {
+            let m = reply_of(a).expect("a reply");
+            assert_eq!(m.role, Some(crate::transport::Role::Ack));
+        }
+    }
+
+    /// An empty inbox is the moment to commit: a lone event is acked while the
+    /// dispatcher waits for more, and a second submission of it is a duplicate.
+    #[test]
+    fn inline_commits_when_the_inbox_is_empty() {
+        let f = Fixture::new("idle");
+        let (tx, rx) = unbounded();
+        let queue = CommitQueue::inline();
+        let store = Arc::clone(&f.store);
+        let t = std::thread::spawn(move || Dispatcher::new(settings(), store, queue, None).run(rx));
+        let (msg, author) = submit(1);
+        tx.send(msg).unwrap();
+        let m = reply_of(author).expect("an ack without further messages");
+        assert_eq!(m.role, Some(crate::transport::Role::Ack));
+        assert_eq!(f.store.len().unwrap(), 1);
+        let (msg, author) = submit(1);
+        tx.send(msg).unwrap();
+        let m = reply_of(author).expect("a nak");
+        assert_eq!(m.role, Some(crate::transport::Role::Nak));
+        tx.send(Msg::Shutdown).unwrap();
+        let stats = t.join().unwrap();
+        assert_eq!((stats.accepted, stats.duplicates, stats.commits), (1, 1, 1));
+    }
+
+    /// With a committer thread's queue the dispatcher commits nothing itself.
+    #[test]
+    fn committer_thread_queue_is_left_to_the_committer() {
+        let f = Fixture::new("thread");
+        let (tx, rx) = unbounded();
+        let (msg, author) = submit(1);
+        tx.send(msg).unwrap();
+        tx.send(Msg::Shutdown).unwrap();
+        let queue = CommitQueue::new();
+        let stats =
+            Dispatcher::new(settings(), Arc::clone(&f.store), Arc::clone(&queue), None).run(rx);
+        assert_eq!((stats.accepted, stats.commits), (1, 0));
+        assert_eq!(f.store.len().unwrap(), 0);
+        assert_eq!(queue.pending(), 1);
+        let cs = crate::committer::run_committer(Arc::clone(&f.store), queue);
+        assert_eq!(cs.records, 1);
+        let m = reply_of(author).expect("an ack from the committer");
+        assert_eq!(m.role, Some(crate::transport::Role::Ack));
     }
 }

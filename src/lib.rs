@@ -27,7 +27,9 @@
 //!        txn + fsync, then `pending`    to the kernel; what it     --cmd runner pool
 //!        shrinks and each ReplyTo is    does not take is queued
 //!        answered: ack, one send        (bounded) and the
-//!        pruner (1 thread): chunked     subscriber's thread woken
+//!        (--no-sync: no such thread;    subscriber's thread woken
+//!        the dispatcher commits)
+//!        pruner (1 thread): chunked
 //!        deletes of expired records
 //!  subscribers ──TCP──> broadcaster thread (1 per connection, accepted the same way):
 //!                       authenticate, writes the Outbox backlog, reads acks/iamalives
@@ -52,7 +54,10 @@
 //!   write transaction and commits once; only then do the keys leave `pending` and each
 //!   author get its `ack` (one non-blocking send on its [`verdict::ReplyTo`], then close):
 //!   an `ack` therefore means the record is durable. Duplicates are answered by the
-//!   dispatcher the same way.
+//!   dispatcher the same way. Under `--no-sync` a commit costs microseconds, less than
+//!   a hand-off between threads, so no committer thread is started: the dispatcher runs
+//!   the same [`committer::Committer`] whenever its inbox is empty (and every
+//!   [`committer::INLINE_BATCH`] records).
 //! * **Pruner** ([`committer::run_pruner`]): reads through the records and deletes the
 //!   expired ones in short transactions, so ingest never waits behind it.
 //! * **Broadcaster** ([`broadcaster`]): one thread per subscriber. It owns the read side

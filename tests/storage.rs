@@ -64,6 +64,46 @@ fn a_full_map_naks_with_a_reason_and_subscribers_are_still_served() {
     assert!(sub.next_event(Duration::from_secs(10)).is_some());
 }
 
+/// Names of a process's threads, from /proc.
+fn thread_names(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Under --no-sync the dispatcher commits itself: no committer thread, and what it
+/// acked is in the database after a restart. Durable commits keep their thread.
+#[test]
+fn no_sync_commits_on_the_dispatcher() {
+    let db = scratch("eventdb");
+    let ev = make_event("inline-1", 0);
+    {
+        let mut b = Broker::start_with_db(&db, &["--no-sync"], true);
+        let names = thread_names(b.pid());
+        assert!(names.iter().any(|n| n == "dispatcher"), "{names:?}");
+        assert!(!names.iter().any(|n| n == "committer"), "{names:?}");
+        assert!(submit(b.receive(), &ev).is_ack());
+        assert!(submit(b.receive(), &ev).is_nak());
+        for i in 0..50 {
+            let r = submit(b.receive(), &make_event(&format!("inline-more-{i}"), 0));
+            assert!(r.is_ack(), "{r:?}");
+        }
+        assert!(b
+            .terminate(Duration::from_secs(10))
+            .is_some_and(|s| s.success()));
+    }
+    let b = Broker::start_with_db(&db, &[], false);
+    let names = thread_names(b.pid());
+    assert!(names.iter().any(|n| n == "committer"), "{names:?}");
+    let r = submit(b.receive(), &ev);
+    assert_eq!(r.result(), "Event rejected: Previously seen by this broker");
+    assert!(submit(b.receive(), &make_event("inline-more-49", 0)).is_nak());
+}
+
 /// A tmpfs mounted for one test (needs root; the test reports SKIPPED otherwise),
 /// unmounted on drop.
 struct Tmpfs(std::path::PathBuf);
