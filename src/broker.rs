@@ -12,7 +12,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Sender};
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 
 use crate::broadcaster::{self, BroadcastContext};
 use crate::cli::Config;
@@ -75,7 +75,7 @@ pub struct Broker {
     dispatch_tx: Sender<Msg>,
     dispatcher: JoinHandle<Stats>,
     /// The committer thread (`None` under `--no-sync`: the dispatcher commits).
-    committer: Option<JoinHandle<()>>,
+    committer: Option<JoinHandle<committer::CommitStats>>,
     pruner: (Sender<()>, JoinHandle<()>),
     listeners: Vec<(Kind, Arc<ListenerState>)>,
     upstreams: Vec<Sender<()>>,
@@ -149,7 +149,7 @@ impl Broker {
             let store = Arc::clone(&store);
             let q = Arc::clone(&queue);
             let h = spawn("committer", SERVICE_STACK, move || {
-                committer::run_committer(store, q);
+                committer::run_committer(store, q)
             })?;
             (queue, Some(h))
         };
@@ -357,9 +357,14 @@ impl Broker {
         let stats = self.dispatcher.join().unwrap_or_default();
         // The dispatcher closed the commit queue as it ended: the committer now commits
         // what is queued, answers, and returns (inline, the dispatcher already has).
-        if let Some(c) = self.committer {
-            let _ = c.join();
-        }
+        let commits = match self.committer {
+            Some(c) => c.join().map(|s| s.commits).unwrap_or_default(),
+            None => stats.commits,
+        };
+        debug!(
+            "{} events accepted in {commits} commits of the event database",
+            stats.accepted
+        );
         drop(self.pruner.0);
         let _ = self.pruner.1.join();
         if let Err(e) = self.store.sync() {

@@ -93,9 +93,15 @@ pub fn check_len(len: u32, limit: usize) -> Result<usize, FrameError> {
 
 /// Incremental frame decoder over a receive buffer.
 pub struct FrameReader {
+    /// The receive buffer: `buf[start..end]` is buffered and not yet consumed; all of
+    /// `buf` is initialized, and what lies past `end` is room for the next read, so a
+    /// reader built on a used buffer ([`FrameReader::with_buffer`]) neither allocates
+    /// nor zero-fills for it.
     buf: Vec<u8>,
     /// Start of unconsumed bytes in `buf`.
     start: usize,
+    /// End of the bytes received.
+    end: usize,
     limit: usize,
     /// When the bytes of the incomplete frame now buffered started arriving.
     partial_since: Option<Instant>,
@@ -106,23 +112,48 @@ const READ_CHUNK: usize = 16 * 1024;
 impl FrameReader {
     /// A reader that refuses frames longer than `limit` bytes.
     pub fn new(limit: usize) -> Self {
+        FrameReader::with_buffer(limit, Vec::new())
+    }
+
+    /// A reader receiving into `buf` (whatever it holds is overwritten): for a thread
+    /// that serves connection after connection, the previous connection's buffer.
+    pub fn with_buffer(limit: usize, buf: Vec<u8>) -> Self {
         FrameReader {
-            buf: Vec::new(),
+            buf,
             start: 0,
+            end: 0,
             limit,
             partial_since: None,
         }
     }
 
+    /// The receive buffer back, for [`FrameReader::with_buffer`].
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
+    }
+
     /// Bytes buffered but not yet returned as frames.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        self.end - self.start
+    }
+
+    fn avail(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Room for `n` more bytes after `end` (growing `buf` only when it is too short).
+    fn room(&mut self, n: usize) -> &mut [u8] {
+        self.compact();
+        if self.buf.len() < self.end + n {
+            self.buf.resize(self.end + n, 0);
+        }
+        &mut self.buf[self.end..self.end + n]
     }
 
     /// Feed bytes (from a non-blocking read, say).
     pub fn push(&mut self, data: &[u8]) {
-        self.compact();
-        self.buf.extend_from_slice(data);
+        self.room(data.len()).copy_from_slice(data);
+        self.end += data.len();
         self.note_partial();
     }
 
@@ -148,15 +179,16 @@ impl FrameReader {
 
     fn compact(&mut self) {
         if self.start > 0 {
-            self.buf.drain(..self.start);
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
             self.start = 0;
         }
     }
 
-    /// Take the next complete frame out of the buffer, if there is one. The returned
-    /// payload is a fresh `Vec` of exactly the frame's length.
-    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
-        let avail = &self.buf[self.start..];
+    /// Consume the next complete frame, if there is one: where its payload is in `buf`
+    /// (valid until the buffer is next written).
+    fn take(&mut self) -> Result<Option<std::ops::Range<usize>>, FrameError> {
+        let avail = self.avail();
         if avail.len() < 4 {
             return Ok(None);
         }
@@ -165,11 +197,11 @@ impl FrameReader {
         if avail.len() < 4 + len {
             return Ok(None);
         }
-        let payload = avail[4..4 + len].to_vec();
-        self.start += 4 + len;
-        if self.start == self.buf.len() {
-            self.buf.clear();
+        let payload = self.start + 4..self.start + 4 + len;
+        self.start = payload.end;
+        if self.start == self.end {
             self.start = 0;
+            self.end = 0;
             self.partial_since = None;
         } else {
             // What remains is the start of the next frame, which arrived just now.
@@ -178,9 +210,15 @@ impl FrameReader {
         Ok(Some(payload))
     }
 
+    /// Take the next complete frame out of the buffer, if there is one. The returned
+    /// payload is a fresh `Vec` of exactly the frame's length.
+    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        Ok(self.take()?.map(|r| self.buf[r].to_vec()))
+    }
+
     /// True if at least one complete frame is buffered.
     pub fn has_frame(&self) -> bool {
-        let avail = &self.buf[self.start..];
+        let avail = self.avail();
         avail.len() >= 4
             && avail.len() - 4
                 >= u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize
@@ -188,7 +226,7 @@ impl FrameReader {
 
     /// If a partial frame is buffered, the announced length (once known) and bytes so far.
     pub fn partial(&self) -> Option<(usize, usize)> {
-        let avail = &self.buf[self.start..];
+        let avail = self.avail();
         if avail.is_empty() {
             return None;
         }
@@ -203,9 +241,15 @@ impl FrameReader {
     /// Block on `r` until one whole frame is available. Read deadlines are the caller's
     /// business (socket read timeouts surface as [`FrameError::TimedOut`]).
     pub fn read_frame<R: Read>(&mut self, r: &mut R) -> Result<Vec<u8>, FrameError> {
+        self.read_frame_ref(r).map(<[u8]>::to_vec)
+    }
+
+    /// [`FrameReader::read_frame`] without the copy: the payload stays in the reader's
+    /// buffer, borrowed until the reader is next used.
+    pub fn read_frame_ref<R: Read>(&mut self, r: &mut R) -> Result<&[u8], FrameError> {
         loop {
-            if let Some(f) = self.next_frame()? {
-                return Ok(f);
+            if let Some(payload) = self.take()? {
+                return Ok(&self.buf[payload]);
             }
             // Read at most what this frame still needs (bounded by READ_CHUNK), so a huge
             // announced length never makes us allocate more than we were actually sent.
@@ -213,21 +257,12 @@ impl FrameReader {
                 Some((have, want)) => (want - have).clamp(1, READ_CHUNK),
                 None => READ_CHUNK,
             };
-            self.compact();
-            let old = self.buf.len();
-            self.buf.resize(old + need, 0);
-            let n = match r.read(&mut self.buf[old..]) {
+            let n = match r.read(self.room(need)) {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    self.buf.truncate(old);
-                    continue;
-                }
-                Err(e) => {
-                    self.buf.truncate(old);
-                    return Err(e.into());
-                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
             };
-            self.buf.truncate(old + n);
+            self.end += n;
             self.note_partial();
             if n == 0 {
                 return Err(match self.partial() {
@@ -346,6 +381,23 @@ mod tests {
             assert_eq!(fr.read_frame(&mut r).unwrap().len(), 5000);
             assert!(matches!(fr.read_frame(&mut r), Err(FrameError::Closed)));
         }
+    }
+
+    /// A reader on a used buffer reads into it as it is: old bytes never leak into a
+    /// frame, and a buffer big enough is neither reallocated nor grown.
+    #[test]
+    fn a_reused_buffer_is_read_into_in_place() {
+        let mut wire = encode(b"first frame");
+        wire.extend(encode(b"second"));
+        let used = vec![0xAAu8; 32 * 1024];
+        let ptr = used.as_ptr();
+        let mut fr = FrameReader::with_buffer(1 << 16, used);
+        let mut r = &wire[..];
+        assert_eq!(fr.read_frame_ref(&mut r).unwrap(), b"first frame");
+        assert_eq!(fr.read_frame_ref(&mut r).unwrap(), b"second");
+        assert!(matches!(fr.read_frame_ref(&mut r), Err(FrameError::Closed)));
+        let back = fr.into_buffer();
+        assert_eq!((back.as_ptr(), back.len()), (ptr, 32 * 1024));
     }
 
     #[test]

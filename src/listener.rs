@@ -410,8 +410,14 @@ where
             drop(stream);
             continue;
         }
-        set_kernel_name(&format!("{} {peer}", a.kind.thread_name()));
-        let pass = || pass_role(a, peer);
+        // Named after its peer only once the connection has this thread to itself (the
+        // role passed on): an author served on the spot costs no prctl calls.
+        let named = std::cell::Cell::new(false);
+        let pass = || {
+            set_kernel_name(&format!("{} {peer}", a.kind.thread_name()));
+            named.set(true);
+            pass_role(a, peer)
+        };
         let mut handoff = Handoff {
             pass: &pass,
             held: true,
@@ -424,7 +430,9 @@ where
             let _guard = ActiveGuard(Arc::clone(state), peer.ip());
             (a.handler)(stream, peer, &mut handoff);
         }
-        set_kernel_name(&idle_name);
+        if named.get() {
+            set_kernel_name(&idle_name);
+        }
         if handoff.held() {
             continue;
         }
@@ -632,6 +640,53 @@ mod tests {
     /// Nothing being served, and every thread but the accepting one parked.
     fn quiet(state: &ListenerState) -> bool {
         state.active() == 0 && state.idle_list().len() + 1 == state.threads()
+    }
+
+    /// A thread is named after its peer while the connection has it to itself (the role
+    /// passed on), and "<kind> idle" otherwise: an author served on the spot is never
+    /// renamed (no prctl calls on the fast path).
+    #[test]
+    fn threads_are_named_after_peers_they_wait_for() {
+        let comm = |tid: i32| {
+            std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        for release in [false, true] {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            let state = Arc::new(ListenerState::new(Caps::unlimited()));
+            let (tx, rx) = mpsc::channel();
+            let tx = Mutex::new(tx);
+            start(
+                l,
+                Whitelist::allow_all(),
+                Kind::Authors,
+                Arc::clone(&state),
+                move |s: TcpStream, _, handoff: &mut Handoff<'_>| {
+                    if release {
+                        handoff.release();
+                    }
+                    // SAFETY: gettid has no preconditions.
+                    let tid = unsafe { libc::gettid() };
+                    let _ = tx.lock().unwrap().send((tid, comm(tid)));
+                    drop(s);
+                },
+            )
+            .unwrap();
+            let _c = TcpStream::connect(addr).unwrap();
+            let (tid, serving) = rx.recv().unwrap();
+            let expected = if release {
+                "author 127.0.0"
+            } else {
+                "author idle"
+            };
+            assert!(serving.starts_with(expected), "{release}: {serving:?}");
+            assert!(wait_for(|| quiet(&state)));
+            assert_eq!(comm(tid), "author idle");
+            state.stop();
+        }
     }
 
     /// Sequential connections that release the role are served by two threads taking
