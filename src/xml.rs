@@ -370,6 +370,59 @@ fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
+/// Byte classes for the scanners (one table lookup per byte instead of a chain of
+/// comparisons).
+const NAME_START: u8 = 1; // an ASCII name's first byte: letters, `_`, `:`
+const NAME_CHAR: u8 = 2; // an ASCII name's other bytes: those, digits, `-`, `.`
+const VALUE_STOP: u8 = 4; // ends a plain attribute value: quotes, `<`, `&`, TAB, LF, CR
+const TEXT_STOP: u8 = 8; // ends plain character data: `<`, `&`, CR, `]`
+
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        if b.is_ascii_alphabetic() || b == b'_' || b == b':' {
+            t[c] |= NAME_START | NAME_CHAR;
+        }
+        if b.is_ascii_digit() || b == b'-' || b == b'.' {
+            t[c] |= NAME_CHAR;
+        }
+        if matches!(b, b'"' | b'\'' | b'<' | b'&' | b'\t' | b'\n' | b'\r') {
+            t[c] |= VALUE_STOP;
+        }
+        if matches!(b, b'<' | b'&' | b'\r' | b']') {
+            t[c] |= TEXT_STOP;
+        }
+        c += 1;
+    }
+    t
+};
+
+fn class(b: u8) -> u8 {
+    CLASS[b as usize]
+}
+
+/// If `qname` declares a namespace, the prefix it binds: `Some("")` for `xmlns` (the
+/// default namespace), `Some(p)` for `xmlns:p` (`p` is empty for a bare `xmlns:`, which
+/// is malformed).
+fn ns_declaration(qname: &str) -> Option<&str> {
+    if qname.as_bytes().first() != Some(&b'x') {
+        return None;
+    }
+    if same(qname, "xmlns") {
+        Some("")
+    } else {
+        qname.strip_prefix("xmlns:")
+    }
+}
+
+/// String equality for the short names compared here (prefixes, attribute and tag
+/// names): an inlined byte loop instead of a call to `memcmp`.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
+}
+
 struct RawAttr<'a> {
     qname: &'a str,
     value: Cow<'a, str>,
@@ -435,28 +488,21 @@ impl<'a> Parser<'a> {
 
     fn name(&mut self) -> Result<&'a str, XmlError> {
         let start = self.pos;
+        let b = self.b;
         // ASCII names (all of VOEvent's) byte by byte; the first non-ASCII byte hands over
         // to the general path over chars.
-        let mut end = start;
-        while let Some(&c) = self.b.get(end) {
-            let ok = if end == start {
-                c.is_ascii_alphabetic() || c == b'_' || c == b':'
-            } else {
-                c.is_ascii_alphanumeric() || matches!(c, b'_' | b':' | b'-' | b'.')
-            };
-            if !ok {
-                break;
-            }
+        match b.get(start) {
+            None => return Err(XmlError::UnexpectedEnd),
+            Some(&c) if class(c) & NAME_START != 0 => {}
+            Some(&c) if c >= 0x80 => return self.name_general(start, start),
+            Some(_) => return Err(self.err("expected a name")),
+        }
+        let mut end = start + 1;
+        while end < b.len() && class(b[end]) & NAME_CHAR != 0 {
             end += 1;
         }
-        if self.b.get(end).is_some_and(|&c| c >= 0x80) {
+        if b.get(end).is_some_and(|&c| c >= 0x80) {
             return self.name_general(start, end);
-        }
-        if end == start {
-            return match self.peek() {
-                None => Err(XmlError::UnexpectedEnd),
-                Some(_) => Err(self.err("expected a name")),
-            };
         }
         self.pos = end;
         Ok(&self.s[start..end])
@@ -636,54 +682,75 @@ impl<'a> Parser<'a> {
     fn root_element(&mut self) -> Result<usize, XmlError> {
         loop {
             // At a '<' that starts markup inside (or at) the root.
-            if self.starts("</") {
-                let end = self.end_tag()?;
-                if self.open.is_empty() {
-                    return Ok(end);
-                }
-            } else if self.starts("<!--") {
-                self.comment()?;
-            } else if self.starts("<![CDATA[") {
-                if self.open.is_empty() {
-                    return Err(self.err("CDATA section outside the root element"));
-                }
-                self.cdata()?;
-            } else if self.starts("<?") {
-                self.pi()?;
-            } else if self.starts("<!") {
-                if self.starts("<!DOCTYPE") {
-                    return Err(XmlError::Doctype);
-                }
-                return Err(self.err("unexpected markup declaration"));
-            } else {
-                let empty_end = self.start_tag()?;
-                if let Some(end) = empty_end {
+            match self.b.get(self.pos + 1) {
+                Some(b'/') => {
+                    let end = self.end_tag()?;
                     if self.open.is_empty() {
                         return Ok(end);
                     }
                 }
+                Some(b'!') => {
+                    if self.starts("<!--") {
+                        self.comment()?;
+                    } else if self.starts("<![CDATA[") {
+                        if self.open.is_empty() {
+                            return Err(self.err("CDATA section outside the root element"));
+                        }
+                        self.cdata()?;
+                    } else if self.starts("<!DOCTYPE") {
+                        return Err(XmlError::Doctype);
+                    } else {
+                        return Err(self.err("unexpected markup declaration"));
+                    }
+                }
+                Some(b'?') => self.pi()?,
+                _ => {
+                    let empty_end = self.start_tag()?;
+                    if let Some(end) = empty_end {
+                        if self.open.is_empty() {
+                            return Ok(end);
+                        }
+                    }
+                }
             }
-            // Character data up to the next '<'.
+            // Character data up to the next '<', in one pass that also notes whether it
+            // needs decoding (`&`, CR) and whether it holds the forbidden `]]>`.
             let start = self.pos;
-            let rel = self.s[self.pos..].find('<');
-            let stop = match rel {
-                Some(i) => self.pos + i,
-                None => return Err(XmlError::UnexpectedEnd),
+            let b = self.b;
+            let mut i = start;
+            let mut plain = true;
+            let mut cdata_end = false;
+            let stop = loop {
+                let Some(&c) = b.get(i) else {
+                    return Err(XmlError::UnexpectedEnd);
+                };
+                if class(c) & TEXT_STOP != 0 {
+                    match c {
+                        b'<' => break i,
+                        b']' => cdata_end |= b[i..].starts_with(b"]]>"),
+                        _ => plain = false,
+                    }
+                }
+                i += 1;
             };
             if stop > start {
                 if self.open.is_empty() {
                     // Cannot happen: the root closed above.
                     return Err(XmlError::ContentAfterRoot { offset: start });
                 }
-                let raw = &self.s[start..stop];
-                if raw.contains("]]>") {
+                if cdata_end {
                     return Err(XmlError::Syntax {
                         msg: "']]>' in character data",
                         offset: start,
                     });
                 }
-                let decoded = self.decode_text(raw, start, false)?;
-                self.push_text(decoded)?;
+                let raw = &self.s[start..stop];
+                let text = if plain {
+                    Cow::Borrowed(raw)
+                } else {
+                    self.decode_text(raw, start, false)?
+                };
+                self.push_text(text)?;
                 self.pos = stop;
             }
         }
@@ -841,17 +908,33 @@ impl<'a> Parser<'a> {
             self.skip_ws();
             self.expect("=", "expected '=' after attribute name")?;
             self.skip_ws();
-            let q = self.peek().ok_or(XmlError::UnexpectedEnd)?;
+            let Some(q) = self.peek() else {
+                return Err(XmlError::UnexpectedEnd);
+            };
             if q != b'"' && q != b'\'' {
                 return Err(self.err("attribute value not quoted"));
             }
             self.pos += 1;
             let vstart = self.pos;
-            let rel = self.b[self.pos..].iter().position(|&c| c == q || c == b'<');
-            let vend = match rel {
-                Some(i) => self.pos + i,
-                None => return Err(XmlError::UnexpectedEnd),
-            };
+            // Up to the closing quote (or a '<'), noting whether the value needs decoding
+            // (references, TAB/LF/CR to normalize).
+            let b = self.b;
+            let mut vend = vstart;
+            let mut plain = true;
+            loop {
+                let Some(&c) = b.get(vend) else {
+                    return Err(XmlError::UnexpectedEnd);
+                };
+                if class(c) & VALUE_STOP != 0 {
+                    if c == q || c == b'<' {
+                        break;
+                    }
+                    if c != b'"' && c != b'\'' {
+                        plain = false;
+                    }
+                }
+                vend += 1;
+            }
             if vend - vstart > self.limits.max_attribute_len {
                 return Err(XmlError::TooLong {
                     what: "attribute value",
@@ -863,29 +946,37 @@ impl<'a> Parser<'a> {
                 self.pos = vend;
                 return Err(self.err("'<' in attribute value"));
             }
-            let value = self.decode_text(&self.s[vstart..vend], vstart, true)?;
+            let raw = &self.s[vstart..vend];
+            let value = if plain {
+                Cow::Borrowed(raw)
+            } else {
+                self.decode_text(raw, vstart, true)?
+            };
             self.pos = vend + 1;
             if self.attr_scratch.len() >= self.limits.max_attributes {
                 return Err(XmlError::TooManyAttributes {
                     limit: self.limits.max_attributes,
                 });
             }
-            if aname == "xmlns" {
+            if let Some(prefix) = ns_declaration(aname) {
                 let v: &'a str = match value {
                     Cow::Borrowed(v) => v,
                     Cow::Owned(_) => return Err(self.err("unsupported namespace URI")),
                 };
-                self.ns_stack
-                    .push(("", if v.is_empty() { None } else { Some(v) }));
-            } else if let Some(prefix) = aname.strip_prefix("xmlns:") {
-                let v: &'a str = match value {
-                    Cow::Borrowed(v) => v,
-                    Cow::Owned(_) => return Err(self.err("unsupported namespace URI")),
-                };
-                if v.is_empty() {
-                    return Err(self.err("empty namespace URI for a prefix"));
+                if prefix.is_empty() && aname.len() > 5 {
+                    return Err(XmlError::Syntax {
+                        msg: "malformed qualified name",
+                        offset: aoff,
+                    });
+                } else if prefix.is_empty() {
+                    self.ns_stack
+                        .push(("", if v.is_empty() { None } else { Some(v) }));
+                } else {
+                    if v.is_empty() {
+                        return Err(self.err("empty namespace URI for a prefix"));
+                    }
+                    self.ns_stack.push((prefix, Some(v)));
                 }
-                self.ns_stack.push((prefix, Some(v)));
             }
             self.attr_scratch.push(RawAttr {
                 qname: aname,
@@ -908,7 +999,10 @@ impl<'a> Parser<'a> {
         // Duplicate check on raw names (catches xmlns duplicates too), then on expanded
         // names below.
         for (i, a) in self.attr_scratch.iter().enumerate() {
-            if self.attr_scratch[..i].iter().any(|b| b.qname == a.qname) {
+            if self.attr_scratch[..i]
+                .iter()
+                .any(|b| same(b.qname, a.qname))
+            {
                 return Err(XmlError::DuplicateAttribute {
                     name: a.qname.chars().take(60).collect(),
                     offset: a.offset,
@@ -918,7 +1012,7 @@ impl<'a> Parser<'a> {
         let first = self.attributes.len();
         let mut raw = std::mem::take(&mut self.attr_scratch);
         for a in raw.drain(..) {
-            if a.qname == "xmlns" || a.qname.starts_with("xmlns:") {
+            if ns_declaration(a.qname).is_some() {
                 continue;
             }
             let (ans, alocal) = self.resolve(a.qname, a.offset, false)?;
@@ -934,7 +1028,7 @@ impl<'a> Parser<'a> {
         for (i, a) in attrs.iter().enumerate() {
             if attrs[..i]
                 .iter()
-                .any(|b| b.ns == a.ns && b.local == a.local)
+                .any(|b| same(b.local, a.local) && b.ns == a.ns)
             {
                 return Err(XmlError::DuplicateAttribute {
                     name: a.qname.chars().take(60).collect(),
@@ -983,24 +1077,25 @@ impl<'a> Parser<'a> {
         offset: usize,
         element: bool,
     ) -> Result<(Option<&'a str>, &'a str), XmlError> {
-        let (prefix, local) = match qname.find(':') {
-            Some(i) => (&qname[..i], &qname[i + 1..]),
+        let bytes = qname.as_bytes();
+        let (prefix, local) = match bytes.iter().position(|&c| c == b':') {
+            Some(i) => {
+                if i == 0 || i + 1 == bytes.len() || bytes[i + 1..].contains(&b':') {
+                    return Err(XmlError::Syntax {
+                        msg: "malformed qualified name",
+                        offset,
+                    });
+                }
+                (&qname[..i], &qname[i + 1..])
+            }
+            None if !element => return Ok((None, qname)),
             None => ("", qname),
         };
-        if local.is_empty() || local.contains(':') || qname.starts_with(':') {
-            return Err(XmlError::Syntax {
-                msg: "malformed qualified name",
-                offset,
-            });
-        }
-        if prefix.is_empty() && !element {
-            return Ok((None, local));
-        }
-        if prefix == "xml" {
+        if same(prefix, "xml") {
             return Ok((Some(XML_NS), local));
         }
         for &(p, uri) in self.ns_stack.iter().rev() {
-            if p == prefix {
+            if same(p, prefix) {
                 return match uri {
                     Some(u) => Ok((Some(u), local)),
                     None if prefix.is_empty() => Ok((None, local)),
@@ -1034,7 +1129,7 @@ impl<'a> Parser<'a> {
         };
         self.last_child.pop();
         let expected = self.elements[id].qname;
-        if expected != name {
+        if !same(expected, name) {
             return Err(XmlError::MismatchedTag {
                 expected: expected.chars().take(60).collect(),
                 found: name.chars().take(60).collect(),
@@ -1176,6 +1271,36 @@ mod tests {
             p("<a/><![CDATA[x]]>").unwrap_err(),
             ContentAfterRoot { .. }
         ));
+        // A bare `xmlns:` binds nothing: not a qualified name.
+        assert!(matches!(
+            p("<a xmlns:='u'/>").unwrap_err(),
+            Syntax {
+                msg: "malformed qualified name",
+                offset: 3
+            }
+        ));
+        assert!(matches!(
+            p("<a>x]]>y</a>").unwrap_err(),
+            Syntax { offset: 3, .. }
+        ));
+        // Truncated: the missing '<' is reported first, as before the one-pass scan.
+        assert_eq!(p("<a>x]]>").unwrap_err(), UnexpectedEnd);
+        assert_eq!(p("<a b='x").unwrap_err(), UnexpectedEnd);
+    }
+
+    /// The one-pass scanners: plain values and text are borrowed, anything with a
+    /// reference, CR, TAB or LF (attributes) is decoded; the other quote is plain.
+    #[test]
+    fn plain_values_are_borrowed_and_the_rest_decoded() {
+        let d = p("<a b='x\"y' c=\"it's\" d='1&amp;2' e='t\tn\nr\r!'>p]q<c>r&lt;\r\ns</c></a>")
+            .unwrap();
+        let a = d.attrs(0);
+        assert!(matches!(&a[0].value, Cow::Borrowed("x\"y")));
+        assert!(matches!(&a[1].value, Cow::Borrowed("it's")));
+        assert_eq!(a[2].value, "1&2");
+        assert_eq!(a[3].value, "t n r !");
+        assert!(matches!(&d.elements[0].text, Cow::Borrowed("p]q")));
+        assert_eq!(d.elements[1].text, "r<\ns");
     }
 
     #[test]
