@@ -12,7 +12,9 @@
 //! two context switches, ~6 µs per event under 16-author ingest on 2 CPUs). There the
 //! queue is [`CommitQueue::inline`] and the dispatcher runs the same [`Committer`]
 //! whenever its inbox is empty or [`INLINE_BATCH`] records are waiting: no committer
-//! thread is started.
+//! thread is started. The price: while a prune chunk holds LMDB's write lock (up to
+//! [`PRUNE_CHUNK`] deletions, a few milliseconds), the dispatcher's next commit, and so
+//! its next fan-out, waits for it.
 //!
 //! The pruner deletes expired records in small chunks (each chunk its own short write
 //! transaction), so ingest never waits behind a long prune.
