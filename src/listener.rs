@@ -585,16 +585,10 @@ mod tests {
         Arc<ListenerState>,
         mpsc::Receiver<thread::ThreadId>,
     ) {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let state = Arc::new(state);
         let (tx, rx) = mpsc::channel();
         let tx = Mutex::new(tx);
-        start(
-            l,
-            Whitelist::allow_all(),
-            Kind::Authors,
-            Arc::clone(&state),
+        let (addr, state) = serve(
+            state,
             move |mut s: TcpStream, _, handoff: &mut Handoff<'_>| {
                 if release {
                     handoff.release();
@@ -605,9 +599,24 @@ mod tests {
                     let _ = s.write_all(&b);
                 }
             },
+        );
+        (addr, state, rx)
+    }
+
+    /// An author listener on an ephemeral loopback port, served by `handler`.
+    fn serve<F: Handler>(state: ListenerState, handler: F) -> (SocketAddr, Arc<ListenerState>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let state = Arc::new(state);
+        start(
+            l,
+            Whitelist::allow_all(),
+            Kind::Authors,
+            Arc::clone(&state),
+            handler,
         )
         .unwrap();
-        (addr, state, rx)
+        (addr, state)
     }
 
     fn round_trip(addr: SocketAddr) -> TcpStream {
@@ -654,16 +663,10 @@ mod tests {
                 .to_string()
         };
         for release in [false, true] {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = l.local_addr().unwrap();
-            let state = Arc::new(ListenerState::new(Caps::unlimited()));
             let (tx, rx) = mpsc::channel();
             let tx = Mutex::new(tx);
-            start(
-                l,
-                Whitelist::allow_all(),
-                Kind::Authors,
-                Arc::clone(&state),
+            let (addr, state) = serve(
+                ListenerState::new(Caps::unlimited()),
                 move |s: TcpStream, _, handoff: &mut Handoff<'_>| {
                     if release {
                         handoff.release();
@@ -673,8 +676,7 @@ mod tests {
                     let _ = tx.lock().unwrap().send((tid, comm(tid)));
                     drop(s);
                 },
-            )
-            .unwrap();
+            );
             let _c = TcpStream::connect(addr).unwrap();
             let (tid, serving) = rx.recv().unwrap();
             let expected = if release {
