@@ -81,8 +81,10 @@ release:
 run:
 	$(CARGO) run --release --locked --bin bolide -- --receive --broadcast --local-ivo=ivo://example.org/broker
 
+# Then the one test that needs an optimized build (a subscriber thread's stack budget).
 test: lint check-man
 	$(CARGO) test --locked --all-targets
+	$(CARGO) test --release --locked --lib stack_budget
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -12,7 +12,7 @@
 //! up to what was sent, so unsolicited acks never bank credit. A `nak` ends the connection
 //! (that subscriber refused an event; it must not get it again).
 
-use std::io::{self, Read};
+use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -39,6 +39,10 @@ const EAGER_NAP: Duration = Duration::from_millis(250);
 const EAGER_FOR: Duration = Duration::from_secs(30);
 /// Largest message accepted from a subscriber (acks and authenticate responses are small).
 const MAX_INCOMING: usize = 64 * 1024;
+/// Most bytes taken from a subscriber's socket per `read`: an ack is about 450 bytes.
+/// Read straight into the frame buffer: a buffer on the stack would cost every
+/// subscriber thread a resident stack page.
+const READ_SIZE: usize = 512;
 
 /// What every broadcaster thread shares.
 pub struct BroadcastContext {
@@ -220,10 +224,9 @@ impl Peer {
                 break;
             }
             self.stream.set_read_timeout(Some(left)).map_err(End::Io)?;
-            let mut buf = [0u8; 2048];
-            match (&self.stream).read(&mut buf) {
+            match self.frames.read_some(&mut &self.stream, READ_SIZE) {
                 Ok(0) => return Err(End::Closed),
-                Ok(n) => self.frames.push(&buf[..n]),
+                Ok(_) => {}
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -247,11 +250,13 @@ impl Peer {
 
     /// Read everything the subscriber has sent so far, without blocking.
     fn read_incoming(&mut self, ctx: &BroadcastContext) -> Result<(), End> {
-        let mut buf = [0u8; 2048];
         loop {
-            let n = match NonBlocking(&self.stream).read(&mut buf) {
+            match self
+                .frames
+                .read_some(&mut NonBlocking(&self.stream), READ_SIZE)
+            {
                 Ok(0) => return Err(End::Closed),
-                Ok(n) => n,
+                Ok(_) => {}
                 Err(e) => {
                     return match e.kind() {
                         io::ErrorKind::WouldBlock => Ok(()),
@@ -259,8 +264,7 @@ impl Peer {
                         _ => Err(End::Io(e)),
                     }
                 }
-            };
-            self.frames.push(&buf[..n]);
+            }
             loop {
                 match self.frames.next_frame() {
                     Ok(Some(f)) => self.handle_message(&f, ctx)?,
@@ -349,5 +353,112 @@ impl Peer {
             .map_err(End::Io)?;
         self.iamalive_unanswered = true;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::write_frame;
+    use crate::voevent::{Event, EventRole, Origin};
+    use std::net::TcpListener;
+
+    /// Bytes of stack, below its caller's frame, that `f` wrote to: the stack under this
+    /// frame is painted with a pattern first and searched for the deepest changed byte.
+    #[inline(never)]
+    fn stack_used_by<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        const SPAN: usize = 64 * 1024;
+        const PAINT: u8 = 0xA5;
+        /// An address below the frame of a function called from here, where `f`'s
+        /// frames start (less a margin for the painting itself).
+        #[inline(never)]
+        fn below_here() -> usize {
+            let marker = 0u8;
+            std::hint::black_box(&marker) as *const u8 as usize - 512
+        }
+        let top = below_here();
+        // SAFETY: [top - SPAN, top) is unused stack of this thread (started with a
+        // stack of CONNECTION_STACK bytes, so it is mapped), below every live frame.
+        unsafe { std::ptr::write_bytes((top - SPAN) as *mut u8, PAINT, SPAN) };
+        let out = f();
+        let deepest = (top - SPAN..top)
+            // SAFETY: the same mapped range; volatile so that the reads are not elided.
+            .find(|&a| unsafe { std::ptr::read_volatile(a as *const u8) } != PAINT)
+            .unwrap_or(top);
+        (out, top - deepest)
+    }
+
+    /// A whole subscriber session (authenticate answered with a filter, an event and its
+    /// ack, an iamalive and its answer, close) fits in a small stack. Every stack page a
+    /// subscriber thread touches stays resident while it is connected, and a thousand
+    /// subscribers hold a thousand threads: a thread starts about 5.1 KiB deep (glibc's
+    /// thread descriptor and TLS, Rust's thread start), so a session within 2.5 KiB keeps
+    /// each thread at two pages. A 2 KiB read buffer on this path made the session
+    /// 4.4 KiB deep and cost every subscriber a third page (4 MiB at 1000; measured with
+    /// /proc/PID/pagemap). Frame sizes only mean something optimized: `make test` runs
+    /// this test with `--release`.
+    #[test]
+    #[cfg_attr(
+        debug_assertions,
+        ignore = "stack depth is measured in an optimized build (make test runs it)"
+    )]
+    fn subscriber_stack_budget() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let (server, peer) = l.accept().unwrap();
+        let (dispatcher, inbox) = crossbeam_channel::unbounded();
+        let ctx = Arc::new(BroadcastContext {
+            local_ivo: "ivo://bolide.test/broker".into(),
+            iamalive_interval: Duration::from_millis(200),
+            max_unacked: 10,
+            queue: 16,
+            write_timeout: Duration::from_secs(10),
+            dispatcher,
+            next_id: AtomicU64::new(0),
+            max_filters: 8,
+            max_filter_len: 1024,
+            frame_timeout: Duration::from_secs(10),
+        });
+        let session = std::thread::Builder::new()
+            .stack_size(crate::listener::CONNECTION_STACK)
+            .spawn(move || stack_used_by(|| handle(server, peer, ctx)).1)
+            .unwrap();
+
+        let mut frames = FrameReader::new(1 << 20);
+        let mut next = || frames.read_frame(&mut &client).unwrap();
+        let role = |f: &[u8]| transport::parse(f).unwrap().role.unwrap();
+        assert_eq!(role(&next()), Role::Authenticate);
+        let filter = "//Param[@name='Packet_Type' and @value='61']".to_string();
+        let answer = transport::authenticate_response("ivo://bolide.test/s", None, &[filter]);
+        write_frame(&mut &client, &answer).unwrap();
+        let Ok(Msg::Register(h, filters)) = inbox.recv_timeout(Duration::from_secs(10)) else {
+            panic!("the subscriber was not registered");
+        };
+        assert_eq!(filters.len(), 1);
+        let ivorn = "ivo://bolide.test/e#1";
+        let body = format!("<voe:VOEvent ivorn='{ivorn}'/>");
+        let event = Event::new(
+            body.as_bytes(),
+            ivorn.into(),
+            EventRole::Test,
+            0..body.len(),
+            Origin::Local,
+        );
+        h.out.offer(&Arc::new(event));
+        assert_eq!(next(), body.as_bytes());
+        write_frame(&mut &client, &transport::ack(ivorn, None)).unwrap();
+        assert_eq!(role(&next()), Role::IAmAlive);
+        let answer = transport::iamalive_response("ivo://bolide.test/s", None);
+        write_frame(&mut &client, &answer).unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        let used = session.join().unwrap();
+        assert!(
+            used <= 2560,
+            "a subscriber session used {used} bytes of stack"
+        );
+        assert!(matches!(inbox.try_recv(), Ok(Msg::Unregister(_))));
     }
 }

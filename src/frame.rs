@@ -150,6 +150,16 @@ impl FrameReader {
         &mut self.buf[self.end..self.end + n]
     }
 
+    /// One `read` from `r` of at most `max` bytes, straight into the buffer (no
+    /// intermediate copy, no buffer on the caller's stack). `Ok(0)`: end of stream.
+    /// Errors, `WouldBlock` and `Interrupted` included, are the caller's to handle.
+    pub fn read_some<R: Read>(&mut self, r: &mut R, max: usize) -> io::Result<usize> {
+        let n = r.read(self.room(max))?;
+        self.end += n;
+        self.note_partial();
+        Ok(n)
+    }
+
     /// Feed bytes (from a non-blocking read, say).
     pub fn push(&mut self, data: &[u8]) {
         self.room(data.len()).copy_from_slice(data);
@@ -257,13 +267,11 @@ impl FrameReader {
                 Some((have, want)) => (want - have).clamp(1, READ_CHUNK),
                 None => READ_CHUNK,
             };
-            let n = match r.read(self.room(need)) {
+            let n = match self.read_some(r, need) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
             };
-            self.end += n;
-            self.note_partial();
             if n == 0 {
                 return Err(match self.partial() {
                     None => FrameError::Closed,
@@ -300,16 +308,14 @@ impl FrameReader {
                 });
             }
             stream.set_read_timeout(Some(left))?;
-            let mut chunk = [0u8; READ_CHUNK];
-            let mut s = stream;
-            match s.read(&mut chunk) {
+            match self.read_some(&mut { stream }, READ_CHUNK) {
                 Ok(0) => {
                     return Err(match self.partial() {
                         None => FrameError::Closed,
                         Some((have, want)) => FrameError::Truncated { have, want },
                     })
                 }
-                Ok(n) => self.push(&chunk[..n]),
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e)
                     if matches!(
@@ -398,6 +404,27 @@ mod tests {
         assert!(matches!(fr.read_frame_ref(&mut r), Err(FrameError::Closed)));
         let back = fr.into_buffer();
         assert_eq!((back.as_ptr(), back.len()), (ptr, 32 * 1024));
+    }
+
+    /// `read_some` takes at most `max` bytes per call, straight into the buffer (which
+    /// grows to no more than what is buffered plus `max`), and frames split across calls
+    /// come out whole.
+    #[test]
+    fn read_some_reads_at_most_max_into_the_buffer() {
+        let mut wire = encode(&[b'a'; 700]);
+        wire.extend(encode(b"b"));
+        let mut r = &wire[..];
+        let mut fr = FrameReader::new(1 << 16);
+        assert_eq!(fr.read_some(&mut r, 512).unwrap(), 512);
+        assert!(!fr.has_frame());
+        assert_eq!(fr.partial(), Some((512, 704)));
+        assert!(fr.buf.len() <= 512, "grown to {}", fr.buf.len());
+        assert_eq!(fr.read_some(&mut r, 512).unwrap(), 197);
+        assert_eq!(fr.next_frame().unwrap().unwrap(), vec![b'a'; 700]);
+        assert_eq!(fr.next_frame().unwrap().unwrap(), b"b");
+        assert!(fr.buf.len() <= 1024, "grown to {}", fr.buf.len());
+        assert_eq!(fr.read_some(&mut r, 512).unwrap(), 0);
+        assert_eq!(fr.partial(), None);
     }
 
     #[test]
