@@ -6,14 +6,16 @@
 #
 # Every row starts a fresh broker on 127.0.0.1 with kernel-chosen ports and a fresh
 # event database, runs one bolide-bench command with --pid, keeps the JSON line in
-# $BENCH_OUT/<broker>-<row>.json (full output in .log), and stops the broker.
+# $BENCH_OUT/<broker>-<row>.json (full output in .log), and stops the broker. The ingest
+# rows run first, BENCH_INGEST_RUNS times per broker in alternation (<broker>-<row>.N.json);
+# the table shows each broker's median run and lists every run's rate.
 #
 # Broker kinds: `null` is `bolide-bench null-broker`, a broker that only moves bytes
 # (no parsing, validation, database or filters): the machine's floor, the cost of the
-# sockets alone. It runs first, on ingest-nosync, fanout-paced and fanout-b2b only
-# (ingest-sync and filter need a database or filters; its cells there show "-"). Then
-# `bolide`, then with `compare` `comet`. After the table come the ratios bolide / floor
-# and, with `compare`, bolide vs Comet.
+# sockets alone; it runs ingest-nosync, fanout-paced and fanout-b2b only (ingest-sync and
+# filter need a database or filters; its cells there show "-"). Each row runs on the null
+# broker, then bolide, then with `compare` `comet`, one after the other. After the table
+# come the ratios bolide / floor and, with `compare`, bolide vs Comet.
 #
 # Environment (defaults in brackets):
 #   BENCH_OUT            where results go [target/bench]
@@ -25,6 +27,7 @@
 #   BENCH_B2B_COUNT      events of the back-to-back fanout row [300]
 #   BENCH_FILTER_COUNT   events of the filter row [40]
 #   BENCH_MAX_SECONDS    bolide-bench --max-seconds per row [120]
+#   BENCH_INGEST_RUNS    runs of each ingest row per broker, alternated; the median is shown [3]
 #   BENCH_ROWS           rows to run [ingest-sync ingest-nosync fanout-paced fanout-b2b filter]
 #   BOLIDE_INTEROP_VENV  Comet's venv (compare; made by tests/interop/setup.sh)
 set -uo pipefail
@@ -42,6 +45,7 @@ paced_rate="${BENCH_PACED_RATE:-2}"
 b2b_count="${BENCH_B2B_COUNT:-300}"
 filter_count="${BENCH_FILTER_COUNT:-40}"
 max_s="${BENCH_MAX_SECONDS:-120}"
+ingest_runs="${BENCH_INGEST_RUNS:-3}"
 rows=(${BENCH_ROWS:-ingest-sync ingest-nosync fanout-paced fanout-b2b filter})
 compare=0
 [ "${1:-}" = compare ] && compare=1
@@ -123,8 +127,9 @@ stop_broker() {
   broker_pid=
 }
 
+# run_row KIND ROW [RUN]: one bolide-bench run; results in $out/KIND-ROW[.RUN].{log,json}.
 run_row() {
-  local kind=$1 row=$2 args=()
+  local kind=$1 row=$2 stem="$out/$1-$2${3:+.$3}" args=()
   case $row in
     ingest-sync|ingest-nosync) args=(ingest --authors="$authors" --duration="$ingest_s") ;;
     fanout-paced) args=(fanout --subscribers="$subs" --count="$paced_count" --rate="$paced_rate") ;;
@@ -133,12 +138,12 @@ run_row() {
     *) echo "unknown row $row" >&2; return 1 ;;
   esac
   start_broker "$kind" "$row" || return 1
-  echo "== $kind $row: bolide-bench ${args[*]}"
+  echo "== $kind $row${3:+ (run $3 of $ingest_runs)}: bolide-bench ${args[*]}"
   "$bench" --receive-port="$rport" --broadcast-port="$bport" --pid="$broker_pid" \
-    --max-seconds="$max_s" "${args[@]}" >"$out/$kind-$row.log" 2>&1
+    --max-seconds="$max_s" "${args[@]}" >"$stem.log" 2>&1
   local rc=$?
-  sed 's/^/   /' "$out/$kind-$row.log" | grep -v '^   {'
-  tail -n 1 "$out/$kind-$row.log" | grep '^{' >"$out/$kind-$row.json" || rm -f "$out/$kind-$row.json"
+  sed 's/^/   /' "$stem.log" | grep -v '^   {'
+  tail -n 1 "$stem.log" | grep '^{' >"$stem.json" || rm -f "$stem.json"
   stop_broker
   [ $rc = 0 ] || echo "   (bolide-bench exit status $rc)"
   failures=$((failures + (rc != 0)))
@@ -147,15 +152,52 @@ run_row() {
 # null_skips ROW: the null broker has no database (ingest-sync) and no filters (filter).
 null_skips() { [ "$1" = ingest-sync ] || [ "$1" = filter ]; }
 
+# skips KIND ROW: cells not run. Comet has no --no-sync (its dbm never fsyncs), so its one
+# ingest row serves both.
+skips() { { [ "$1" = comet ] && [ "$2" = ingest-nosync ]; } || { [ "$1" = null ] && null_skips "$2"; }; }
+is_ingest() { [ "$1" = ingest-sync ] || [ "$1" = ingest-nosync ]; }
+
+# median_run KIND ROW: of KIND-ROW.N.json, the run with the median rate becomes
+# KIND-ROW.json (the lower middle one for an even count); prints the rates in run order.
+median_run() {
+  local files=("$out/$1-$2".[0-9]*.json) rates
+  [ -f "${files[0]}" ] || return 0
+  rates=$(for f in "${files[@]}"; do jq -r '.accepted_per_s * 10 | round / 10' "$f"; done)
+  local pick
+  pick=$(for f in "${files[@]}"; do echo "$(jq -r '.accepted_per_s' "$f") $f"; done |
+    sort -g | sed -n "$(( (${#files[@]} + 1) / 2 ))p" | cut -d' ' -f2-)
+  cp "$pick" "$out/$1-$2.json"
+  echo "$rates" | tr '\n' ' '
+}
+
 failures=0
 kinds=(null bolide)
 [ $compare = 1 ] && kinds+=(comet)
-for kind in "${kinds[@]}"; do
+# Ingest rows first, in BENCH_INGEST_RUNS rounds of every broker, so that each broker's
+# runs are spread over the same minutes (a 10-s run is at the mercy of this shared
+# machine's moment); the run with the median rate is the one reported.
+for n in $(seq "$ingest_runs"); do
   for row in "${rows[@]}"; do
-    # Comet has no --no-sync (its dbm never fsyncs): one ingest row serves both.
-    if [ "$kind" = comet ] && [ "$row" = ingest-nosync ]; then continue; fi
-    if [ "$kind" = null ] && null_skips "$row"; then continue; fi
-    run_row "$kind" "$row"
+    is_ingest "$row" || continue
+    for kind in "${kinds[@]}"; do
+      [ "$n" = 1 ] && rm -f "$out/$kind-$row".[0-9]*.json "$out/$kind-$row".[0-9]*.log
+      skips "$kind" "$row" || run_row "$kind" "$row" "$n"
+    done
+  done
+done
+ingest_runs_report=$(
+  for row in "${rows[@]}"; do
+    is_ingest "$row" || continue
+    for kind in "${kinds[@]}"; do
+      skips "$kind" "$row" && continue
+      printf '%-14s %-7s %s\n' "$row" "$kind" "$(median_run "$kind" "$row")"
+    done
+  done
+)
+for row in "${rows[@]}"; do
+  is_ingest "$row" && continue
+  for kind in "${kinds[@]}"; do
+    skips "$kind" "$row" || run_row "$kind" "$row"
   done
 done
 
@@ -200,6 +242,25 @@ for row in "${rows[@]}"; do
   done
 done
 } | tee "$out/table.txt"
+
+if [ -n "$ingest_runs_report" ]; then
+  echo
+  echo "ingest runs (events/s, in run order; the table shows each broker's median run)"
+  {
+  echo "$ingest_runs_report"
+  if [ $compare = 1 ]; then
+    for row in "${rows[@]}"; do
+      is_ingest "$row" || continue
+      printf '%-14s %-7s' "$row" "x Comet"
+      for n in $(seq "$ingest_runs"); do
+        printf ' %s' "$(ratio "$(j "$out/bolide-$row.$n.json" .accepted_per_s)" \
+          "$(j "$out/comet-ingest-sync.$n.json" .accepted_per_s)")"
+      done
+      echo " (bolide / Comet, run by run)"
+    done
+  fi
+  } | tee "$out/ingest-runs.txt"
+fi
 
 echo
 echo "bolide vs null floor (rate: fraction of the floor's rate reached; p99, cpu: times the floor's)"
