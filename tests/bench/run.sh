@@ -157,17 +157,21 @@ null_skips() { [ "$1" = ingest-sync ] || [ "$1" = filter ]; }
 skips() { { [ "$1" = comet ] && [ "$2" = ingest-nosync ]; } || { [ "$1" = null ] && null_skips "$2"; }; }
 is_ingest() { [ "$1" = ingest-sync ] || [ "$1" = ingest-nosync ]; }
 
-# median_run KIND ROW: of KIND-ROW.N.json, the run with the median rate becomes
+# median_run KIND ROW: of the runs KIND-ROW.N.json, the one with the median rate becomes
 # KIND-ROW.json (the lower middle one for an even count); prints the rates in run order.
 median_run() {
-  local files=("$out/$1-$2".[0-9]*.json) rates
-  [ -f "${files[0]}" ] || return 0
-  rates=$(for f in "${files[@]}"; do jq -r '.accepted_per_s * 10 | round / 10' "$f"; done)
-  local pick
-  pick=$(for f in "${files[@]}"; do echo "$(jq -r '.accepted_per_s' "$f") $f"; done |
+  local n f files=() rates=
+  for n in $(seq "$ingest_runs"); do
+    f="$out/$1-$2.$n.json"
+    [ -f "$f" ] || continue
+    files+=("$f")
+    rates+="$(jq -r '.accepted_per_s * 10 | round / 10' "$f") "
+  done
+  [ ${#files[@]} -gt 0 ] || return 0
+  f=$(for f in "${files[@]}"; do echo "$(jq -r '.accepted_per_s' "$f") $f"; done |
     sort -g | sed -n "$(( (${#files[@]} + 1) / 2 ))p" | cut -d' ' -f2-)
-  cp "$pick" "$out/$1-$2.json"
-  echo "$rates" | tr '\n' ' '
+  cp "$f" "$out/$1-$2.json"
+  echo "$rates"
 }
 
 failures=0
@@ -180,7 +184,7 @@ for n in $(seq "$ingest_runs"); do
   for row in "${rows[@]}"; do
     is_ingest "$row" || continue
     for kind in "${kinds[@]}"; do
-      [ "$n" = 1 ] && rm -f "$out/$kind-$row".[0-9]*.json "$out/$kind-$row".[0-9]*.log
+      [ "$n" = 1 ] && rm -f "$out/$kind-$row".json "$out/$kind-$row".[0-9]*.json "$out/$kind-$row".[0-9]*.log
       skips "$kind" "$row" || run_row "$kind" "$row" "$n"
     done
   done
