@@ -769,17 +769,24 @@ mod tests {
         assert_eq!(s.prune(NOW, 10).unwrap(), 334);
     }
 
+    /// An LMDB environment in `d` made without `Store`, and its `meta` database: for
+    /// writing databases the way other versions (or damage) left them.
+    fn raw_env(d: &TestDir) -> (Environment, Database) {
+        fs::create_dir_all(&d.0).unwrap();
+        let env = Environment::new().set_max_dbs(4).open(&d.0).unwrap();
+        let meta = env
+            .create_db(Some(META_DB), DatabaseFlags::empty())
+            .unwrap();
+        (env, meta)
+    }
+
     /// A format-1 database (with its `by_time` index) is upgraded in place on open: the
     /// records are kept, the index is gone, the format says 2, and it opens as 2 again.
     #[test]
     fn format_1_is_upgraded_in_place() {
         let d = TestDir::new("format1");
-        fs::create_dir_all(&d.0).unwrap();
         {
-            let env = Environment::new().set_max_dbs(4).open(&d.0).unwrap();
-            let meta = env
-                .create_db(Some(META_DB), DatabaseFlags::empty())
-                .unwrap();
+            let (env, meta) = raw_env(&d);
             let events = env
                 .create_db(Some(EVENTS_DB), DatabaseFlags::empty())
                 .unwrap();
@@ -872,12 +879,8 @@ mod tests {
     #[test]
     fn wrong_format_refused() {
         let d = TestDir::new("format");
-        fs::create_dir_all(&d.0).unwrap();
         {
-            let env = Environment::new().set_max_dbs(4).open(&d.0).unwrap();
-            let db = env
-                .create_db(Some(META_DB), DatabaseFlags::empty())
-                .unwrap();
+            let (env, db) = raw_env(&d);
             let mut txn = env.begin_rw_txn().unwrap();
             txn.put(db, &FORMAT_KEY, b"bolide-eventdb-99", WriteFlags::empty())
                 .unwrap();

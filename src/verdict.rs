@@ -181,7 +181,7 @@ pub(crate) mod tests {
         let mut rest = Vec::new();
         author.read_to_end(&mut rest).unwrap();
         assert!(rest.is_empty());
-        frame.to_vec()
+        frame
     }
 
     /// The reply and the FIN travel in one segment: the author's socket receives the
