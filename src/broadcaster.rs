@@ -24,7 +24,7 @@ use log::{debug, info, warn};
 use crate::dispatcher::{Msg, SubscriberHandle};
 use crate::frame::{FrameError, FrameReader};
 use crate::outbox::Outbox;
-use crate::receiver::NonBlocking;
+use crate::sys::NonBlocking;
 use crate::transport::{self, Role};
 
 /// The longest the thread sleeps before looking at its socket again (so a new

@@ -20,6 +20,7 @@ use crate::committer;
 use crate::dispatcher::{self, Dispatcher, Msg, Stats};
 use crate::handlers;
 use crate::listener::{self, Caps, Handoff, Kind, ListenerState};
+use crate::pruner;
 use crate::receiver::{self, ReceiverContext};
 use crate::siteconfig::SiteConfig;
 use crate::store::{Store, StoreConfig, StoreError};
@@ -158,7 +159,7 @@ impl Broker {
             let interval = cfg.prune_interval;
             let (stop_tx, stop_rx) = bounded::<()>(0);
             let h = spawn("pruner", SERVICE_STACK, move || {
-                committer::run_pruner(store, interval, stop_rx)
+                pruner::run_pruner(store, interval, stop_rx)
             })?;
             (stop_tx, h)
         };

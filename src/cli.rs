@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
+use crate::filters::{check_xpath, InvalidFilter};
 use crate::handlers::HandlerConfig;
 use crate::ivoid;
 use crate::siteconfig::{SiteConfig, SiteConfigError};
@@ -267,7 +268,7 @@ pub enum ConfigError {
     /// A `--remote` that is not `host[:port]`.
     Remote { input: String, why: &'static str },
     /// A `--filter` that is not valid XPath 1.0.
-    Filter { expr: String, why: String },
+    Filter { expr: String, why: InvalidFilter },
     /// A `--cmd` that cannot be run.
     Cmd { path: PathBuf, why: String },
     /// No usable directory for `--save-event`.
@@ -429,15 +430,6 @@ fn check_executable(p: &std::path::Path) -> Result<(), String> {
         return Err("not executable".into());
     }
     Ok(())
-}
-
-/// Compile an XPath 1.0 expression to check it (what Comet does at start-up).
-pub fn check_xpath(expr: &str) -> Result<(), String> {
-    match sxd_xpath::Factory::new().build(expr) {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err("empty expression".into()),
-        Err(e) => Err(e.to_string()),
-    }
 }
 
 /// The default event database directory for this user.

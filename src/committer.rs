@@ -1,5 +1,4 @@
-//! Group commit (the committer thread, or the dispatcher itself under `--no-sync`) and
-//! the pruner thread.
+//! Group commit: the committer thread, or the dispatcher itself under `--no-sync`.
 //!
 //! The committer takes every record waiting in its queue, writes them all in one LMDB
 //! transaction and commits once (one fsync for the whole batch), then answers each waiting
@@ -9,25 +8,20 @@
 //!
 //! Under `--no-sync` a commit is a few page writes into the page cache (microseconds),
 //! less than handing the batch to another thread costs (a condition-variable wake-up and
-//! two context switches, ~6 µs per event under 16-author ingest on 2 CPUs). There the
+//! two context switches per batch). There the
 //! queue is [`CommitQueue::inline`] and the dispatcher runs the same [`Committer`]
 //! whenever its inbox is empty or [`INLINE_BATCH`] records are waiting: no committer
 //! thread is started. The price: while a prune chunk holds LMDB's write lock (up to
-//! [`PRUNE_CHUNK`] deletions, a few milliseconds), the dispatcher's next commit, and so
-//! its next fan-out, waits for it.
-//!
-//! The pruner deletes expired records in small chunks (each chunk its own short write
-//! transaction), so ingest never waits behind a long prune.
+//! [`crate::pruner::PRUNE_CHUNK`] deletions), the dispatcher's next commit, and so its
+//! next fan-out, waits for it.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
-use log::{debug, error, info};
+use log::{debug, error};
 
 use crate::store::Store;
-use crate::time;
 use crate::verdict::{ReplyTo, Verdict};
 use crate::voevent::{Key, Rejection};
 
@@ -36,8 +30,6 @@ pub const MAX_BATCH: usize = 4096;
 /// Under `--no-sync`, the dispatcher commits at least every this many records even
 /// while its inbox is never empty, so authors are answered under sustained load.
 pub const INLINE_BATCH: usize = 64;
-/// Most deletions per prune transaction.
-pub const PRUNE_CHUNK: usize = 512;
 
 /// One accepted event to make durable.
 pub struct Record {
@@ -264,29 +256,11 @@ pub fn run_committer(store: Arc<Store>, queue: Arc<CommitQueue>) -> CommitStats 
     c.stats
 }
 
-/// Pruner thread body: prunes at start-up and then every `interval`, until `stop` closes.
-pub fn run_pruner(store: Arc<Store>, interval: Duration, stop: Receiver<()>) {
-    loop {
-        let started = Instant::now();
-        match store.prune(time::unix_now(), PRUNE_CHUNK) {
-            Ok(0) => debug!("prune: nothing expired"),
-            Ok(n) => info!(
-                "pruned {n} expired records from the event database in {:.1} ms",
-                started.elapsed().as_secs_f64() * 1e3
-            ),
-            Err(e) => error!("pruning the event database failed: {e}"),
-        }
-        match stop.recv_timeout(interval) {
-            Err(RecvTimeoutError::Timeout) => continue,
-            _ => return,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::StoreConfig;
+    use std::time::Duration;
 
     /// Records that are waiting together are committed together: one transaction, and
     /// every author answered after it; their keys are pending until then, not after.

@@ -74,6 +74,21 @@ impl std::fmt::Display for InvalidFilter {
     }
 }
 
+/// Compile an XPath 1.0 expression.
+pub fn compile(text: &str) -> Result<XPath, InvalidFilter> {
+    match Factory::new().build(text) {
+        Ok(Some(x)) => Ok(x),
+        Ok(None) => Err(InvalidFilter("empty expression".into())),
+        Err(e) => Err(InvalidFilter(e.to_string())),
+    }
+}
+
+/// Compile an expression only to check it (what Comet does at start-up with `--filter`
+/// and what `--subscriber-config` does per line).
+pub fn check_xpath(text: &str) -> Result<(), InvalidFilter> {
+    compile(text).map(drop)
+}
+
 impl FilterTable {
     /// Intern `text`, compiling it if new. Each successful call must be paired with a
     /// [`FilterTable::release`].
@@ -84,11 +99,7 @@ impl FilterTable {
             }
             return Ok(id);
         }
-        let xpath = match Factory::new().build(text) {
-            Ok(Some(x)) => x,
-            Ok(None) => return Err(InvalidFilter("empty expression".into())),
-            Err(e) => return Err(InvalidFilter(e.to_string())),
-        };
+        let xpath = compile(text)?;
         let xpath = if uses_prefix(text) {
             debug!("filter {text:?} uses a namespace prefix; none is bound, so it never matches (use local-name())");
             None

@@ -28,7 +28,6 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -37,6 +36,7 @@ use std::time::Instant;
 
 use log::{error, warn};
 
+use crate::sys::{self, set_kernel_name};
 use crate::whitelist::{normalize, Whitelist};
 
 /// Most threads of one listener kept parked for the next connection that needs one.
@@ -228,10 +228,7 @@ impl ListenerState {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         if let Some(l) = listener {
-            // SAFETY: shutdown(2) on the listening socket, kept open by the Arc we hold.
-            unsafe {
-                libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR);
-            }
+            sys::shutdown_listener(&l);
         }
         for p in self.idle_list().drain(..) {
             p.thread.unpark();
@@ -509,42 +506,6 @@ where
     }
     state.active.fetch_add(1, Ordering::SeqCst);
     true
-}
-
-/// Set the calling thread's kernel name (at most 15 bytes are kept).
-fn set_kernel_name(label: &str) {
-    let short: String = label.chars().take(15).collect();
-    if let Ok(c) = std::ffi::CString::new(short) {
-        // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
-        unsafe {
-            libc::prctl(libc::PR_SET_NAME, c.as_ptr(), 0, 0, 0);
-        }
-    }
-}
-
-/// Raise this process's open-file soft limit to its hard limit; returns the soft limit now
-/// in force.
-pub fn raise_nofile_limit() -> u64 {
-    // SAFETY: getrlimit/setrlimit with a valid, initialized struct.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
-        }
-        lim.rlim_cur
-    }
 }
 
 #[cfg(test)]

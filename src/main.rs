@@ -37,7 +37,7 @@ fn main() -> ExitCode {
     };
     // Every connection costs a descriptor (a subscriber two): raise the soft limit to the
     // hard one and keep the connection cap within it.
-    let nofile = bolide::listener::raise_nofile_limit();
+    let nofile = bolide::sys::raise_nofile_limit();
     let fit = (nofile.saturating_sub(64) / 2) as usize;
     if cfg.max_connections > fit {
         log::warn!(

@@ -14,11 +14,11 @@
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::sys::send_nonblocking;
 use crate::voevent::Event;
 
 /// A frame waiting to be written.
@@ -92,35 +92,6 @@ impl Waker {
                 .unwrap_or_else(|e| e.into_inner().0);
         }
         std::mem::take(&mut st.wake)
-    }
-}
-
-/// `send(MSG_DONTWAIT)`: how much of `buf` the kernel took now (0 if none).
-pub(crate) fn send_nonblocking(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
-    send_dontwait(stream, buf, 0)
-}
-
-/// [`send_nonblocking`] with extra `send(2)` flags (`MSG_MORE` for a last message).
-pub(crate) fn send_dontwait(stream: &TcpStream, buf: &[u8], flags: i32) -> io::Result<usize> {
-    loop {
-        // SAFETY: send(2) from a valid buffer on our own descriptor.
-        let n = unsafe {
-            libc::send(
-                stream.as_raw_fd(),
-                buf.as_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL | flags,
-            )
-        };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = io::Error::last_os_error();
-        match e.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return Ok(0),
-            _ => return Err(e),
-        }
     }
 }
 

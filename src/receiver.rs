@@ -16,9 +16,8 @@
 //! Every outcome that allows a reply gets one: `ack`, or `nak` with a reason starting
 //! `Event rejected: `. Then the connection closes.
 
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +27,7 @@ use log::{info, warn};
 use crate::dispatcher::Msg;
 use crate::frame::{FrameError, FrameReader};
 use crate::listener::Handoff;
+use crate::sys::{DeadlineReader, NonBlocking};
 use crate::transport;
 use crate::verdict::{ReplyTo, Verdict};
 use crate::voevent::{check_author_event, nak_text, Rejection};
@@ -45,49 +45,6 @@ pub struct ReceiverContext {
 /// Largest event checked while the accept role is held: parsing and validating it takes
 /// well under a millisecond. A bigger one is checked after the role has been passed on.
 pub const SERVE_IN_PLACE_MAX: usize = 64 * 1024;
-
-/// A reader that never blocks: `recv` with `MSG_DONTWAIT` (nothing there yet is
-/// `WouldBlock`). Also the subscriber threads' read of acks and iamalives, and the null
-/// broker's drain.
-pub struct NonBlocking<'a>(pub &'a TcpStream);
-
-impl Read for NonBlocking<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: recv into a valid, writable buffer of the given length on a socket we
-        // borrow for the duration of the call.
-        let n = unsafe {
-            libc::recv(
-                self.0.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
-    }
-}
-
-/// A reader that applies an absolute deadline to every `read`.
-pub struct DeadlineReader<'a> {
-    pub stream: &'a TcpStream,
-    pub deadline: Instant,
-}
-
-impl Read for DeadlineReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        self.stream.set_read_timeout(Some(left))?;
-        let mut s = self.stream;
-        s.read(buf)
-    }
-}
 
 /// Largest receive buffer a thread keeps for its next author: bigger ones (a large
 /// event's) are freed with their connection.

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use cidr_utils::cidr::IpCidr;
 
-use crate::cli::check_xpath;
+use crate::filters::check_xpath;
 use crate::whitelist::{normalize, parse_network};
 
 /// The parsed file.

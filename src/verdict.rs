@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use log::{debug, info, warn};
 
-use crate::outbox::send_dontwait;
+use crate::sys::send_dontwait;
 use crate::transport;
 use crate::voevent::{nak_text, Rejection};
 

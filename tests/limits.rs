@@ -65,7 +65,7 @@ fn exchange_from(from: Ipv4Addr, b: &Broker, payload: &[u8]) -> Reply {
     let mut s = connect_from(from, b.receive()).unwrap();
     s.write_all(&bolide::frame::encode(payload)).unwrap();
     let mut fr = bolide::frame::FrameReader::new(1 << 20);
-    let mut r = bolide::receiver::DeadlineReader {
+    let mut r = bolide::sys::DeadlineReader {
         stream: &s,
         deadline: Instant::now() + T,
     };

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 use bolide::frame::{write_frame, FrameReader};
-use bolide::receiver::DeadlineReader;
+use bolide::sys::DeadlineReader;
 use bolide::transport::{self, Role};
 
 /// Submit one VOEvent to a VTP broker and wait for its ack or nak.

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bolide::frame::{write_frame, FrameError, FrameReader};
-use bolide::receiver::DeadlineReader;
+use bolide::sys::DeadlineReader;
 use bolide::transport::{self, Message, Role};
 
 pub const LOCAL_IVO: &str = "ivo://bolide.test/broker";
@@ -534,7 +534,7 @@ pub fn connect_from(from: std::net::Ipv4Addr, to: SocketAddr) -> std::io::Result
 
 /// Raise this test process's open-file limit (floods need thousands of sockets).
 pub fn raise_nofile() -> u64 {
-    bolide::listener::raise_nofile_limit()
+    bolide::sys::raise_nofile_limit()
 }
 
 /// Threads of a process, from /proc.

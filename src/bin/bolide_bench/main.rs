@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use argh::FromArgs;
 use bolide::frame::{encode, FrameReader};
-use bolide::receiver::DeadlineReader;
+use bolide::sys::DeadlineReader;
 
 mod null_broker;
 

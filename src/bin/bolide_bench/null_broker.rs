@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 use bolide::frame::write_frame;
-use bolide::receiver::{DeadlineReader, NonBlocking};
+use bolide::sys::{DeadlineReader, NonBlocking};
 
 /// A broker doing only the unavoidable socket work, the floor the others are measured
 /// against (runs until killed).

@@ -1,0 +1,133 @@
+//! Thin wrappers over the system calls bolide uses beyond `std::net`: non-blocking
+//! `recv`/`send` on a borrowed socket, reads under an absolute deadline, shutting down a
+//! listening socket, the calling thread's kernel name, and the open-file limit.
+//!
+//! Every role module (receiver, broadcaster, upstream, listener, verdict, outbox) and the
+//! tools take these from here, so non-blocking I/O has one home and no role module is
+//! imported for a helper.
+
+use std::io::{self, Read};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+/// A reader that never blocks: `recv` with `MSG_DONTWAIT` (nothing there yet is
+/// `WouldBlock`). The receiver's first read of an author's event, the subscriber threads'
+/// read of acks and iamalives, and the null broker's drain.
+pub struct NonBlocking<'a>(pub &'a TcpStream);
+
+impl Read for NonBlocking<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: recv into a valid, writable buffer of the given length on a socket we
+        // borrow for the duration of the call.
+        let n = unsafe {
+            libc::recv(
+                self.0.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+}
+
+/// A reader that applies an absolute deadline to every `read`: the time left is set as
+/// the socket's receive timeout before each read, and a deadline already past is
+/// `TimedOut` without a system call.
+pub struct DeadlineReader<'a> {
+    pub stream: &'a TcpStream,
+    pub deadline: Instant,
+}
+
+impl Read for DeadlineReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        let mut s = self.stream;
+        s.read(buf)
+    }
+}
+
+/// `send(MSG_DONTWAIT)`: how much of `buf` the kernel took now (0 if none).
+pub fn send_nonblocking(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    send_dontwait(stream, buf, 0)
+}
+
+/// [`send_nonblocking`] with extra `send(2)` flags (`MSG_MORE` for a last message).
+/// `MSG_NOSIGNAL` is always set: a peer that went away is an error, never a `SIGPIPE`.
+pub fn send_dontwait(stream: &TcpStream, buf: &[u8], flags: i32) -> io::Result<usize> {
+    loop {
+        // SAFETY: send(2) from a valid buffer on a descriptor we borrow for the call.
+        let n = unsafe {
+            libc::send(
+                stream.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL | flags,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(0),
+            _ => return Err(e),
+        }
+    }
+}
+
+/// `shutdown(2)` a listening socket: every thread blocked in its `accept` returns with an
+/// error, while the descriptor stays open until the last owner drops it.
+pub fn shutdown_listener(listener: &TcpListener) {
+    // SAFETY: shutdown(2) on a descriptor we borrow for the call.
+    unsafe {
+        libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR);
+    }
+}
+
+/// Set the calling thread's kernel name (what `top -H` and `ps -L` show); at most 15
+/// bytes are kept.
+pub fn set_kernel_name(label: &str) {
+    let short: String = label.chars().take(15).collect();
+    if let Ok(c) = std::ffi::CString::new(short) {
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+        unsafe {
+            libc::prctl(libc::PR_SET_NAME, c.as_ptr(), 0, 0, 0);
+        }
+    }
+}
+
+/// Raise this process's open-file soft limit to its hard limit; returns the soft limit now
+/// in force.
+pub fn raise_nofile_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit with a valid, initialized struct.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+        lim.rlim_cur
+    }
+}
