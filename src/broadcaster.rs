@@ -393,10 +393,9 @@ mod tests {
     /// subscriber thread touches stays resident while it is connected, and a thousand
     /// subscribers hold a thousand threads: a thread starts about 5.1 KiB deep (glibc's
     /// thread descriptor and TLS, Rust's thread start), so a session within 2.5 KiB keeps
-    /// each thread at two pages. A 2 KiB read buffer on this path made the session
-    /// 4.4 KiB deep and cost every subscriber a third page (4 MiB at 1000; measured with
-    /// /proc/PID/pagemap). Frame sizes only mean something optimized: `make test` runs
-    /// this test with `--release`.
+    /// each thread at two pages (a stack buffer of a few KiB on this path would cost every
+    /// subscriber a third page). Frame sizes only mean something optimized: `make test`
+    /// runs this test with `--release`.
     #[test]
     #[cfg_attr(
         debug_assertions,

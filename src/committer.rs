@@ -47,9 +47,9 @@ pub struct Record {
 /// (or has failed), removes its keys from `pending`. So the dispatcher's duplicate check
 /// is "in `pending` or in LMDB", and no key is ever in neither between acceptance and
 /// commit. A mutex and condition variable rather than a channel: the committer sleeps in
-/// the kernel until there is work (crossbeam's receive spins and yields first, which on 2
-/// CPUs under ingest load was tens of thousands of needless context switches a second),
-/// and it takes a whole batch under one lock.
+/// the kernel until there is work (crossbeam's receive spins and yields first, which on
+/// two CPUs under ingest load means needless context switches by the thousand), and it
+/// takes a whole batch under one lock.
 #[derive(Default)]
 pub struct CommitQueue {
     state: Mutex<QueueState>,

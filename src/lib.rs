@@ -58,8 +58,8 @@
 //!   a hand-off between threads, so no committer thread is started: the dispatcher runs
 //!   the same [`committer::Committer`] whenever its inbox is empty (and every
 //!   [`committer::INLINE_BATCH`] records).
-//! * **Pruner** ([`committer::run_pruner`]): reads through the records and deletes the
-//!   expired ones in short transactions, so ingest never waits behind it.
+//! * **Pruner** ([`pruner`]): reads through the records and deletes the expired ones in
+//!   short transactions, so ingest never waits behind it.
 //! * **Broadcaster** ([`broadcaster`]): one thread per subscriber. It owns the read side
 //!   of its socket and its counters (acked, iamalive outstanding), writes whatever backlog
 //!   the dispatcher left in its outbox (blocking, under the write deadline), and drops
@@ -94,12 +94,26 @@
 //!
 //! ## Modules
 //!
-//! Wire and formats: [`frame`] (VTP framing), [`transport`] (Transport messages),
-//! [`xml`] (hardened parser), [`schema`] + [`xsd`] (VOEvent 2.0 validation), [`ivoid`],
-//! [`voevent`] (the event and its checks), [`testevent`]. Runtime: [`broker`] (start-up
-//! and wiring), [`listener`], [`receiver`], [`broadcaster`], [`dispatcher`],
-//! [`committer`], [`verdict`], [`store`], [`outbox`], [`filters`], [`handlers`], [`upstream`],
-//! [`siteconfig`], [`signals`]. Configuration: [`cli`]. Utilities: [`time`].
+//! | concern | modules |
+//! |---|---|
+//! | wire and formats | [`frame`] (VTP framing), [`transport`] (Transport messages), [`xml`] (hardened parser), [`schema`] + [`xsd`] (VOEvent 2.0 validation), [`ivoid`], [`voevent`] (the event and its checks), [`testevent`] |
+//! | roles, one thread each | [`receiver`] (an author), [`broadcaster`] (a subscriber), [`upstream`] (a `--remote`), [`dispatcher`], [`committer`], [`pruner`], [`handlers`] |
+//! | what the roles share | [`listener`] (accept, caps, thread reuse), [`outbox`] (a subscriber's write side), [`verdict`] (an author's reply), [`filters`] (XPath), [`store`] (LMDB) |
+//! | start-up and configuration | [`broker`] (wiring and shutdown), [`cli`], [`siteconfig`], [`whitelist`] |
+//! | the operating system | [`sys`] (non-blocking I/O, deadlines, thread names, limits), [`signals`], [`time`] |
+//!
+//! Modules depend downwards: roles use what the roles share and the operating-system
+//! layer, never each other for a helper.
+//!
+//! ## Why bolide parses XML itself
+//!
+//! VTP 2.0 deduplicates on the byte span of the root element, and hostile input must be
+//! refused by limits enforced while scanning (depth, attributes, elements, no DOCTYPE),
+//! before any tree grows: [`xml`] gives both, and parses a typical 4.5 KB VOEvent several
+//! times faster than sxd-document and over ten times faster than xmltree (figures in
+//! `tests/bench/RESULTS.md`, XML parsing). roxmltree is nearly as fast but bounds only the
+//! number of nodes; quick-xml is a tokenizer that leaves namespace and attribute
+//! well-formedness to its caller, i.e. most of a parser.
 
 pub mod broadcaster;
 pub mod broker;

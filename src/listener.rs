@@ -14,14 +14,14 @@
 //! event has already arrived (the usual case) is served without waking anyone, and the
 //! connections that arrive meanwhile queue in the kernel's backlog rather than in
 //! sleeping threads: under load the role holder takes them one after another without
-//! sleeping. (When every idle thread waited in `accept`, each connection woke one of
-//! them: a context switch per event, and a quarter of the author threads' CPU time.)
+//! sleeping. (If every idle thread waited in `accept`, each connection would wake one of
+//! them: a context switch per event.)
 //!
 //! A thread whose connection ends without the role parks, at most [`MAX_IDLE_THREADS`]
 //! per listener, and retires after [`IDLE_TIMEOUT`] unused. Reuse matters: starting a
 //! thread costs three TLB-shootdown interrupts on every CPU (Rust's guard-paged signal
-//! stack is mapped, protected and unmapped; glibc madvises the cached stack), which with
-//! one author connection per event was a tenth of the broker's CPU under ingest load.
+//! stack is mapped, protected and unmapped; glibc madvises the cached stack), a cost that
+//! one author connection per event would otherwise pay for every event.
 //! While it serves a connection, a thread carries the peer in its kernel name (what
 //! `top -H` and `ps -L` show), e.g. `author 192.0.2.7:4`.
 

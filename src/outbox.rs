@@ -67,8 +67,8 @@ pub struct Outbox {
     state: Mutex<State>,
     limit: usize,
     /// Wakes the subscriber thread. A condition variable, not a channel: crossbeam's
-    /// receive spins with `sched_yield` before parking, which with a thousand subscriber
-    /// threads was most of the broker's CPU.
+    /// receive spins with `sched_yield` before parking, which a thousand subscriber threads
+    /// would pay on every wake-up.
     cv: Condvar,
     /// Events completely written (for ack accounting).
     sent: AtomicU64,

@@ -21,16 +21,15 @@
 //! short write transactions. An index ordered by time would let it stop at
 //! the first unexpired record, but every insert would then dirty a second
 //! page at a random place (the digest makes keys random even within one
-//! second): measured, 5.3–6.1 µs per record with the index against 3.5
-//! without (LMDB, no fsync, batches of 6), on the ingest path, to save a
-//! read-through that costs 32 ms per million records (69 ms when 10 000 of
-//! them are deleted) every `--eventdb-prune-interval` (6 h by default).
+//! second), a cost paid on the ingest path for every event to save a
+//! read-through paid once per `--eventdb-prune-interval` (6 h by default).
+//! The figures are in `tests/bench/RESULTS.md` (Storage).
 //!
 //! `meta/format` is written when the environment is created and checked on
 //! every open; an LMDB environment without it (or with another value), or a
 //! file that is not LMDB at all, is refused with [`StoreError::Corrupt`]
 //! naming the file, rather than being modified. The one exception is format
-//! 1 (bolide before 0.2 kept the `by_time` index beside the same `events`):
+//! 1 (which keeps a `by_time` index beside the same `events`):
 //! it is upgraded in place on open, in one transaction that drops `by_time`
 //! and rewrites the format, so its records stay as they are.
 //!

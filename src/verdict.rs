@@ -7,10 +7,10 @@
 //! `nak` (a few hundred bytes into a send buffer nothing else has used) and a close.
 //! The reply is sent with `MSG_MORE` and followed by `shutdown(SHUT_WR)`, so the kernel
 //! puts the FIN in the reply's own segment: the author receives one segment (and sends
-//! one ACK) instead of two, which on loopback saved ~6 µs of broker CPU per event.
+//! one ACK) instead of two.
 //! `shutdown` rather than relying on `close`: a close with unread bytes from the author
 //! would reset the connection and discard the unsent reply, where `shutdown` sends it
-//! first (then the close resets, as it did before). The
+//! first (and the close then resets). The
 //! receiver thread is back in `accept` at once, and an event costs no sleep and wake-up
 //! of its receiver thread. A `ReplyTo` dropped unanswered answers "unavailable"; past the
 //! author's deadline the connection is closed without a reply, as the protocol's
