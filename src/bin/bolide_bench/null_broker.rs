@@ -18,7 +18,7 @@
 //! the rest of the previous fan-out. (It costs the author one fan-out of ack latency.)
 
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -69,11 +69,7 @@ pub fn run(host: &str, a: &NullBrokerArgs) -> ExitCode {
 
 fn start(host: &str, a: &NullBrokerArgs) -> Result<(TcpListener, Arc<Subscribers>), String> {
     let bind = |port: u16| {
-        let addr = (host, port)
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {host}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("no address for {host}"))?;
+        let addr = crate::author::resolve(host, port)?;
         let l = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let at = l.local_addr().map_err(|e| e.to_string())?;
         Ok::<_, String>((l, at))
@@ -111,7 +107,7 @@ fn serve_authors(l: TcpListener, subs: &Subscribers) -> ! {
             continue; // nothing, garbage, too big or too slow: just close
         };
         let frame = &buf[..total];
-        let reply = match super::attr_in(&frame[4..], b"ivorn=\"", total) {
+        let reply = match crate::scan::attr_in(&frame[4..], b"ivorn=\"", total) {
             Some(ivorn) => {
                 // The frame is written from this buffer: no copy, no hand-off.
                 lock(subs).retain(|s| (&**s).write_all(frame).is_ok());
