@@ -12,6 +12,9 @@ CARGO   ?= cargo
 BINDIR   = $(DESTDIR)$(PREFIX)/bin
 MANDIR   = $(DESTDIR)$(PREFIX)/share/man
 UNITDIR  = $(DESTDIR)$(PREFIX)/lib/systemd/system
+# /etc for a /usr install (a distribution package), $(PREFIX)/etc otherwise.
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+CONFDIR  = $(DESTDIR)$(SYSCONFDIR)/bolide
 BINS     = bolide bolide-send bolide-bench
 MANPAGES = man8/bolide.8 man1/bolide-send.1 man1/bolide-bench.1
 # Where `make install` takes the binaries from; NOBUILD=1 skips the release build (the
@@ -19,8 +22,12 @@ MANPAGES = man8/bolide.8 man1/bolide-send.1 man1/bolide-bench.1
 BUILT   ?= target/release
 
 # The systemd unit: an unprivileged dynamic user, state in /var/lib/bolide, the usual
-# hardening. Options go in /etc/default/bolide as BOLIDE_OPTS=...; reload = SIGHUP
-# (re-reads --subscriber-config).
+# hardening. Options go in $(SYSCONFDIR)/bolide/bolide.conf (one per line, spaces kept;
+# installed from dist/bolide.conf, never overwritten) and, for a quick override,
+# BOLIDE_OPTS in /etc/default/bolide (split on spaces; the last value of an option
+# wins). bolide exits 2 on a configuration error, such as the missing --local-ivo of the
+# installed file: RestartPreventExitStatus=2 keeps systemd from restarting it every 5 s.
+# Reload = SIGHUP (re-reads --subscriber-config).
 define SYSTEMD_UNIT
 [Unit]
 Description=bolide VOEvent broker (VOEvent Transport Protocol)
@@ -30,14 +37,14 @@ Wants=network-online.target
 
 [Service]
 Type=simple
-Environment="BOLIDE_OPTS=--receive --broadcast --local-ivo=ivo://example.org/broker"
 EnvironmentFile=-/etc/default/bolide
-ExecStart=$(PREFIX)/bin/bolide --eventdb=/var/lib/bolide/eventdb $$BOLIDE_OPTS
+ExecStart=$(PREFIX)/bin/bolide --eventdb=/var/lib/bolide/eventdb --options-file=$(SYSCONFDIR)/bolide/bolide.conf $$BOLIDE_OPTS
 ExecReload=/bin/kill -HUP $$MAINPID
 KillSignal=SIGTERM
 TimeoutStopSec=30
 Restart=on-failure
 RestartSec=5
+RestartPreventExitStatus=2
 DynamicUser=yes
 StateDirectory=bolide
 WorkingDirectory=/var/lib/bolide
@@ -45,6 +52,8 @@ LimitNOFILE=65536
 NoNewPrivileges=yes
 CapabilityBoundingSet=
 AmbientCapabilities=
+# The file system is read-only but for /var/lib/bolide: a --save-event-directory
+# elsewhere needs ReadWritePaths=DIR (systemctl edit bolide).
 ProtectSystem=strict
 ProtectHome=yes
 PrivateTmp=yes
@@ -60,7 +69,8 @@ RestrictNamespaces=yes
 RestrictRealtime=yes
 RestrictSUIDSGID=yes
 LockPersonality=yes
-MemoryDenyWriteExecute=yes
+# No MemoryDenyWriteExecute=yes: it binds --cmd children too, and breaks handlers
+# written for JIT runtimes (Java, Node.js, PyPy, LuaJIT).
 SystemCallArchitectures=native
 SystemCallFilter=@system-service
 UMask=0027
@@ -111,8 +121,9 @@ bench-compare: release
 
 # Binaries, man pages and the systemd unit under $(DESTDIR)$(PREFIX).
 install: $(if $(NOBUILD),,release)
-	install -d $(BINDIR) $(MANDIR)/man1 $(MANDIR)/man8 $(UNITDIR)
-	for b in $(BINS); do install -m 0755 $(BUILT)/$$b $(BINDIR)/$$b; done
+	install -d $(BINDIR) $(MANDIR)/man1 $(MANDIR)/man8 $(UNITDIR) $(CONFDIR)
+	for b in $(BINS); do install -m 0755 -s $(BUILT)/$$b $(BINDIR)/$$b; done
+	[ -e $(CONFDIR)/bolide.conf ] || install -m 0644 dist/bolide.conf $(CONFDIR)/bolide.conf
 	for m in $(MANPAGES); do install -m 0644 man/$$(basename $$m) $(MANDIR)/$$m; done
 	printf '%s\n' "$$SYSTEMD_UNIT" > $(UNITDIR)/bolide.service
 	chmod 0644 $(UNITDIR)/bolide.service

@@ -42,7 +42,7 @@ pub enum StartError {
     /// A thread could not be started.
     Thread(io::Error),
     /// The handlers could not be set up (save directory, threads).
-    Handlers(io::Error),
+    Handlers(handlers::HandlerError),
 }
 
 impl fmt::Display for StartError {
@@ -57,7 +57,7 @@ impl fmt::Display for StartError {
                 write!(f, "cannot listen for {role} on {addr}: {err}")
             }
             StartError::Thread(e) => write!(f, "cannot start a thread: {e}"),
-            StartError::Handlers(e) => write!(f, "cannot set up the event handlers: {e}"),
+            StartError::Handlers(e) => write!(f, "{e}"),
         }
     }
 }
@@ -263,10 +263,13 @@ impl Broker {
                 broker.upstreams.push(stop_tx);
             }
         }
-        info!(
-            "connection caps: {} in total, {} authors and {} subscribers per address",
-            cfg.max_connections, cfg.max_authors_per_address, cfg.max_subscribers_per_address
-        );
+        // A plain subscriber (only --remote) opens no port: no caps to speak of.
+        if cfg.receive || cfg.broadcast {
+            info!(
+                "connection caps: {} in total, {} authors and {} subscribers per address",
+                cfg.max_connections, cfg.max_authors_per_address, cfg.max_subscribers_per_address
+            );
+        }
         info!(
             "event database {}: {} commits, records kept {} s",
             store.path().display(),

@@ -1,8 +1,5 @@
-//! The `bolide` command line: Comet 3.1.0's options plus bolide's own, parsed with argh,
-//! then checked and turned into a [`Config`].
-//!
-//! argh only understands `--opt value`; [`normalize_args`] first rewrites `--opt=value`
-//! into that form and `-vv` into `-v -v`, so every Comet spelling works.
+//! The `bolide` command line: Comet 3.1.0's options plus bolide's own, read by
+//! [`crate::args`] with argh, then checked and turned into a [`Config`].
 
 use std::fmt;
 use std::net::IpAddr;
@@ -66,14 +63,20 @@ pub struct Options {
     #[argh(switch, short = 'q')]
     pub quiet: u8,
 
-    /// seconds between one-line summaries at info level (connections, events in and out,
-    /// drops); default 300, 0 disables
+    /// seconds between one-line summaries at info level (connections, events accepted,
+    /// duplicates and rejected, copies sent, drops); default 300, 0 disables
     #[argh(option, default = "300")]
     pub stats_interval: u64,
 
     /// print the version and exit
     #[argh(switch)]
     pub version: bool,
+
+    /// read options from FILE, one per line as on the command line (`--opt=value` or
+    /// `--opt value`, the value running to the end of the line, spaces included; `#`
+    /// starts a comment line); options after it on the command line override it
+    #[argh(option)]
+    pub options_file: Option<PathBuf>,
 
     /// subscribe to the broker at HOST or HOST:PORT (default port 8099; an IPv6 literal
     /// goes in brackets, as in `[2001:db8::1]:8099`); repeatable
@@ -154,8 +157,8 @@ pub struct Options {
     #[argh(option, default = "21_600")]
     pub eventdb_prune_interval: u64,
 
-    /// maximum size of the event database: a number of bytes with an optional K, M or G
-    /// suffix (default 1G, about ten million records)
+    /// maximum size of the event database: a number of bytes with an optional K, M, G or T
+    /// suffix (default 1G, about 14 million records)
     #[argh(option, default = "String::from(\"1G\")")]
     pub eventdb_map_size: String,
 
@@ -213,44 +216,14 @@ pub fn parse_size(s: &str) -> Option<usize> {
     n.checked_mul(1usize << shift)
 }
 
-/// Rewrite `--opt=value` as `--opt value` and `-vv`/`-qq` as repeated flags.
-pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest_literal = false;
-    for a in args {
-        if rest_literal {
-            out.push(a);
-        } else if a == "--" {
-            rest_literal = true;
-            out.push(a);
-        } else if a.starts_with("--") && a.contains('=') {
-            let (k, v) = a.split_once('=').expect("contains =");
-            out.push(k.to_string());
-            out.push(v.to_string());
-        } else if a.len() > 2
-            && a.starts_with('-')
-            && !a.starts_with("--")
-            && a[1..]
-                .bytes()
-                .all(|b| b == b'v' || b == b'q' || b == b'r' || b == b'b')
-        {
-            for c in a[1..].chars() {
-                out.push(format!("-{c}"));
-            }
-        } else {
-            out.push(a);
-        }
-    }
-    out
-}
-
 /// A command line that parses but cannot be run.
 #[derive(Debug)]
 pub enum ConfigError {
     /// Neither role requested.
     NoRole,
-    /// `--local-ivo` missing while receiving or broadcasting.
-    NoLocalIvo,
+    /// `--local-ivo` missing while receiving or broadcasting (and the options file the
+    /// other options came from, if any: where to set it).
+    NoLocalIvo { options_file: Option<PathBuf> },
     /// `--local-ivo` invalid.
     LocalIvo(ivoid::IvoidError),
     /// A whitelist entry.
@@ -300,10 +273,16 @@ impl fmt::Display for ConfigError {
             ConfigError::Filter { expr, why } => {
                 write!(f, "--filter '{expr}' is not valid XPath 1.0: {why}")
             }
-            ConfigError::NoLocalIvo => write!(
-                f,
-                "--local-ivo is required with --receive or --broadcast, e.g. --local-ivo=ivo://example.org/broker"
-            ),
+            ConfigError::NoLocalIvo { options_file } => {
+                write!(
+                    f,
+                    "--local-ivo is required with --receive or --broadcast, e.g. --local-ivo=ivo://example.org/broker"
+                )?;
+                match options_file {
+                    Some(p) => write!(f, "; set it in {}", p.display()),
+                    None => Ok(()),
+                }
+            }
             ConfigError::LocalIvo(e) => write!(f, "--local-ivo: {e}"),
             ConfigError::Network { flag, err } => write!(f, "{flag}: {err}"),
             ConfigError::Range { flag, why } => write!(f, "{flag}: {why}"),
@@ -478,7 +457,11 @@ impl Options {
                 ivoid::check_local_ivo(&l).map_err(ConfigError::LocalIvo)?;
                 Some(l)
             }
-            None if self.receive || self.broadcast => return Err(ConfigError::NoLocalIvo),
+            None if self.receive || self.broadcast => {
+                return Err(ConfigError::NoLocalIvo {
+                    options_file: self.options_file,
+                })
+            }
             None => None,
         };
         let author_whitelist =
@@ -610,52 +593,10 @@ impl Options {
     }
 }
 
-/// Outcome of parsing a command line.
-pub enum Parsed<T = Options> {
-    /// Run with these options.
-    Run(Box<T>),
-    /// Print this (help or an error) and exit with this status.
-    Exit { output: String, status: i32 },
-}
-
-/// Parse `args` (without the program name) for any of bolide's programs.
-pub fn parse_args<T: FromArgs>(program: &str, args: Vec<String>) -> Parsed<T> {
-    let args = normalize_args(args);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    match T::from_args(&[program], &refs) {
-        Ok(o) => Parsed::Run(Box::new(o)),
-        Err(e) => Parsed::Exit {
-            output: e.output,
-            status: if e.status.is_ok() { 0 } else { 2 },
-        },
-    }
-}
-
-/// The command line of the running program (`name` when `argv[0]` is missing), parsed; on
-/// `--help` or an error, the output is printed (help to standard output, errors to
-/// standard error with a pointer to `--help`) and the exit status returned.
-pub fn parse_env<T: FromArgs>(name: &str) -> Result<T, std::process::ExitCode> {
-    let mut argv = std::env::args();
-    let program = argv.next().unwrap_or_else(|| name.into());
-    match parse_args::<T>(&program, argv.collect()) {
-        Parsed::Run(o) => Ok(*o),
-        Parsed::Exit { output, status } => {
-            if status == 0 {
-                println!("{output}");
-            } else {
-                eprintln!(
-                    "{name}: {}\nRun {name} --help for the options.",
-                    output.trim_end()
-                );
-            }
-            Err(std::process::ExitCode::from(status as u8))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::args::{parse_args, Parsed};
 
     fn opts(args: &[&str]) -> Options {
         match parse_args::<Options>("bolide", args.iter().map(|s| s.to_string()).collect()) {
@@ -756,7 +697,7 @@ mod tests {
         assert!(matches!(opts(&[]).into_config(), Err(ConfigError::NoRole)));
         assert!(matches!(
             opts(&["-r"]).into_config(),
-            Err(ConfigError::NoLocalIvo)
+            Err(ConfigError::NoLocalIvo { .. })
         ));
         assert!(matches!(
             opts(&["-r", "--local-ivo", "ivo://ab"]).into_config(),

@@ -68,6 +68,8 @@ pub enum Msg {
 pub struct Stats {
     pub accepted: u64,
     pub duplicates: u64,
+    /// Other naks to authors ([`crate::verdict::REJECTED`] when the summary was taken).
+    pub rejected: u64,
     pub copies: u64,
     pub dropped_subscribers: u64,
     /// Transactions the dispatcher committed itself (inline queue, `--no-sync`); 0 when
@@ -441,16 +443,19 @@ impl Dispatcher {
     }
 
     /// The periodic one-line summary (`--stats-interval`).
-    fn log_summary(&self, last: &Stats) {
+    fn log_summary(&mut self, last: &Stats) {
+        self.stats.rejected = crate::verdict::REJECTED.load(std::sync::atomic::Ordering::Relaxed);
         let s = &self.stats;
         info!(
-            "summary: {} connections open ({} subscribers); events accepted {} (+{}), duplicates {} (+{}), copies sent {} (+{}), subscribers dropped {} (+{})",
+            "summary: {} connections open ({} subscribers); events accepted {} (+{}), duplicates {} (+{}), rejected {} (+{}), copies sent {} (+{}), subscribers dropped {} (+{})",
             self.settings.connections.load(std::sync::atomic::Ordering::Relaxed),
             self.subscribers.len(),
             s.accepted,
             s.accepted - last.accepted,
             s.duplicates,
             s.duplicates - last.duplicates,
+            s.rejected,
+            s.rejected.saturating_sub(last.rejected),
             s.copies,
             s.copies - last.copies,
             s.dropped_subscribers,

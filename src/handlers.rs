@@ -10,6 +10,7 @@
 //! input, its output is logged at debug, a non-zero exit at warn, and a child still
 //! running after `--cmd-timeout` is killed and logged.
 
+use std::fmt;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -104,14 +105,71 @@ pub struct Handlers {
     pub tx: Sender<Arc<Event>>,
 }
 
+/// Why the handlers could not start.
+#[derive(Debug)]
+pub enum HandlerError {
+    /// The `--save-event-directory` cannot be used.
+    SaveDir { path: PathBuf, source: io::Error },
+    /// A handler thread could not be started.
+    Thread(io::Error),
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (path, source) = match self {
+            HandlerError::SaveDir { path, source } => (path.display(), source),
+            HandlerError::Thread(e) => return write!(f, "cannot start a handler thread: {e}"),
+        };
+        match (source.kind(), source.raw_os_error()) {
+            (io::ErrorKind::AlreadyExists, _) | (_, Some(libc::ENOTDIR)) => write!(
+                f,
+                "--save-event-directory {path} is not a directory (a file is in the way): give a directory; it is created if missing"
+            ),
+            (io::ErrorKind::PermissionDenied, _) | (_, Some(libc::EROFS)) => write!(
+                f,
+                "--save-event-directory {path} is not writable ({source}): make it writable by the user bolide runs as (under systemd, add ReadWritePaths={path} to the unit)"
+            ),
+            _ => write!(f, "--save-event-directory {path}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for HandlerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            HandlerError::SaveDir { source, .. } | HandlerError::Thread(source) => Some(source),
+        }
+    }
+}
+
+/// Create the save directory if missing and check that a file can be created in it, so
+/// a directory the broker cannot write to is refused at start-up, not event by event.
+fn check_save_dir(dir: &Path) -> Result<(), HandlerError> {
+    let err = |source| HandlerError::SaveDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    fs::create_dir_all(dir).map_err(err)?;
+    if !dir.is_dir() {
+        return Err(err(io::ErrorKind::AlreadyExists.into()));
+    }
+    let probe = dir.join(format!(".bolide-probe-{}", std::process::id()));
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(err)?;
+    fs::remove_file(&probe).map_err(err)
+}
+
 /// Start the handler thread (and the `--cmd` runners). Returns `None` if no handler is
 /// configured.
-pub fn start(cfg: HandlerConfig) -> io::Result<Option<Handlers>> {
+pub fn start(cfg: HandlerConfig) -> Result<Option<Handlers>, HandlerError> {
     if !cfg.any() {
         return Ok(None);
     }
     if let Some(dir) = &cfg.save_dir {
-        fs::create_dir_all(dir)?;
+        check_save_dir(dir)?;
     }
     let (tx, rx) = bounded::<Arc<Event>>(HANDLER_QUEUE);
     let cmd_tx = if cfg.cmds.is_empty() {
@@ -126,14 +184,16 @@ pub fn start(cfg: HandlerConfig) -> io::Result<Option<Handlers>> {
             thread::Builder::new()
                 .name(format!("cmd runner {i}"))
                 .stack_size(256 * 1024)
-                .spawn(move || run_jobs(jrx, timeout, backlog))?;
+                .spawn(move || run_jobs(jrx, timeout, backlog))
+                .map_err(HandlerError::Thread)?;
         }
         Some((jtx, backlog))
     };
     thread::Builder::new()
         .name("handlers".into())
         .stack_size(256 * 1024)
-        .spawn(move || run(rx, cfg, cmd_tx))?;
+        .spawn(move || run(rx, cfg, cmd_tx))
+        .map_err(HandlerError::Thread)?;
     Ok(Some(Handlers { tx }))
 }
 

@@ -99,7 +99,7 @@
 //! | wire and formats | [`frame`] (VTP framing), [`transport`] (Transport messages), [`xml`] (hardened parser), [`schema`] + [`xsd`] (VOEvent 2.0 validation), [`ivoid`], [`voevent`] (the event and its checks), [`testevent`] |
 //! | roles, one thread each | [`receiver`] (an author), [`broadcaster`] (a subscriber), [`upstream`] (a `--remote`), [`dispatcher`], [`committer`], [`pruner`], [`handlers`] |
 //! | what the roles share | [`listener`] (accept, caps, thread reuse), [`outbox`] (a subscriber's write side), [`verdict`] (an author's reply), [`filters`] (XPath), [`store`] (LMDB) |
-//! | start-up and configuration | [`broker`] (wiring and shutdown), [`cli`], [`siteconfig`], [`whitelist`] |
+//! | start-up and configuration | [`broker`] (wiring and shutdown), [`args`] (how every program reads its command line), [`cli`] (bolide's options), [`siteconfig`], [`whitelist`] |
 //! | the operating system | [`sys`] (non-blocking I/O, deadlines, thread names, limits), [`signals`], [`time`] |
 //!
 //! Modules depend downwards: roles use what the roles share and the operating-system
@@ -115,6 +115,7 @@
 //! number of nodes; quick-xml is a tokenizer that leaves namespace and attribute
 //! well-formedness to its caller, i.e. most of a parser.
 
+pub mod args;
 pub mod broadcaster;
 pub mod broker;
 pub mod cli;

@@ -15,7 +15,7 @@ use bolide::cli;
 use bolide::signals;
 
 fn main() -> ExitCode {
-    let opts = match cli::parse_env::<cli::Options>("bolide") {
+    let opts = match bolide::args::parse_env::<cli::Options>("bolide") {
         Ok(o) => o,
         Err(code) => return code,
     };

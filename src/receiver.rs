@@ -118,6 +118,7 @@ pub fn handle(
         }
         Err(e @ FrameError::TooLarge { .. }) => {
             warn!("refused a message from author {peer}: {e}");
+            crate::verdict::count_rejected();
             let reason = format!("Event rejected: {e}");
             reply(
                 &stream,
@@ -144,6 +145,7 @@ pub fn handle(
                 &ivorn
             };
             info!("rejected {shown} from author {peer}: {rejection}");
+            crate::verdict::count_rejected();
             reply(
                 &stream,
                 peer,

@@ -1,11 +1,13 @@
 //! Thin wrappers over the system calls bolide uses beyond `std::net`: non-blocking
 //! `recv`/`send` on a borrowed socket, reads under an absolute deadline, shutting down a
-//! listening socket, the calling thread's kernel name, and the open-file limit.
+//! listening socket, an exclusive file lock, the calling thread's kernel name, and the
+//! open-file limit.
 //!
 //! Every role module (receiver, broadcaster, upstream, listener, verdict, outbox) and the
 //! tools take these from here, so non-blocking I/O has one home and no role module is
 //! imported for a helper.
 
+use std::fs::File;
 use std::io::{self, Read};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -92,6 +94,21 @@ pub fn shutdown_listener(listener: &TcpListener) {
     // SAFETY: shutdown(2) on a descriptor we borrow for the call.
     unsafe {
         libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR);
+    }
+}
+
+/// Take an exclusive `flock(2)` on `file` without waiting: `Ok(false)` if another open
+/// file description holds a lock on it. The lock lasts until the file is closed.
+pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    // SAFETY: flock(2) on a descriptor we borrow for the call.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EWOULDBLOCK) => Ok(false),
+        _ => Err(e),
     }
 }
 

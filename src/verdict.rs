@@ -17,6 +17,7 @@
 //! decision table says.
 
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,6 +26,16 @@ use log::{debug, info, warn};
 use crate::sys::send_dontwait;
 use crate::transport;
 use crate::voevent::{nak_text, Rejection};
+
+/// Naks sent to authors for anything but a duplicate (invalid events, refused frames,
+/// storage or dispatcher unavailable), for the periodic summary. Duplicates are counted
+/// by the dispatcher. One broker per process, so one counter per process.
+pub static REJECTED: AtomicU64 = AtomicU64::new(0);
+
+/// Count one nak that is not a duplicate's.
+pub fn count_rejected() {
+    REJECTED.fetch_add(1, Ordering::Relaxed);
+}
 
 /// The outcome of a submission.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +98,7 @@ impl ReplyTo {
                 // Duplicates are logged by the dispatcher; everything else here.
                 if *r != Rejection::Duplicate {
                     info!("rejected {ivorn} from author {peer}: {r}");
+                    count_rejected();
                 }
                 transport::nak(ivorn, Some(&self.local_ivo), &nak_text(r))
             }

@@ -4,6 +4,7 @@
 mod common;
 
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use common::*;
 
@@ -149,11 +150,118 @@ fn startup_failures_exit_1_with_the_reason() {
         "--eventdb=/dev/null/eventdb",
     ]);
     assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
     assert!(
-        text(&o.stderr).contains("/dev/null/eventdb"),
-        "{}",
-        text(&o.stderr)
+        err.contains("/dev/null/eventdb is not a directory"),
+        "{err}"
     );
+    // A file given as the database directory.
+    let file = scratch("cli-file").join("passwd");
+    std::fs::write(&file, "root:x:0:0::/root:/bin/sh\n").unwrap();
+    let o = bolide(&[
+        "-r",
+        "--local-ivo=ivo://abc",
+        "--receive-port=0",
+        &format!("--eventdb={}", file.display()),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains(&format!("{} is not a directory", file.display())),
+        "{err}"
+    );
+    // A --save-event-directory that is a file, or below one: named, with what to do.
+    for dir in [file.clone(), file.join("events")] {
+        let o = bolide(&[
+            "-r",
+            "--local-ivo=ivo://abc",
+            "--receive-port=0",
+            "--eventdb",
+            scratch("cli-save").to_str().unwrap(),
+            "--save-event",
+            &format!("--save-event-directory={}", dir.display()),
+        ]);
+        assert_eq!(o.status.code(), Some(1));
+        let err = text(&o.stderr);
+        assert!(
+            err.contains(&format!(
+                "--save-event-directory {} is not a directory",
+                dir.display()
+            )),
+            "{err}"
+        );
+    }
+}
+
+/// A second broker on the event database of a running one is refused at once, naming
+/// the directory and the first broker's process id; the first keeps running.
+#[test]
+fn a_second_broker_on_one_event_database_is_refused() {
+    let db = scratch("cli-two");
+    let mut first = Broker::start_with_db(&db, &[], false);
+    let o = bolide(&[
+        "-r",
+        "--local-ivo=ivo://abc",
+        "--receive-port=0",
+        "--broadcast-port=0",
+        "-b",
+        "--eventdb",
+        db.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "is in use by another bolide (pid {})",
+            first.pid()
+        )) && err.contains(db.file_name().unwrap().to_str().unwrap()),
+        "{err}"
+    );
+    assert!(first.is_running());
+    assert!(submit(first.receive(), &make_event("cli-one", 0)).is_ack());
+    first.terminate(Duration::from_secs(10));
+    // Once the first has stopped, the directory is free again.
+    let mut second = Broker::start_with_db(&db, &[], false);
+    assert!(second.is_running());
+    second.terminate(Duration::from_secs(10));
+}
+
+/// Comet's rule for repeated options: the last value wins (here the last --eventdb is
+/// the one opened), and an options file carries values with spaces.
+#[test]
+fn last_value_wins_and_options_files() {
+    let (a, b) = (scratch("cli-last-a"), scratch("cli-last-b"));
+    let conf = scratch("cli-conf").join("bolide.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "# test\n--eventdb={}\n--filter=//Param[@name=\"Packet_Type\" and @value > 100]\n",
+            a.display()
+        ),
+    )
+    .unwrap();
+    let mut broker = Broker::spawn(
+        vec![
+            "-r".into(),
+            "--local-ivo=ivo://abc".into(),
+            "--receive-port=0".into(),
+            format!("--options-file={}", conf.display()),
+            format!("--eventdb={}", b.display()),
+        ],
+        &b,
+        false,
+    );
+    assert!(broker.is_running(), "{}", broker.log_text());
+    assert!(submit(broker.receive(), &make_event("cli-one", 0)).is_ack());
+    assert!(
+        b.join("data.mdb").exists(),
+        "the last --eventdb is not used"
+    );
+    assert!(
+        !a.join("data.mdb").exists(),
+        "an earlier --eventdb was opened"
+    );
+    broker.terminate(Duration::from_secs(10));
 }
 
 #[test]
@@ -280,4 +388,31 @@ fn log_levels_follow_v_q_and_rust_log() {
     // RUST_LOG wins over -q.
     let env = brief_log(&["-q"], Some("debug"));
     assert!(env.contains("DEBUG") && env.contains("INFO"), "{env}");
+}
+
+/// A plain subscriber opens no port, so its start-up log says nothing of connection caps;
+/// a broker with a port does.
+#[test]
+fn connection_caps_are_logged_only_with_a_port() {
+    let port = free_port();
+    let db = scratch("cli-plain");
+    let mut plain = Broker::spawn(vec![format!("--remote=127.0.0.1:{port}")], &db, false);
+    assert!(
+        plain.wait_log("event database", Duration::from_secs(10)),
+        "{}",
+        plain.log_text()
+    );
+    assert!(
+        !plain.log_text().contains("connection caps"),
+        "{}",
+        plain.log_text()
+    );
+    plain.terminate(Duration::from_secs(10));
+    let mut full = Broker::start(&[]);
+    assert!(
+        full.wait_log("connection caps: ", Duration::from_secs(10)),
+        "{}",
+        full.log_text()
+    );
+    full.terminate(Duration::from_secs(10));
 }

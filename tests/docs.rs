@@ -81,3 +81,118 @@ fn bolide_bench_man_page_matches_help() {
         &["ingest", "fanout", "filter", "null-broker"],
     );
 }
+
+/// The long options named in `text` (`--name`, in backticks or groff's `\-\-name`).
+fn named_options(text: &str) -> Vec<String> {
+    long_options(&text.replace("\\-", "-").replace(['`', '(', ')', '='], " "))
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)).unwrap()
+}
+
+/// Every option of `bolide --help` is either one of Comet's (the first column of the
+/// README's mapping table) or in the "Options bolide adds" lists of the README and the man
+/// page, and nothing is in both.
+#[test]
+fn options_bolide_adds_lists_are_complete() {
+    let o = Command::new(env!("CARGO_BIN_EXE_bolide"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let mut help = long_options(&String::from_utf8(o.stdout).unwrap());
+    help.retain(|o| o != "--help");
+    let readme = read("README.md");
+    let table = readme
+        .split("## Mapping from Comet's flags")
+        .nth(1)
+        .unwrap()
+        .split("Options bolide adds:")
+        .next()
+        .unwrap();
+    let comet: Vec<String> = table
+        .lines()
+        .filter(|l| l.starts_with("| `--"))
+        .flat_map(|l| named_options(l.split('|').nth(1).unwrap()))
+        .collect();
+    assert!(comet.len() > 10, "{comet:?}");
+    let man = read("man/bolide.8");
+    for (doc, text) in [
+        ("README.md", readme.as_str()),
+        ("man/bolide.8", man.as_str()),
+    ] {
+        let list = text
+            .split("Options bolide adds:")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{doc} has no 'Options bolide adds:' list"));
+        let end = list.find("\n\n").or_else(|| list.find("\n.PP")).unwrap();
+        let adds = named_options(&list[..end]);
+        for o in &help {
+            assert!(
+                comet.contains(o) != adds.contains(o),
+                "{doc}: {o} must be either in the Comet mapping table or in 'Options bolide adds' (Comet: {}, adds: {})",
+                comet.contains(o),
+                adds.contains(o)
+            );
+        }
+        for o in &adds {
+            assert!(
+                help.contains(o),
+                "{doc} lists {o}, which bolide --help does not"
+            );
+        }
+    }
+}
+
+/// Every command in the README can be pasted as it stands: no fenced block is indented
+/// (a pasted heredoc would never see its indented terminator), and each heredoc in a
+/// shell block ends with its terminator alone on a line. The tour's event, written by
+/// its own heredoc, is a VOEvent the broker's parser accepts.
+#[test]
+fn readme_commands_paste_as_they_stand() {
+    let readme = read("README.md");
+    for (n, line) in readme.lines().enumerate() {
+        assert!(
+            !(line.starts_with(' ') && line.trim_start().starts_with("```")),
+            "README.md line {}: indented code fence {line:?}",
+            n + 1
+        );
+    }
+    let mut blocks = readme.split("```sh\n").skip(1);
+    let tour = std::env::temp_dir().join(format!("bolide-tour-{}", std::process::id()));
+    std::fs::create_dir_all(&tour).unwrap();
+    let mut heredocs = 0;
+    for block in blocks.by_ref() {
+        let block = block.split("```").next().unwrap();
+        for (i, line) in block.lines().enumerate() {
+            let Some(at) = line.find("<<'") else { continue };
+            let word = line[at + 3..].split('\'').next().unwrap();
+            assert!(
+                block.lines().skip(i + 1).any(|l| l == word),
+                "heredoc {word} never closed in:\n{block}"
+            );
+            heredocs += 1;
+            // Run the heredoc (only it) into a scratch directory.
+            let end = block.lines().skip(i + 1).position(|l| l == word).unwrap() + i + 1;
+            let script: Vec<&str> = block.lines().skip(i).take(end - i + 1).collect();
+            let script = script
+                .join("\n")
+                .replace("/tmp/tour", tour.to_str().unwrap());
+            let o = Command::new("bash")
+                .arg("-c")
+                .arg(&script)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{script}");
+        }
+    }
+    assert!(heredocs >= 1, "the tour's heredoc was not found");
+    let event = std::fs::read(tour.join("event.xml")).unwrap();
+    assert!(
+        event.starts_with(b"<?xml"),
+        "{}",
+        String::from_utf8_lossy(&event)
+    );
+    bolide::xml::parse(&event, Default::default()).expect("the tour's event parses");
+    let _ = std::fs::remove_dir_all(&tour);
+}

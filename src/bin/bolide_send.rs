@@ -42,7 +42,7 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let args = match bolide::cli::parse_env::<Args>("bolide-send") {
+    let args = match bolide::args::parse_env::<Args>("bolide-send") {
         Ok(a) => a,
         Err(code) => return code,
     };

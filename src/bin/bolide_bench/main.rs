@@ -44,7 +44,7 @@ use args::{Args, Fan, Mode};
 use report::Report;
 
 fn main() -> ExitCode {
-    let args = match bolide::cli::parse_env::<Args>("bolide-bench") {
+    let args = match bolide::args::parse_env::<Args>("bolide-bench") {
         Ok(a) => a,
         Err(code) => return code,
     };

@@ -1,0 +1,438 @@
+//! Unit tests of the event database: records, expiry, chunked prune, the map's reserve,
+//! format checks and the format-1 upgrade.
+
+use super::*;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+const DAY: u64 = 86_400;
+const NOW: u64 = 1_700_000_000;
+
+/// A unique directory under the temp dir, removed on drop (also on panic).
+struct TestDir(PathBuf);
+
+impl TestDir {
+    fn new(name: &str) -> TestDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "bolide-store-{}-{}-{}",
+            name,
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = fs::remove_dir_all(&p);
+        TestDir(p)
+    }
+    fn cfg(&self) -> StoreConfig {
+        StoreConfig::new(&self.0)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn key(i: u64) -> Key {
+    let mut k = [0x5au8; 32];
+    k[..8].copy_from_slice(&i.to_be_bytes());
+    k
+}
+
+#[test]
+fn store_is_send_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Store>();
+}
+
+#[test]
+fn insert_seen_persist() {
+    let d = TestDir::new("basic");
+    {
+        let s = Store::open(&d.cfg()).unwrap();
+        assert!(s.is_empty().unwrap());
+        s.insert_batch(&[(key(1), NOW), (key(2), NOW)]).unwrap();
+        assert!(s.seen(&key(1), NOW).unwrap());
+        assert!(s.seen(&key(2), NOW + 10).unwrap());
+        assert!(!s.seen(&key(3), NOW).unwrap());
+        assert_eq!(s.len().unwrap(), 2);
+        // Same directory twice in one process is refused.
+        let again = Store::open(&d.cfg()).unwrap_err();
+        assert!(matches!(again, StoreError::AlreadyOpen { .. }), "{again}");
+    }
+    let s = Store::open(&d.cfg()).unwrap();
+    assert!(s.seen(&key(1), NOW).unwrap());
+    assert!(s.seen(&key(2), NOW).unwrap());
+    assert!(!s.seen(&key(3), NOW).unwrap());
+    assert_eq!(s.len().unwrap(), 2);
+    assert_eq!(s.path(), fs::canonicalize(&d.0).unwrap());
+}
+
+#[test]
+fn creates_parent_dirs() {
+    let d = TestDir::new("parents");
+    let cfg = StoreConfig::new(d.0.join("a/b/c"));
+    let s = Store::open(&cfg).unwrap();
+    assert!(s.path().join("data.mdb").exists());
+}
+
+#[test]
+fn expiry_and_prune_in_chunks() {
+    let d = TestDir::new("expiry");
+    let mut cfg = d.cfg();
+    cfg.ttl_secs = 10 * DAY;
+    let s = Store::open(&cfg).unwrap();
+    // 250 expired (ages 10..=259 days: exactly-at-ttl counts as expired), 100 fresh.
+    let mut recs = Vec::new();
+    for i in 0..250 {
+        recs.push((key(i), NOW - (10 + i) * DAY));
+    }
+    for i in 250..350 {
+        recs.push((key(i), NOW - (i - 250) * 60));
+    }
+    s.insert_batch(&recs).unwrap();
+    assert_eq!(s.len().unwrap(), 350);
+    assert!(!s.seen(&key(0), NOW).unwrap(), "exactly ttl old is expired");
+    assert!(s.seen(&key(0), NOW - 1).unwrap());
+    assert!(!s.seen(&key(100), NOW).unwrap());
+    assert!(s.seen(&key(300), NOW).unwrap());
+    // Chunk 7 forces many transactions.
+    assert_eq!(s.prune(NOW, 7).unwrap(), 250);
+    assert_eq!(s.len().unwrap(), 100);
+    for i in 250..350 {
+        assert!(s.seen(&key(i), NOW).unwrap());
+    }
+    assert_eq!(s.prune(NOW, 7).unwrap(), 0);
+    // chunk 0 is treated as 1
+    assert_eq!(s.prune(NOW + 11 * DAY, 0).unwrap(), 100);
+    assert!(s.is_empty().unwrap());
+}
+
+#[test]
+fn overwrite_expired_record() {
+    let d = TestDir::new("overwrite");
+    let s = Store::open(&d.cfg()).unwrap();
+    let old = NOW - 40 * DAY;
+    s.insert_batch(&[(key(1), old), (key(2), old)]).unwrap();
+    assert!(!s.seen(&key(1), NOW).unwrap());
+    // Re-insert key 1 fresh; key 1 also repeated in the batch: last wins.
+    s.insert_batch(&[(key(1), NOW - 5), (key(1), NOW)]).unwrap();
+    assert_eq!(s.time_of(&key(1)).unwrap(), Some(NOW));
+    assert!(s.seen(&key(1), NOW).unwrap());
+    assert_eq!(s.len().unwrap(), 2);
+    // Only key 2 is still expired.
+    assert_eq!(s.prune(NOW, 100).unwrap(), 1);
+    assert!(s.seen(&key(1), NOW).unwrap());
+    assert_eq!(s.len().unwrap(), 1);
+}
+
+/// Expired and fresh records interleaved in key order, pruned in chunks smaller than
+/// the runs: every expired one goes, every fresh one stays, whatever the boundaries.
+#[test]
+fn prune_interleaved_in_key_order() {
+    let d = TestDir::new("interleaved");
+    let s = Store::open(&d.cfg()).unwrap();
+    let recs: Vec<(Key, u64)> = (0..1000)
+        .map(|i| (key(i), if i % 3 == 0 { NOW - 40 * DAY } else { NOW }))
+        .collect();
+    s.insert_batch(&recs).unwrap();
+    for chunk in [1, 2, 7, 334, 5000] {
+        let d2 = TestDir::new("interleaved-chunk");
+        let s2 = Store::open(&d2.cfg()).unwrap();
+        s2.insert_batch(&recs).unwrap();
+        assert_eq!(s2.prune(NOW, chunk).unwrap(), 334, "chunk {chunk}");
+        assert_eq!(s2.len().unwrap(), 666, "chunk {chunk}");
+        for i in 0..1000 {
+            assert_eq!(
+                s2.seen(&key(i), NOW).unwrap(),
+                i % 3 != 0,
+                "chunk {chunk}, key {i}"
+            );
+        }
+    }
+    assert_eq!(s.prune(NOW, 10).unwrap(), 334);
+}
+
+/// An LMDB environment in `d` made without `Store`, and its `meta` database: for
+/// writing databases the way other versions (or damage) left them.
+fn raw_env(d: &TestDir) -> (Environment, Database) {
+    fs::create_dir_all(&d.0).unwrap();
+    let env = Environment::new().set_max_dbs(4).open(&d.0).unwrap();
+    let meta = env
+        .create_db(Some(META_DB), DatabaseFlags::empty())
+        .unwrap();
+    (env, meta)
+}
+
+/// A format-1 database (with its `by_time` index) is upgraded in place on open: the
+/// records are kept, the index is gone, the format says 2, and it opens as 2 again.
+#[test]
+fn format_1_is_upgraded_in_place() {
+    let d = TestDir::new("format1");
+    {
+        let (env, meta) = raw_env(&d);
+        let events = env
+            .create_db(Some(EVENTS_DB), DatabaseFlags::empty())
+            .unwrap();
+        let by_time = env
+            .create_db(Some(BY_TIME_DB), DatabaseFlags::empty())
+            .unwrap();
+        let mut txn = env.begin_rw_txn().unwrap();
+        txn.put(meta, &FORMAT_KEY, &FORMAT_1, WriteFlags::empty())
+            .unwrap();
+        for (i, t) in [(1, NOW), (2, NOW - 40 * DAY)] {
+            txn.put(events, &key(i), &t.to_be_bytes(), WriteFlags::empty())
+                .unwrap();
+            let mut tk = [0u8; 40];
+            tk[..8].copy_from_slice(&t.to_be_bytes());
+            tk[8..].copy_from_slice(&key(i));
+            txn.put(by_time, &tk, &[0u8; 0], WriteFlags::empty())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    {
+        let s = Store::open(&d.cfg()).unwrap();
+        assert_eq!(s.len().unwrap(), 2);
+        assert_eq!(s.time_of(&key(1)).unwrap(), Some(NOW));
+        assert!(s.seen(&key(1), NOW).unwrap());
+        assert!(!s.seen(&key(2), NOW).unwrap());
+        let txn = s.env.begin_ro_txn().unwrap();
+        let meta = unsafe { txn.open_db(Some(META_DB)) }.unwrap();
+        assert_eq!(txn.get(meta, &FORMAT_KEY).unwrap(), FORMAT);
+        assert!(matches!(
+            unsafe { txn.open_db(Some(BY_TIME_DB)) },
+            Err(lmdb::Error::NotFound)
+        ));
+        drop(txn);
+        assert_eq!(s.prune(NOW, 10).unwrap(), 1);
+    }
+    let s = Store::open(&d.cfg()).unwrap();
+    assert_eq!(s.len().unwrap(), 1);
+    assert!(s.seen(&key(1), NOW).unwrap());
+}
+
+#[test]
+fn batch_of_10000() {
+    let d = TestDir::new("batch");
+    let mut cfg = d.cfg();
+    cfg.no_sync = true;
+    let s = Store::open(&cfg).unwrap();
+    let recs: Vec<(Key, u64)> = (0..10_000).map(|i| (key(i), NOW + i % 100)).collect();
+    s.insert_batch(&recs).unwrap();
+    assert_eq!(s.len().unwrap(), 10_000);
+    assert!(s.seen(&key(0), NOW).unwrap());
+    assert!(s.seen(&key(9_999), NOW).unwrap());
+    assert!(!s.seen(&key(10_000), NOW).unwrap());
+    s.sync().unwrap();
+}
+
+#[test]
+fn garbage_file_refused() {
+    let d = TestDir::new("garbage");
+    fs::create_dir_all(&d.0).unwrap();
+    let junk: Vec<u8> = (0..16384u32).map(|i| (i * 7 + 3) as u8).collect();
+    fs::write(d.0.join("data.mdb"), junk).unwrap();
+    let e = Store::open(&d.cfg()).unwrap_err();
+    assert!(matches!(e, StoreError::Corrupt { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("data.mdb") && msg.contains("move it away"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn foreign_lmdb_refused() {
+    let d = TestDir::new("foreign");
+    fs::create_dir_all(&d.0).unwrap();
+    {
+        // An LMDB environment with unrelated data in the main database.
+        let env = Environment::new().open(&d.0).unwrap();
+        let db = env.open_db(None).unwrap();
+        let mut txn = env.begin_rw_txn().unwrap();
+        txn.put(db, b"hello", b"world", WriteFlags::empty())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let e = Store::open(&d.cfg()).unwrap_err();
+    assert!(matches!(e, StoreError::Corrupt { .. }), "{e:?}");
+    assert!(e.to_string().contains("data.mdb"), "{e}");
+}
+
+#[test]
+fn wrong_format_refused() {
+    let d = TestDir::new("format");
+    {
+        let (env, db) = raw_env(&d);
+        let mut txn = env.begin_rw_txn().unwrap();
+        txn.put(db, &FORMAT_KEY, b"bolide-eventdb-99", WriteFlags::empty())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let e = Store::open(&d.cfg()).unwrap_err();
+    assert!(matches!(e, StoreError::Corrupt { .. }), "{e:?}");
+    assert!(e.to_string().contains("bolide-eventdb-99"), "{e}");
+}
+
+#[test]
+fn unwritable_location_refused() {
+    // Under a regular file: fails for root too.
+    let cfg = StoreConfig::new("/dev/null/bolide");
+    let e = Store::open(&cfg).unwrap_err();
+    assert!(e.to_string().contains("/dev/null/bolide"), "{e}");
+
+    // A read-only directory: permission checks do not apply to root.
+    let d = TestDir::new("readonly");
+    fs::create_dir_all(&d.0).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&d.0, fs::Permissions::from_mode(0o555)).unwrap();
+    let r = Store::open(&d.cfg());
+    fs::set_permissions(&d.0, fs::Permissions::from_mode(0o755)).unwrap();
+    if unsafe { libc::geteuid() } == 0 {
+        println!(
+            "skipping the 0555-directory assertion: running as root, which ignores permissions"
+        );
+    } else {
+        let e = r.unwrap_err();
+        assert!(matches!(e, StoreError::ReadOnly { .. }), "{e:?}");
+        assert!(e.to_string().contains("not writable"), "{e}");
+    }
+}
+
+#[test]
+fn map_full_and_recovery() {
+    let d = TestDir::new("mapfull");
+    let mut cfg = d.cfg();
+    cfg.map_size = 256 * 1024;
+    cfg.no_sync = true;
+    let s = Store::open(&cfg).unwrap();
+    let mut n = 0u64;
+    let err = loop {
+        let recs: Vec<(Key, u64)> = (n..n + 20).map(|i| (key(i), NOW - 40 * DAY)).collect();
+        match s.insert_batch(&recs) {
+            Ok(()) => n += 20,
+            Err(e) => break e,
+        }
+        assert!(n < 100_000, "map never filled");
+    };
+    assert!(matches!(err, StoreError::MapFull { .. }), "{err:?}");
+    assert!(err.to_string().contains("--eventdb-map-size"), "{err}");
+    assert!(n > 0);
+    // Still readable; the failed batch left nothing behind.
+    assert_eq!(s.len().unwrap() as u64, n);
+    assert!(s.time_of(&key(0)).unwrap().is_some());
+    assert!(s.time_of(&key(n)).unwrap().is_none());
+    assert!(!s.seen(&key(n), NOW).unwrap());
+    // Pruning (all are expired) frees space; inserts work again.
+    assert_eq!(s.prune(NOW, 50).unwrap() as u64, n);
+    let recs: Vec<(Key, u64)> = (0..20).map(|i| (key(1_000_000 + i), NOW)).collect();
+    s.insert_batch(&recs).unwrap();
+    assert!(s.seen(&key(1_000_000), NOW).unwrap());
+}
+
+#[test]
+fn concurrent_insert_prune_read() {
+    let d = TestDir::new("concurrent");
+    let mut cfg = d.cfg();
+    cfg.no_sync = true;
+    let s = Arc::new(Store::open(&cfg).unwrap());
+    const OLD: u64 = 5_000;
+    const FRESH: u64 = 10_000;
+    const BATCH: u64 = 250;
+    let old: Vec<(Key, u64)> = (0..OLD).map(|i| (key(i), NOW - 31 * DAY - i)).collect();
+    s.insert_batch(&old).unwrap();
+    let progress = Arc::new(AtomicUsize::new(0)); // fresh records committed
+    let done = Arc::new(AtomicBool::new(false));
+    // All three start together, so they overlap however fast the writer is.
+    let start = Arc::new(std::sync::Barrier::new(3));
+
+    let writer = {
+        let (s, progress, start) = (s.clone(), progress.clone(), start.clone());
+        std::thread::spawn(move || {
+            start.wait();
+            for b in 0..FRESH / BATCH {
+                let recs: Vec<(Key, u64)> = (0..BATCH)
+                    .map(|j| (key(1_000_000 + b * BATCH + j), NOW))
+                    .collect();
+                s.insert_batch(&recs).unwrap();
+                progress.store(((b + 1) * BATCH) as usize, Ordering::SeqCst);
+            }
+        })
+    };
+    let pruner = {
+        let (s, done, start) = (s.clone(), done.clone(), start.clone());
+        std::thread::spawn(move || {
+            start.wait();
+            let mut total = 0;
+            while !done.load(Ordering::SeqCst) {
+                total += s.prune(NOW, 64).unwrap();
+                std::thread::yield_now();
+            }
+            total + s.prune(NOW, 64).unwrap()
+        })
+    };
+    let reader = {
+        let (s, progress, done) = (s.clone(), progress.clone(), done.clone());
+        std::thread::spawn(move || {
+            start.wait();
+            let mut checks = 0u64;
+            let mut i = 0u64;
+            // At least one round, even if the writer is already done.
+            while checks == 0 || !done.load(Ordering::SeqCst) {
+                let p = progress.load(Ordering::SeqCst) as u64;
+                if p > 0 {
+                    assert!(s.seen(&key(1_000_000 + i % p), NOW).unwrap());
+                }
+                assert!(!s.seen(&key(i % OLD), NOW).unwrap());
+                i += 1;
+                checks += 1;
+            }
+            checks
+        })
+    };
+    writer.join().unwrap();
+    done.store(true, Ordering::SeqCst);
+    let pruned = pruner.join().unwrap();
+    let checks = reader.join().unwrap();
+    assert!(checks > 0);
+    assert_eq!(pruned as u64, OLD);
+    assert_eq!(s.len().unwrap() as u64, FRESH);
+}
+
+const CRASH_ENV: &str = "BOLIDE_STORE_CRASH_DIR";
+
+/// Helper run as a child process by `process_abort_with_no_sync_loses_nothing`;
+/// does nothing in a normal test run.
+#[test]
+fn crash_child_helper() {
+    let Ok(dir) = std::env::var(CRASH_ENV) else {
+        return;
+    };
+    let mut cfg = StoreConfig::new(dir);
+    cfg.no_sync = true;
+    let s = Store::open(&cfg).unwrap();
+    s.insert_batch(&[(key(42), NOW)]).unwrap();
+    // Crash without closing the environment or syncing.
+    std::process::abort();
+}
+
+#[test]
+fn process_abort_with_no_sync_loses_nothing() {
+    let d = TestDir::new("crash");
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "store::tests::crash_child_helper",
+            "--test-threads=1",
+        ])
+        .env(CRASH_ENV, &d.0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "child should have aborted");
+    let s = Store::open(&d.cfg()).unwrap();
+    assert!(s.seen(&key(42), NOW).unwrap());
+}
