@@ -284,20 +284,33 @@ pub fn parse_args<T: FromArgs>(program: &str, args: Vec<String>) -> Parsed<T> {
 pub fn parse_env<T: FromArgs>(name: &str) -> Result<T, std::process::ExitCode> {
     let mut argv = std::env::args();
     let program = argv.next().unwrap_or_else(|| name.into());
-    match parse_args::<T>(&program, argv.collect()) {
+    parse_or_exit(name, &program, argv.collect())
+}
+
+/// [`parse_env`] for a command line the program has rewritten first.
+pub fn parse_or_exit<T: FromArgs>(
+    name: &str,
+    program: &str,
+    args: Vec<String>,
+) -> Result<T, std::process::ExitCode> {
+    match parse_args::<T>(program, args) {
         Parsed::Run(o) => Ok(*o),
+        Parsed::Exit { output, status: 0 } => {
+            println!("{output}");
+            Err(std::process::ExitCode::SUCCESS)
+        }
         Parsed::Exit { output, status } => {
-            if status == 0 {
-                println!("{output}");
-            } else {
-                eprintln!(
-                    "{name}: {}\nRun {name} --help for the options.",
-                    output.trim_end()
-                );
-            }
+            usage_error(name, output.trim_end());
             Err(std::process::ExitCode::from(status as u8))
         }
     }
+}
+
+/// Print a command-line error as every program does (the message, then where the options
+/// are described) and return exit status 2.
+pub fn usage_error(name: &str, msg: impl fmt::Display) -> std::process::ExitCode {
+    eprintln!("{name}: {msg}\nRun {name} --help for the options.");
+    std::process::ExitCode::from(2)
 }
 
 #[cfg(test)]

@@ -434,3 +434,151 @@ fn pygcn_listen_receives_and_acks_bolide_events() {
     );
     assert_eq!(b.log_count("disconnected"), 0, "{log}");
 }
+
+/// The comet-sendvo command lines compared, H, P and F standing for the host, the port
+/// and the event's file, and whether the event goes on standard input.
+const SPELLINGS: &[(&[&str], bool)] = &[
+    (&["-h", "H", "-p", "P", "-f", "F"], false),
+    (&["--host=H", "--port=P", "--file=F"], false),
+    (&["-hH", "-pP", "-fF"], false),
+    (&["-h", "H", "-p", "P", "-f", "-"], true),
+    (&["-h", "H", "-p", "P"], true),
+];
+
+/// The words of `form` for 127.0.0.1, `port` and `file`.
+fn spelled(form: &[&str], port: u16, file: &Path) -> Vec<String> {
+    let (port, file) = (port.to_string(), file.display().to_string());
+    form.iter()
+        .map(|w| {
+            w.replace('H', "127.0.0.1")
+                .replace('P', &port)
+                .replace('F', &file)
+        })
+        .collect()
+}
+
+/// What a sender made of the broker's answer: its exit status and, for a nak, the reason
+/// it printed (comet-sendvo: `refused to accept VOEvent (REASON)` in its log; bolide-send:
+/// `nak from HOST:PORT: REASON`).
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    status: Option<i32>,
+    nak_reason: Option<String>,
+}
+
+const ACK: Outcome = Outcome {
+    status: Some(0),
+    nak_reason: None,
+};
+
+/// Run `exe` (comet-sendvo or bolide-send) with `args`, `file` on standard input if
+/// `stdin`, and read its outcome; the second value is everything it printed.
+fn send_with(exe: &Path, args: &[String], file: &Path, stdin: bool) -> (Outcome, String) {
+    let input = if stdin {
+        Stdio::from(std::fs::File::open(file).unwrap())
+    } else {
+        Stdio::null()
+    };
+    let o = Command::new(exe)
+        .args(args)
+        .env("PYTHONUTF8", "1")
+        .stdin(input)
+        .output()
+        .unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let nak_reason = out.lines().find_map(|l| {
+        if let Some((_, r)) = l.split_once("refused to accept VOEvent (") {
+            return Some(r.strip_suffix(')').unwrap_or(r).to_string());
+        }
+        // HOST:PORT: REASON (an IPv6 HOST is in brackets, so ": " ends the peer).
+        let (_, reason) = l.strip_prefix("nak from ")?.split_once(": ")?;
+        Some(reason.to_string())
+    });
+    let outcome = Outcome {
+        status: o.status.code(),
+        nak_reason,
+    };
+    (outcome, out)
+}
+
+#[test]
+fn sendvo_and_bolide_send_agree_on_every_spelling() {
+    let Some(bin) = peers("sendvo_and_bolide_send_agree_on_every_spelling") else {
+        return;
+    };
+    let sendvo = bin.join("comet-sendvo");
+    let bolide_send = PathBuf::from(env!("CARGO_BIN_EXE_bolide-send"));
+    let (path, bytes) = control();
+    // To bolide: each spelling gets a pair of fresh brokers, one per sender, so each
+    // sender's first submission is new (ack) and its second a duplicate (a nak).
+    for (form, stdin) in SPELLINGS {
+        let name = form.join(" ") + if *stdin { " < F" } else { "" };
+        let mut duplicates = Vec::new();
+        for exe in [&sendvo, &bolide_send] {
+            let who = format!("{} {name}", exe.display());
+            let b = Broker::start(&[]);
+            let mut sub = Subscriber::connect(b.broadcast(), Behaviour::Healthy);
+            assert!(b.wait_log("(1 subscribers)", T));
+            let args = spelled(form, b.receive().port(), &path);
+            let (first, out) = send_with(exe, &args, &path, *stdin);
+            assert_eq!(first, ACK, "{who}:\n{out}");
+            assert_eq!(sub.next_event(T).unwrap().1, bytes, "{who}");
+            let (second, out) = send_with(exe, &args, &path, *stdin);
+            assert_eq!(second.status, Some(1), "{who}:\n{out}");
+            duplicates.push(second);
+        }
+        assert_eq!(duplicates[0], duplicates[1], "{name}: the duplicate");
+        assert_eq!(
+            duplicates[0].nak_reason.as_deref(),
+            Some("Event rejected: Previously seen by this broker"),
+            "{name}"
+        );
+    }
+    // To Comet: one broker per sender; the first spelling's event is new (ack), every
+    // later spelling resubmits it, and both senders read Comet's nak the same way.
+    let mut results = Vec::new();
+    let mut comets = Vec::new();
+    for exe in [&sendvo, &bolide_send] {
+        let dir = scratch("interop-spellings");
+        let (comet, p1, p2) = comet_broker(&bin, &dir, &[]);
+        let mut outcomes = Vec::new();
+        for (form, stdin) in SPELLINGS {
+            let (outcome, out) = send_with(exe, &spelled(form, p1, &path), &path, *stdin);
+            let want_ack = outcomes.is_empty();
+            assert_eq!(
+                outcome == ACK,
+                want_ack,
+                "{} {form:?}:\n{out}",
+                exe.display()
+            );
+            outcomes.push(outcome);
+        }
+        results.push(outcomes);
+        comets.push((comet, p2));
+    }
+    assert_eq!(results[0], results[1]);
+    assert!(results[0][1].nak_reason.is_some(), "{:?}", results[0]);
+    // Both refuse Comet's subscriber port at once; bolide-send names it.
+    let p2 = comets[1].1;
+    let args = spelled(SPELLINGS[0].0, p2, &path);
+    let start = Instant::now();
+    let (theirs, _) = send_with(&sendvo, &args, &path, false);
+    let (ours, out) = send_with(&bolide_send, &args, &path, false);
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(theirs.status, Some(1));
+    assert_eq!(ours.status, Some(2), "{out}");
+    assert!(
+        out.contains(&format!(
+            "127.0.0.1:{p2} is a subscriber port (it sent authenticate)"
+        )),
+        "{out}"
+    );
+}
