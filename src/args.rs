@@ -316,14 +316,8 @@ pub fn usage_error(name: &str, msg: impl fmt::Display) -> std::process::ExitCode
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::tests::opts;
     use crate::cli::Options;
-
-    fn opts(args: &[&str]) -> Options {
-        match parse_args::<Options>("bolide", args.iter().map(|s| s.to_string()).collect()) {
-            Parsed::Run(o) => *o,
-            Parsed::Exit { output, .. } => panic!("{output}"),
-        }
-    }
 
     /// The shapes come from argh's own help: single-value, repeatable, switch, aliases.
     #[test]

@@ -111,6 +111,7 @@ impl Broker {
                 map_size: cfg.map_size,
                 no_sync: cfg.no_sync,
                 ttl_secs: cfg.max_age_secs,
+                archive: cfg.archive,
             })
             .map_err(StartError::Store)?,
         );
@@ -280,6 +281,21 @@ impl Broker {
             },
             cfg.max_age_secs
         );
+        let held = store.archive_counters();
+        match cfg.archive {
+            Some(a) => info!(
+                "archive: {} events, {} bytes; keeps {} s{}",
+                held.count,
+                held.bytes,
+                a.max_age_secs,
+                a.max_bytes
+                    .map_or(String::new(), |b| format!(" and at most {b} bytes"))
+            ),
+            None => info!(
+                "archive off (--no-archive): {} events kept from before",
+                held.count
+            ),
+        }
         Ok(broker)
     }
 

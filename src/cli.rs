@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
+use crate::archive::ArchiveConfig;
 use crate::filters::{check_xpath, InvalidFilter};
 use crate::handlers::HandlerConfig;
 use crate::ivoid;
@@ -157,10 +158,25 @@ pub struct Options {
     #[argh(option, default = "21_600")]
     pub eventdb_prune_interval: u64,
 
-    /// maximum size of the event database: a number of bytes with an optional K, M, G or T
-    /// suffix (default 1G, about 14 million records)
-    #[argh(option, default = "String::from(\"1G\")")]
+    /// maximum size of the event database, archive included: a number of bytes with an
+    /// optional K, M, G or T suffix (default 4G: 30 days of a busy network's archive
+    /// several times over)
+    #[argh(option, default = "String::from(\"4G\")")]
     pub eventdb_map_size: String,
+
+    /// keep only the dedup records, not the events themselves (no archive)
+    #[argh(switch)]
+    pub no_archive: bool,
+
+    /// how long archived events are kept: seconds, or a number with s, m, h or d
+    /// (default: --eventdb-max-age, 30 days)
+    #[argh(option)]
+    pub archive_max_age: Option<String>,
+
+    /// most bytes of events the archive keeps, oldest deleted first: a number with an
+    /// optional K, M, G or T suffix (default: as much as --eventdb-map-size holds)
+    #[argh(option)]
+    pub archive_max_size: Option<String>,
 
     /// seconds an author connection may take to submit its event (default 20)
     #[argh(option, default = "20")]
@@ -200,6 +216,20 @@ pub struct Options {
     /// seconds a write to a subscriber may block before it is dropped (default 30)
     #[argh(option, default = "30")]
     pub write_timeout: u64,
+}
+
+/// Parse a duration in seconds: `90`, `90s`, `15m`, `6h`, `7d`.
+pub fn parse_duration_secs(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().last()? {
+        (i, 's') => (&s[..i], 1),
+        (i, 'm') => (&s[..i], 60),
+        (i, 'h') => (&s[..i], 3600),
+        (i, 'd') => (&s[..i], 86_400),
+        _ => (s, 1),
+    };
+    let n: u64 = num.parse().ok()?;
+    n.checked_mul(unit)
 }
 
 /// Parse `123`, `64K`, `16M`, `2G`, `1T` (powers of 1024) into bytes.
@@ -313,6 +343,8 @@ pub struct Config {
     pub max_event_size: usize,
     pub no_sync: bool,
     pub max_age_secs: u64,
+    /// What the archive keeps (`None`: `--no-archive`).
+    pub archive: Option<ArchiveConfig>,
     pub prune_interval: Duration,
     pub map_size: usize,
     pub author_timeout: Duration,
@@ -480,6 +512,28 @@ impl Options {
                 why: "must be between 1 and 4294967295 bytes",
             });
         }
+        let archive = if self.no_archive {
+            None
+        } else {
+            let max_age_secs = match &self.archive_max_age {
+                None => self.eventdb_max_age,
+                Some(a) => parse_duration_secs(a).filter(|&s| s > 0).ok_or(ConfigError::Range {
+                    flag: "--archive-max-age",
+                    why: "must be a positive number of seconds, or a number with s, m, h or d (e.g. 30d)",
+                })?,
+            };
+            let max_bytes = match &self.archive_max_size {
+                None => None,
+                Some(s) => Some(parse_size(s).filter(|&n| n > 0).ok_or(ConfigError::Range {
+                    flag: "--archive-max-size",
+                    why: "must be a positive size, e.g. 500M or 2G",
+                })? as u64),
+            };
+            Some(ArchiveConfig {
+                max_age_secs,
+                max_bytes,
+            })
+        };
         let map_size = parse_size(&self.eventdb_map_size)
             .filter(|&n| (32 << 10..=1 << 44).contains(&n))
             .ok_or(ConfigError::Range {
@@ -556,6 +610,7 @@ impl Options {
             max_event_size: self.max_event_size,
             no_sync: self.no_sync,
             max_age_secs: positive(self.eventdb_max_age, "--eventdb-max-age")?.as_secs(),
+            archive,
             prune_interval: positive(self.eventdb_prune_interval, "--eventdb-prune-interval")?,
             map_size,
             author_timeout: positive(self.author_timeout, "--author-timeout")?,
@@ -594,11 +649,12 @@ impl Options {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::args::{parse_args, Parsed};
 
-    fn opts(args: &[&str]) -> Options {
+    /// bolide's options from this command line (which must parse).
+    pub(crate) fn opts(args: &[&str]) -> Options {
         match parse_args::<Options>("bolide", args.iter().map(|s| s.to_string()).collect()) {
             Parsed::Run(o) => *o,
             Parsed::Exit { output, .. } => panic!("{output}"),
@@ -687,7 +743,14 @@ mod tests {
         assert_eq!(c.max_age_secs, 30 * 86400);
         assert_eq!(c.prune_interval, Duration::from_secs(6 * 3600));
         assert_eq!(c.bind, "::".parse::<IpAddr>().unwrap());
-        assert_eq!(c.map_size, 1 << 30);
+        assert_eq!(c.map_size, 4 << 30);
+        assert_eq!(
+            c.archive,
+            Some(ArchiveConfig {
+                max_age_secs: 30 * 86400,
+                max_bytes: None
+            })
+        );
         assert!(c.author_whitelist.allows("192.0.2.1".parse().unwrap()));
         assert!(c.author_whitelist.allows("2001:db8::1".parse().unwrap()));
     }

@@ -23,7 +23,7 @@ use log::{debug, error};
 
 use crate::store::Store;
 use crate::verdict::{ReplyTo, Verdict};
-use crate::voevent::{Key, Rejection};
+use crate::voevent::{Event, Key, Rejection};
 
 /// Most records per transaction.
 pub const MAX_BATCH: usize = 4096;
@@ -38,6 +38,9 @@ pub struct Record {
     pub ivorn: String,
     /// The author waiting for its ack (`None` for upstream events).
     pub reply: Option<ReplyTo>,
+    /// The event to archive with its record (`None`: `--no-archive`, or the broker's
+    /// own test event).
+    pub archive: Option<Arc<Event>>,
 }
 
 /// The committer's inbox and the set of keys accepted but not yet durable.
@@ -211,8 +214,10 @@ impl Committer {
         let batch = &mut self.batch;
         self.rows.clear();
         self.rows.extend(batch.iter().map(|r| (r.key, r.time)));
+        let archive: Vec<&Event> = batch.iter().filter_map(|r| r.archive.as_deref()).collect();
         let started = Instant::now();
-        let result = self.store.insert_batch(&self.rows);
+        let result = self.store.insert_batch(&self.rows, &archive);
+        drop(archive);
         // Only now may the keys leave `pending`: LMDB answers for them from here on.
         queue.settle(batch);
         self.stats.commits += 1;
@@ -280,6 +285,7 @@ mod tests {
                 time: 1,
                 ivorn: format!("ivo://x.y/z#{i}"),
                 reply: Some(rtx),
+                archive: None,
             }));
         }
         assert!(queue.is_pending(&[3; 32]));
@@ -308,6 +314,7 @@ mod tests {
             time: 1,
             ivorn: "ivo://x.y/z#late".into(),
             reply: Some(rtx),
+            archive: None,
         }));
         let m = crate::verdict::tests::reply_of(author).expect("a reply");
         assert_eq!(m.role, Some(crate::transport::Role::Nak));

@@ -300,6 +300,8 @@ impl Dispatcher {
                     time: time::unix_now(),
                     ivorn: event.ivorn.clone(),
                     reply,
+                    // The store archives it unless the archive is off.
+                    archive: Some(Arc::clone(&event)),
                 };
                 // If the committer is gone (shutdown), the record's author is answered
                 // "unavailable" as the record is dropped.

@@ -111,10 +111,12 @@
 //! refused by limits enforced while scanning (depth, attributes, elements, no DOCTYPE),
 //! before any tree grows: [`xml`] gives both, and parses a typical 4.5 KB VOEvent several
 //! times faster than sxd-document and over ten times faster than xmltree (figures in
-//! `tests/bench/RESULTS.md`, XML parsing). roxmltree is nearly as fast but bounds only the
+//! `tests/bench/RESULTS.md`, XML parsing). roxmltree comes closest but bounds only the
 //! number of nodes; quick-xml is a tokenizer that leaves namespace and attribute
 //! well-formedness to its caller, i.e. most of a parser.
 
+pub mod archive;
+pub mod archive_reader;
 pub mod args;
 pub mod broadcaster;
 pub mod broker;

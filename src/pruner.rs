@@ -1,4 +1,5 @@
-//! The pruner thread: deletes dedup records older than the retention window.
+//! The pruner thread: deletes dedup records older than the retention window, and archived
+//! events older than the archive's.
 //!
 //! It prunes at start-up and then every `--eventdb-prune-interval`. [`Store::prune`] reads through
 //! the records in a read transaction (which blocks no writer) and deletes the expired ones
@@ -28,6 +29,11 @@ pub fn run_pruner(store: Arc<Store>, interval: Duration, stop: Receiver<()>) {
                 started.elapsed().as_secs_f64() * 1e3
             ),
             Err(e) => error!("pruning the event database failed: {e}"),
+        }
+        match store.prune_archive(time::unix_now_ms(), PRUNE_CHUNK) {
+            Ok(0) => {}
+            Ok(n) => info!("pruned {n} archived events older than the archive's maximum age"),
+            Err(e) => error!("pruning the archive failed: {e}"),
         }
         match stop.recv_timeout(interval) {
             Err(RecvTimeoutError::Timeout) => continue,

@@ -1,9 +1,11 @@
-//! The persistent event database: duplicate detection for incoming VOEvents.
+//! The persistent event database: duplicate detection for incoming VOEvents and, in the
+//! same LMDB environment and transactions, the archive of accepted events.
 //!
 //! This module owns everything bolide keeps on disk about events it has
 //! already seen: an LMDB environment (crate `lmdb-rkv`) in one directory,
-//! the record format inside it, expiry after a TTL, and pruning of expired
-//! records in small write transactions.
+//! the dedup record format inside it, expiry after a TTL, pruning of expired
+//! records in small write transactions, and the transactions that write the
+//! archive ([`crate::archive`] owns its format and retention rules).
 //!
 //! # On-disk layout
 //!
@@ -17,8 +19,10 @@
 //!
 //! | database  | key                                        | value                     |
 //! |-----------|--------------------------------------------|---------------------------|
-//! | `meta`    | `format`                                   | `bolide-eventdb-2` (bytes)|
+//! | `meta`    | `format`                                   | `bolide-eventdb-3` (bytes)|
+//! | `meta`    | `archive_id`, `next_seq`, `archive_count`, `archive_bytes` | see [`crate::archive`] |
 //! | `events`  | 32-byte SHA-256 of the event's VTP span   | 8-byte big-endian Unix seconds of insertion |
+//! | `archive`, `by_ivorn` | see [`crate::archive`] | |
 //!
 //! There is no time index: pruning reads through `events` (in a read
 //! transaction, which blocks no one) and deletes what it found expired in
@@ -32,10 +36,10 @@
 //! `meta/format` is written when the environment is created and checked on
 //! every open; an LMDB environment without it (or with another value), or a
 //! file that is not LMDB at all, is refused with [`StoreError::Corrupt`]
-//! naming the file, rather than being modified. The one exception is format
-//! 1 (which keeps a `by_time` index beside the same `events`):
-//! it is upgraded in place on open, in one transaction that drops `by_time`
-//! and rewrites the format, so its records stay as they are.
+//! naming the file, rather than being modified. The exceptions are the older
+//! formats, upgraded in place on open in one transaction that keeps every
+//! record: format 1 (which keeps a `by_time` index beside the same `events`:
+//! dropped) and format 2 (no archive: an empty one is created).
 //!
 //! A record whose `time + ttl <= now` is expired: [`Store::seen`] reports it
 //! as not seen, [`Store::insert_batch`] overwrites it, and [`Store::prune`]
@@ -50,17 +54,25 @@ use std::sync::Mutex;
 use lmdb::{
     Cursor, Database, DatabaseFlags, Environment, EnvironmentFlags, Transaction, WriteFlags,
 };
-use log::info;
+use log::{info, warn};
+
+use crate::archive::{self, ArchiveConfig, Counters, Dbs};
+use crate::voevent::Event;
 
 /// SHA-256 of an event's VTP 2.0 span (root element start to end): the key of a record.
 pub type Key = [u8; 32];
 
 /// Value of the `format` record in the `meta` database.
-pub const FORMAT: &[u8] = b"bolide-eventdb-2";
-/// The previous format (with a `by_time` index), upgraded in place on open.
+pub const FORMAT: &[u8] = b"bolide-eventdb-3";
+/// Older formats, upgraded in place on open: with a `by_time` index and no archive, and
+/// without an archive.
 const FORMAT_1: &[u8] = b"bolide-eventdb-1";
-/// Default size of the memory map, i.e. the maximum size of `data.mdb`: 1 GiB.
-pub const DEFAULT_MAP_SIZE: usize = 1 << 30;
+const FORMAT_2: &[u8] = b"bolide-eventdb-2";
+/// Default size of the memory map, i.e. the maximum size of `data.mdb`: 4 GiB, which
+/// holds 30 days of a busy network's archive (GCN sent about 2 000 VOEvents a day of
+/// 2-10 KB: at most 60 000 events, each at most three 4 KiB pages, about 0.7 GiB) several
+/// times over, besides the dedup records.
+pub const DEFAULT_MAP_SIZE: usize = 4 << 30;
 /// Default lifetime of a record: 30 days.
 pub const DEFAULT_TTL_SECS: u64 = 30 * 86_400;
 /// A reasonable number of deletions per prune transaction: small enough that
@@ -74,6 +86,8 @@ const EVENTS_DB: &str = "events";
 const BY_TIME_DB: &str = "by_time";
 const FORMAT_KEY: &[u8] = b"format";
 const DATA_FILE: &str = "data.mdb";
+/// Most archive entries deleted by retention inside one insert transaction.
+const EVICT_PER_COMMIT: usize = 256;
 /// The file a writing [`Store`] holds an exclusive `flock` on.
 pub const LOCK_FILE: &str = "bolide.lock";
 
@@ -112,16 +126,23 @@ pub struct StoreConfig {
     pub no_sync: bool,
     /// Lifetime of a record in seconds.
     pub ttl_secs: u64,
+    /// What the archive keeps (`None`: `--no-archive`, dedup records only).
+    pub archive: Option<ArchiveConfig>,
 }
 
 impl StoreConfig {
-    /// A configuration with the defaults (1 GiB map, sync on, 30-day TTL).
+    /// A configuration with the defaults (4 GiB map, sync on, 30-day TTL, an archive
+    /// keeping 30 days).
     pub fn new(dir: impl Into<PathBuf>) -> StoreConfig {
         StoreConfig {
             dir: dir.into(),
             map_size: DEFAULT_MAP_SIZE,
             no_sync: false,
             ttl_secs: DEFAULT_TTL_SECS,
+            archive: Some(ArchiveConfig {
+                max_age_secs: DEFAULT_TTL_SECS,
+                max_bytes: None,
+            }),
         }
     }
 }
@@ -239,7 +260,14 @@ pub struct Store {
     /// Pages in the map, and how many of them inserts leave free (see `headroom`).
     map_pages: usize,
     reserve_pages: usize,
+    page_size: usize,
     ttl_secs: u64,
+    /// The archive's databases, what it keeps (`None`: nothing), and its counters (held
+    /// by the one writer during a write transaction).
+    archive: Dbs,
+    archive_cfg: Option<ArchiveConfig>,
+    counters: Mutex<Counters>,
+    archive_id: [u8; 16],
     /// The directory's `flock`, released (closed) after the environment.
     _lock: fs::File,
     _guard: OpenGuard,
@@ -339,13 +367,19 @@ impl Store {
         }
         let env = Environment::new()
             .set_flags(flags)
-            .set_max_dbs(4)
+            .set_max_dbs(8)
             .set_map_size(cfg.map_size)
             .open(&dir)
             .map_err(|e| map_lmdb(&dir, cfg.map_size, e))?;
         // The real map size (LMDB raises it to the file size if that is larger).
         let map_size = env.info().map(|i| i.map_size()).unwrap_or(cfg.map_size);
-        let events = Self::init(&env, &dir, map_size)?;
+        let (events, archive, archive_id) = Self::init(&env, &dir, map_size)?;
+        let counters = {
+            let txn = env
+                .begin_ro_txn()
+                .map_err(|e| map_lmdb(&dir, map_size, e))?;
+            archive::load_counters(&txn, archive).map_err(|e| map_lmdb(&dir, map_size, e))?
+        };
         let page_size = env
             .stat()
             .map(|s| s.page_size() as usize)
@@ -358,7 +392,12 @@ impl Store {
             map_size,
             map_pages,
             reserve_pages: (map_pages / 64).clamp(8, 256),
+            page_size,
             ttl_secs: cfg.ttl_secs,
+            archive,
+            archive_cfg: cfg.archive,
+            counters: Mutex::new(counters),
+            archive_id,
             _lock: lock,
             _guard: guard,
         })
@@ -399,93 +438,132 @@ impl Store {
     }
 
     /// Check (or, in an empty environment, create) the meta record and open
-    /// the `events` database, in one write transaction; upgrade format 1.
-    fn init(env: &Environment, dir: &Path, map_size: usize) -> Result<Database, StoreError> {
+    /// the databases, in one write transaction; upgrade formats 1 and 2.
+    fn init(
+        env: &Environment,
+        dir: &Path,
+        map_size: usize,
+    ) -> Result<(Database, Dbs, [u8; 16]), StoreError> {
         let err = |e| map_lmdb(dir, map_size, e);
+        let corrupt = |reason: String| StoreError::Corrupt {
+            path: dir.join(DATA_FILE),
+            reason,
+        };
         let mut txn = env.begin_rw_txn().map_err(err)?;
-        // SAFETY (for the unsafe open_db/create_db below): LMDB requires that
+        // SAFETY (for the unsafe open_db/create_db/drop_db below): LMDB requires that
         // database handles are not opened by concurrent transactions of the
         // same environment. `env` is not shared yet (`Store::open` owns it)
         // and this is its only transaction.
-        let meta = match unsafe { txn.open_db(Some(META_DB)) } {
-            Ok(db) => db,
+        let create = |txn: &mut lmdb::RwTransaction<'_>, name: &str| unsafe {
+            txn.create_db(Some(name), DatabaseFlags::empty())
+                .map_err(err)
+        };
+        let (meta, from) = match unsafe { txn.open_db(Some(META_DB)) } {
+            Ok(meta) => match txn.get(meta, &FORMAT_KEY) {
+                Ok(v) if v == FORMAT || v == FORMAT_1 || v == FORMAT_2 => (meta, v.to_vec()),
+                Ok(v) => {
+                    return Err(corrupt(format!(
+                        "format is {:?}, expected {:?}",
+                        String::from_utf8_lossy(v),
+                        String::from_utf8_lossy(FORMAT)
+                    )))
+                }
+                Err(lmdb::Error::NotFound) => {
+                    return Err(corrupt(
+                        "the meta database has no format record".to_string(),
+                    ))
+                }
+                Err(e) => return Err(err(e)),
+            },
             Err(lmdb::Error::NotFound) => {
                 // No meta database: fine only if the environment is empty.
                 let main = unsafe { txn.open_db(None) }.map_err(err)?;
                 let entries = txn.stat(main).map_err(err)?.entries();
                 if entries != 0 {
-                    return Err(StoreError::Corrupt {
-                        path: dir.join(DATA_FILE),
-                        reason: format!("an LMDB database without a bolide `{META_DB}` record"),
-                    });
+                    return Err(corrupt(format!(
+                        "an LMDB database without a bolide `{META_DB}` record"
+                    )));
                 }
-                let (meta, events) = unsafe {
-                    (
-                        txn.create_db(Some(META_DB), DatabaseFlags::empty())
-                            .map_err(err)?,
-                        txn.create_db(Some(EVENTS_DB), DatabaseFlags::empty())
-                            .map_err(err)?,
-                    )
-                };
-                txn.put(meta, &FORMAT_KEY, &FORMAT, WriteFlags::empty())
-                    .map_err(err)?;
-                txn.commit().map_err(err)?;
-                return Ok(events);
+                (create(&mut txn, META_DB)?, Vec::new())
             }
             Err(lmdb::Error::Incompatible) => {
-                return Err(StoreError::Corrupt {
-                    path: dir.join(DATA_FILE),
-                    reason: "an LMDB database with a foreign layout".to_string(),
-                })
+                return Err(corrupt(
+                    "an LMDB database with a foreign layout".to_string(),
+                ))
             }
             Err(e) => return Err(err(e)),
         };
-        let upgrade = match txn.get(meta, &FORMAT_KEY) {
-            Ok(v) if v == FORMAT => false,
-            Ok(v) if v == FORMAT_1 => true,
-            Ok(v) => {
-                return Err(StoreError::Corrupt {
-                    path: dir.join(DATA_FILE),
-                    reason: format!(
-                        "format is {:?}, expected {:?}",
-                        String::from_utf8_lossy(v),
-                        String::from_utf8_lossy(FORMAT)
-                    ),
-                })
-            }
-            Err(lmdb::Error::NotFound) => {
-                return Err(StoreError::Corrupt {
-                    path: dir.join(DATA_FILE),
-                    reason: "the meta database has no format record".to_string(),
-                })
-            }
-            Err(e) => return Err(err(e)),
+        let open_named =
+            |txn: &lmdb::RwTransaction<'_>, name: &str| match unsafe { txn.open_db(Some(name)) } {
+                Ok(db) => Ok(db),
+                Err(lmdb::Error::NotFound) | Err(lmdb::Error::Incompatible) => {
+                    Err(corrupt(format!("database `{name}` is missing")))
+                }
+                Err(e) => Err(err(e)),
+            };
+        let fresh = from.is_empty();
+        let events = if fresh {
+            create(&mut txn, EVENTS_DB)?
+        } else {
+            open_named(&txn, EVENTS_DB)?
         };
-        let open_named = |name: &str| match unsafe { txn.open_db(Some(name)) } {
-            Ok(db) => Ok(db),
-            Err(lmdb::Error::NotFound) | Err(lmdb::Error::Incompatible) => {
-                Err(StoreError::Corrupt {
-                    path: dir.join(DATA_FILE),
-                    reason: format!("database `{name}` is missing"),
-                })
-            }
-            Err(e) => Err(err(e)),
-        };
-        let events = open_named(EVENTS_DB)?;
-        if upgrade {
+        if from == FORMAT_1 {
             // Format 1 -> 2: the same `events`, without the time index.
-            let by_time = open_named(BY_TIME_DB)?;
+            let by_time = open_named(&txn, BY_TIME_DB)?;
             // SAFETY: as above; `by_time` is not used again after this.
             unsafe { txn.drop_db(by_time) }.map_err(err)?;
+        }
+        let dbs = if from == FORMAT {
+            Dbs {
+                archive: open_named(&txn, archive::ARCHIVE_DB)?,
+                by_ivorn: open_named(&txn, archive::BY_IVORN_DB)?,
+                meta,
+            }
+        } else {
+            // A new environment, or format 1/2 -> 3: an empty archive.
+            let dbs = Dbs {
+                archive: create(&mut txn, archive::ARCHIVE_DB)?,
+                by_ivorn: create(&mut txn, archive::BY_IVORN_DB)?,
+                meta,
+            };
+            let id = archive::new_identity().map_err(|source| StoreError::Io {
+                path: PathBuf::from("/dev/urandom"),
+                source,
+            })?;
+            txn.put(meta, &archive::ID_KEY, &id, WriteFlags::empty())
+                .map_err(err)?;
+            archive::store_counters(
+                &mut txn,
+                dbs,
+                &Counters {
+                    next_seq: 1,
+                    ..Counters::default()
+                },
+            )
+            .map_err(err)?;
             txn.put(meta, &FORMAT_KEY, &FORMAT, WriteFlags::empty())
                 .map_err(err)?;
-            info!(
-                "upgraded event database {} from format 1 to 2 (dropped the by_time index; records kept)",
-                dir.join(DATA_FILE).display()
-            );
-        }
+            if !fresh {
+                info!(
+                    "upgraded event database {} from {} to {} (records kept; the archive starts empty)",
+                    dir.join(DATA_FILE).display(),
+                    String::from_utf8_lossy(&from),
+                    String::from_utf8_lossy(FORMAT)
+                );
+            }
+            dbs
+        };
+        let id: [u8; 16] = match txn.get(meta, &archive::ID_KEY) {
+            Ok(v) => v
+                .try_into()
+                .map_err(|_| corrupt("the archive identity is not 16 bytes".to_string()))?,
+            Err(lmdb::Error::NotFound) => {
+                return Err(corrupt("the archive has no identity".to_string()))
+            }
+            Err(e) => return Err(err(e)),
+        };
         txn.commit().map_err(err)?;
-        Ok(events)
+        Ok((events, dbs, id))
     }
 
     fn err(&self, e: lmdb::Error) -> StoreError {
@@ -527,40 +605,120 @@ impl Store {
     }
 
     /// Store every `(key, time)` in one write transaction with one commit
-    /// (group commit: one fsync for the whole batch). An existing record for
-    /// a key — expired or not — is replaced by the new time; a key repeated
-    /// within the batch ends with its last time. On error nothing of the batch
-    /// is stored.
+    /// (group commit: one fsync for the whole batch), and archive each of
+    /// `events` (unless the archive is off) in the same transaction. An
+    /// existing record for a key — expired or not — is replaced by the new
+    /// time; a key repeated within the batch ends with its last time. On error
+    /// nothing of the batch is stored.
+    ///
+    /// The archive never costs an author its ack: when the map is short of
+    /// space, the oldest archive entries are deleted first, and if that is not
+    /// enough the batch's dedup records are stored without archiving it.
     ///
     /// Very large batches can fail with LMDB's `TxnFull` (on the order of a
     /// million records); batches of thousands are fine.
-    pub fn insert_batch(&self, records: &[(Key, u64)]) -> Result<(), StoreError> {
+    pub fn insert_batch(
+        &self,
+        records: &[(Key, u64)],
+        events: &[&Event],
+    ) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
-        if !self.headroom(records.len()).map_err(|e| self.err(e))? {
+        let mut archiving = self.archive_cfg.is_some() && !events.is_empty();
+        if archiving && !self.make_room(records.len(), events)? {
+            warn!(
+                "event database {} is full even without the archive's older events: {} events recorded but not archived",
+                self.dir.display(),
+                events.len()
+            );
+            archiving = false;
+        }
+        if !archiving && !self.headroom(records.len(), 0).map_err(|e| self.err(e))? {
             return Err(StoreError::MapFull {
                 path: self.dir.clone(),
                 map_size: self.map_size,
             });
         }
+        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = *counters;
         let mut txn = self.env.begin_rw_txn().map_err(|e| self.err(e))?;
         for (key, time) in records {
             txn.put(self.events, key, &time.to_be_bytes(), WriteFlags::empty())
                 .map_err(|e| self.err(e))?;
         }
-        txn.commit().map_err(|e| self.err(e))
+        if let (true, Some(cfg)) = (archiving, self.archive_cfg) {
+            let now_ms = crate::time::unix_now_ms();
+            for event in events {
+                archive::append(&mut txn, self.archive, &mut c, event, now_ms)
+                    .map_err(|e| self.err(e))?;
+            }
+            // The size bound holds at every commit; age is the pruner's, but a few of
+            // the oldest go here too, so a busy archive never waits hours for it.
+            let cutoff = now_ms.saturating_sub(cfg.max_age_secs.saturating_mul(1000));
+            let over = |oldest_ms: u64, c: &Counters| {
+                cfg.max_bytes.is_some_and(|max| c.bytes > max) || oldest_ms < cutoff
+            };
+            archive::evict_oldest(&mut txn, self.archive, &mut c, EVICT_PER_COMMIT, &over)
+                .map_err(|e| self.err(e))?;
+            archive::store_counters(&mut txn, self.archive, &c).map_err(|e| self.err(e))?;
+        }
+        txn.commit().map_err(|e| self.err(e))?;
+        *counters = c;
+        Ok(())
     }
 
-    /// Whether a batch of `n` records leaves the reserve free. In a full map even a
-    /// deletion needs free pages (LMDB copies every page it changes), so inserts stop
-    /// short of filling it: [`Store::insert_batch`] refuses a batch unless at least
-    /// `reserve_pages` (1/64 of the map, between 8 and 256 pages) would remain besides
-    /// a generous `2n + 4` pages for the batch itself, and [`Store::prune`] can then
-    /// always delete. Cheap while the map has room (one read of the meta page); near
-    /// the end it also counts the free list.
-    fn headroom(&self, n: usize) -> Result<bool, lmdb::Error> {
-        let need = self.reserve_pages + 2 * n + 4;
+    /// Make room in the map for `n` dedup records and the archive entries of `events`,
+    /// deleting the oldest archive entries if need be (each deletion in its own
+    /// committed transaction, so its pages are free for the next). `false` if even an
+    /// empty archive would leave too little room.
+    fn make_room(&self, n: usize, events: &[&Event]) -> Result<bool, StoreError> {
+        let page = self.page_size.max(1);
+        // An entry's value (header, strings, bytes) in overflow pages, plus its two keys.
+        let pages: usize = events
+            .iter()
+            .map(|e| (e.payload().len() + 2 * e.ivorn.len() + 256).div_ceil(page) + 2)
+            .sum();
+        for _ in 0..64 {
+            if self.headroom(n, pages).map_err(|e| self.err(e))? {
+                return Ok(true);
+            }
+            let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+            if counters.count == 0 {
+                return Ok(false);
+            }
+            let mut c = *counters;
+            let mut txn = self.env.begin_rw_txn().map_err(|e| self.err(e))?;
+            let want = (pages * page) as u64;
+            let start = c.bytes;
+            let (gone, _) = archive::evict_oldest(
+                &mut txn,
+                self.archive,
+                &mut c,
+                EVICT_PER_COMMIT,
+                &|_, c: &Counters| start - c.bytes < want,
+            )
+            .map_err(|e| self.err(e))?;
+            archive::store_counters(&mut txn, self.archive, &c).map_err(|e| self.err(e))?;
+            txn.commit().map_err(|e| self.err(e))?;
+            *counters = c;
+            warn!(
+                "event database {} is short of space: deleted the {gone} oldest archived events",
+                self.dir.display()
+            );
+        }
+        Ok(false)
+    }
+
+    /// Whether a batch of `n` records (and `extra` pages more) leaves the reserve free.
+    /// In a full map even a deletion needs free pages (LMDB copies every page it
+    /// changes), so inserts stop short of filling it: [`Store::insert_batch`] refuses a
+    /// batch unless at least `reserve_pages` (1/64 of the map, between 8 and 256 pages)
+    /// would remain besides a generous `2n + 4` pages for the batch itself, and
+    /// [`Store::prune`] can then always delete. Cheap while the map has room (one read
+    /// of the meta page); near the end it also counts the free list.
+    fn headroom(&self, n: usize, extra: usize) -> Result<bool, lmdb::Error> {
+        let need = self.reserve_pages + 2 * n + 4 + extra;
         let unused = self
             .map_pages
             .saturating_sub(self.env.info()?.last_pgno() + 1);
@@ -568,6 +726,48 @@ impl Store {
             return Ok(true);
         }
         Ok(unused + self.env.freelist()? >= need)
+    }
+
+    /// Delete archive entries older than the archive's maximum age, at most `chunk` per
+    /// write transaction; the number deleted.
+    pub fn prune_archive(&self, now_ms: u64, chunk: usize) -> Result<usize, StoreError> {
+        let Some(cfg) = self.archive_cfg else {
+            return Ok(0);
+        };
+        let cutoff = now_ms.saturating_sub(cfg.max_age_secs.saturating_mul(1000));
+        let mut total = 0;
+        loop {
+            let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+            let mut c = *counters;
+            let mut txn = self.env.begin_rw_txn().map_err(|e| self.err(e))?;
+            let (gone, _) = archive::evict_oldest(
+                &mut txn,
+                self.archive,
+                &mut c,
+                chunk.max(1),
+                &|oldest, _| oldest < cutoff,
+            )
+            .map_err(|e| self.err(e))?;
+            if gone == 0 {
+                return Ok(total);
+            }
+            archive::store_counters(&mut txn, self.archive, &c).map_err(|e| self.err(e))?;
+            txn.commit().map_err(|e| self.err(e))?;
+            *counters = c;
+            total += gone;
+            drop(counters);
+            std::thread::yield_now();
+        }
+    }
+
+    /// The archive's counters: next seq, newest time, events and bytes held.
+    pub fn archive_counters(&self) -> Counters {
+        *self.counters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The archive's identity, created with it.
+    pub fn archive_id(&self) -> [u8; 16] {
+        self.archive_id
     }
 
     /// Delete every record with `time + ttl <= now`, at most `chunk` deletions

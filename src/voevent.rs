@@ -87,6 +87,10 @@ pub struct Event {
     pub role: EventRole,
     pub key: Key,
     pub origin: Origin,
+    /// `Who/AuthorIVORN` and `Who/Date` as written (trimmed), for the archive; `None`
+    /// where absent.
+    pub author_ivorn: Option<String>,
+    pub authored: Option<String>,
 }
 
 impl Event {
@@ -105,7 +109,22 @@ impl Event {
             role,
             key,
             origin,
+            author_ivorn: None,
+            authored: None,
         }
+    }
+
+    /// Take `Who/AuthorIVORN` and `Who/Date` from the event's document.
+    pub fn with_who(mut self, doc: &Document<'_>) -> Event {
+        let text = |parent, name| {
+            doc.child(parent, name)
+                .map(|id| doc.elements[id].text.trim().to_string())
+        };
+        if let Some(who) = doc.child(0, "Who") {
+            self.author_ivorn = text(who, "AuthorIVORN");
+            self.authored = text(who, "Date");
+        }
+        self
     }
 
     /// The payload bytes (no length prefix).
@@ -249,7 +268,8 @@ pub fn check_author_event(
         role,
         doc.root_span.clone(),
         Origin::Author(peer),
-    ))
+    )
+    .with_who(&doc))
 }
 
 /// Check an event relayed by an upstream broker, already parsed: a `VOEvent` root in any
@@ -272,7 +292,8 @@ pub fn upstream_event(
         role,
         doc.root_span.clone(),
         Origin::Upstream(upstream.to_string()),
-    ))
+    )
+    .with_who(doc))
 }
 
 /// Parse and check an event relayed by an upstream broker (see [`upstream_event`]).

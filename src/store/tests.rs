@@ -52,7 +52,8 @@ fn insert_seen_persist() {
     {
         let s = Store::open(&d.cfg()).unwrap();
         assert!(s.is_empty().unwrap());
-        s.insert_batch(&[(key(1), NOW), (key(2), NOW)]).unwrap();
+        s.insert_batch(&[(key(1), NOW), (key(2), NOW)], &[])
+            .unwrap();
         assert!(s.seen(&key(1), NOW).unwrap());
         assert!(s.seen(&key(2), NOW + 10).unwrap());
         assert!(!s.seen(&key(3), NOW).unwrap());
@@ -91,7 +92,7 @@ fn expiry_and_prune_in_chunks() {
     for i in 250..350 {
         recs.push((key(i), NOW - (i - 250) * 60));
     }
-    s.insert_batch(&recs).unwrap();
+    s.insert_batch(&recs, &[]).unwrap();
     assert_eq!(s.len().unwrap(), 350);
     assert!(!s.seen(&key(0), NOW).unwrap(), "exactly ttl old is expired");
     assert!(s.seen(&key(0), NOW - 1).unwrap());
@@ -114,10 +115,12 @@ fn overwrite_expired_record() {
     let d = TestDir::new("overwrite");
     let s = Store::open(&d.cfg()).unwrap();
     let old = NOW - 40 * DAY;
-    s.insert_batch(&[(key(1), old), (key(2), old)]).unwrap();
+    s.insert_batch(&[(key(1), old), (key(2), old)], &[])
+        .unwrap();
     assert!(!s.seen(&key(1), NOW).unwrap());
     // Re-insert key 1 fresh; key 1 also repeated in the batch: last wins.
-    s.insert_batch(&[(key(1), NOW - 5), (key(1), NOW)]).unwrap();
+    s.insert_batch(&[(key(1), NOW - 5), (key(1), NOW)], &[])
+        .unwrap();
     assert_eq!(s.time_of(&key(1)).unwrap(), Some(NOW));
     assert!(s.seen(&key(1), NOW).unwrap());
     assert_eq!(s.len().unwrap(), 2);
@@ -136,11 +139,11 @@ fn prune_interleaved_in_key_order() {
     let recs: Vec<(Key, u64)> = (0..1000)
         .map(|i| (key(i), if i % 3 == 0 { NOW - 40 * DAY } else { NOW }))
         .collect();
-    s.insert_batch(&recs).unwrap();
+    s.insert_batch(&recs, &[]).unwrap();
     for chunk in [1, 2, 7, 334, 5000] {
         let d2 = TestDir::new("interleaved-chunk");
         let s2 = Store::open(&d2.cfg()).unwrap();
-        s2.insert_batch(&recs).unwrap();
+        s2.insert_batch(&recs, &[]).unwrap();
         assert_eq!(s2.prune(NOW, chunk).unwrap(), 334, "chunk {chunk}");
         assert_eq!(s2.len().unwrap(), 666, "chunk {chunk}");
         for i in 0..1000 {
@@ -220,7 +223,7 @@ fn batch_of_10000() {
     cfg.no_sync = true;
     let s = Store::open(&cfg).unwrap();
     let recs: Vec<(Key, u64)> = (0..10_000).map(|i| (key(i), NOW + i % 100)).collect();
-    s.insert_batch(&recs).unwrap();
+    s.insert_batch(&recs, &[]).unwrap();
     assert_eq!(s.len().unwrap(), 10_000);
     assert!(s.seen(&key(0), NOW).unwrap());
     assert!(s.seen(&key(9_999), NOW).unwrap());
@@ -311,7 +314,7 @@ fn map_full_and_recovery() {
     let mut n = 0u64;
     let err = loop {
         let recs: Vec<(Key, u64)> = (n..n + 20).map(|i| (key(i), NOW - 40 * DAY)).collect();
-        match s.insert_batch(&recs) {
+        match s.insert_batch(&recs, &[]) {
             Ok(()) => n += 20,
             Err(e) => break e,
         }
@@ -328,7 +331,7 @@ fn map_full_and_recovery() {
     // Pruning (all are expired) frees space; inserts work again.
     assert_eq!(s.prune(NOW, 50).unwrap() as u64, n);
     let recs: Vec<(Key, u64)> = (0..20).map(|i| (key(1_000_000 + i), NOW)).collect();
-    s.insert_batch(&recs).unwrap();
+    s.insert_batch(&recs, &[]).unwrap();
     assert!(s.seen(&key(1_000_000), NOW).unwrap());
 }
 
@@ -342,7 +345,7 @@ fn concurrent_insert_prune_read() {
     const FRESH: u64 = 10_000;
     const BATCH: u64 = 250;
     let old: Vec<(Key, u64)> = (0..OLD).map(|i| (key(i), NOW - 31 * DAY - i)).collect();
-    s.insert_batch(&old).unwrap();
+    s.insert_batch(&old, &[]).unwrap();
     let progress = Arc::new(AtomicUsize::new(0)); // fresh records committed
     let done = Arc::new(AtomicBool::new(false));
     // All three start together, so they overlap however fast the writer is.
@@ -356,7 +359,7 @@ fn concurrent_insert_prune_read() {
                 let recs: Vec<(Key, u64)> = (0..BATCH)
                     .map(|j| (key(1_000_000 + b * BATCH + j), NOW))
                     .collect();
-                s.insert_batch(&recs).unwrap();
+                s.insert_batch(&recs, &[]).unwrap();
                 progress.store(((b + 1) * BATCH) as usize, Ordering::SeqCst);
             }
         })
@@ -413,7 +416,7 @@ fn crash_child_helper() {
     let mut cfg = StoreConfig::new(dir);
     cfg.no_sync = true;
     let s = Store::open(&cfg).unwrap();
-    s.insert_batch(&[(key(42), NOW)]).unwrap();
+    s.insert_batch(&[(key(42), NOW)], &[]).unwrap();
     // Crash without closing the environment or syncing.
     std::process::abort();
 }

@@ -130,26 +130,21 @@ def main():
         # 2. Subscribers.
         sub_dir = os.path.join(tmp, "sub", "events")
         t0 = time.monotonic()
-        spawn("sub", [
-            os.path.join(bin_, "twistd"), "-n",
-            "--pidfile=" + os.path.join(tmp, "sub", "twistd.pid"),
-            "--logfile=-", "comet",
-            "--local-ivo=ivo://comet.test/sub",
-            "--remote=127.0.0.1:%d" % bport,
-            "--eventdb=" + os.path.join(tmp, "sub", "eventdb"),
-            "--save-event", "--save-event-directory=" + sub_dir,
-        ], os.path.join(tmp, "sub"))
-        spawn("subf", [
-            os.path.join(bin_, "twistd"), "-n",
-            "--pidfile=" + os.path.join(tmp, "subf", "twistd.pid"),
-            "--logfile=-", "comet",
-            "--local-ivo=ivo://comet.test/subf",
-            "--remote=127.0.0.1:%d" % bport,
-            "--eventdb=" + os.path.join(tmp, "subf", "eventdb"),
-            "--filter=//Param[@name='Packet_Type' and @value='999']",
-            "--save-event",
-            "--save-event-directory=" + os.path.join(tmp, "subf", "events"),
-        ], os.path.join(tmp, "subf"))
+        def comet_subscriber(name, *extra):
+            """A Comet subscribed to the broker, saving what it gets in NAME/events."""
+            spawn(name, [
+                os.path.join(bin_, "twistd"), "-n",
+                "--pidfile=" + os.path.join(tmp, name, "twistd.pid"),
+                "--logfile=-", "comet",
+                "--local-ivo=ivo://comet.test/" + name,
+                "--remote=127.0.0.1:%d" % bport,
+                "--eventdb=" + os.path.join(tmp, name, "eventdb"),
+                *extra,
+                "--save-event",
+                "--save-event-directory=" + os.path.join(tmp, name, "events"),
+            ], os.path.join(tmp, name))
+        comet_subscriber("sub")
+        comet_subscriber("subf", "--filter=//Param[@name='Packet_Type' and @value='999']")
         gcn_dir = os.path.join(tmp, "gcn")
         glog = spawn("gcn", [os.path.join(bin_, "pygcn-listen"),
                              "127.0.0.1:%d" % bport], gcn_dir)

@@ -1,0 +1,458 @@
+//! The archive: every event the broker accepted as new, with its exact bytes, in the
+//! order it accepted them. It lives in the event database's LMDB environment and is
+//! written in the same transaction as the events' dedup records ([`crate::store`]), so an
+//! `ack` means the event is archived too. [`crate::archive_reader`] reads it.
+//!
+//! | database   | key                                      | value |
+//! |------------|------------------------------------------|-------|
+//! | `archive`  | seq: 8-byte big-endian, from 1, never reused | an [`Entry`] ([`encode`]) |
+//! | `by_ivorn` | ivorn bytes (at most [`IVORN_KEY_MAX`]) + seq | empty |
+//!
+//! `seq` is the broker's acceptance order. The acceptance time in each entry never goes
+//! backwards (a clock stepped back repeats the last time), so seq order is time order and
+//! a time range is found by binary search over seq. `by_ivorn` keeps every event that
+//! shares an ivorn (each under its own seq) and, sorted by ivorn, answers prefix queries
+//! (`ivo://authority/stream#`) with a range scan. The `meta` database holds the archive's
+//! identity (16 random bytes created with it), the next seq, and the count and bytes of
+//! what it holds, updated in every transaction that changes them.
+//!
+//! Retention takes the oldest entries first: by age ([`ArchiveConfig::max_age_secs`]),
+//! by total size ([`ArchiveConfig::max_bytes`]), and when the map runs short of space,
+//! before any dedup record is refused.
+
+use std::fmt;
+
+use lmdb::{Cursor, Database, RwTransaction, Transaction, WriteFlags};
+
+use crate::store::Key;
+use crate::voevent::{Event, EventRole, Origin};
+
+/// Longest ivorn prefix kept in a `by_ivorn` key (LMDB keys are at most 511 bytes; 8
+/// more hold the seq). Longer ivorns share the prefix; the entry holds the whole ivorn.
+pub const IVORN_KEY_MAX: usize = 480;
+/// Version byte of an encoded [`Entry`].
+const ENTRY_VERSION: u8 = 1;
+/// Fixed part of an encoded entry: version, accepted ms, role, source kind, key, four
+/// string lengths.
+const HEADER: usize = 1 + 8 + 1 + 1 + 32 + 4 * 4;
+
+pub const ARCHIVE_DB: &str = "archive";
+pub const BY_IVORN_DB: &str = "by_ivorn";
+pub const ID_KEY: &[u8] = b"archive_id";
+pub const NEXT_SEQ_KEY: &[u8] = b"next_seq";
+pub const BYTES_KEY: &[u8] = b"archive_bytes";
+pub const COUNT_KEY: &[u8] = b"archive_count";
+
+/// What to keep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArchiveConfig {
+    /// Entries older than this (by acceptance time) are deleted.
+    pub max_age_secs: u64,
+    /// Most bytes of events kept (their exact bytes; `None`: as many as the map holds).
+    pub max_bytes: Option<u64>,
+}
+
+/// Where an archived event came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    Author,
+    Upstream,
+    Kafka,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Author => "author",
+            SourceKind::Upstream => "upstream",
+            SourceKind::Kafka => "kafka",
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            SourceKind::Author => 1,
+            SourceKind::Upstream => 2,
+            SourceKind::Kafka => 3,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<SourceKind> {
+        match c {
+            1 => Some(SourceKind::Author),
+            2 => Some(SourceKind::Upstream),
+            3 => Some(SourceKind::Kafka),
+            _ => None,
+        }
+    }
+}
+
+fn role_code(r: EventRole) -> u8 {
+    match r {
+        EventRole::Observation => 0,
+        EventRole::Prediction => 1,
+        EventRole::Utility => 2,
+        EventRole::Test => 3,
+    }
+}
+
+fn role_from_code(c: u8) -> Option<EventRole> {
+    match c {
+        0 => Some(EventRole::Observation),
+        1 => Some(EventRole::Prediction),
+        2 => Some(EventRole::Utility),
+        3 => Some(EventRole::Test),
+        _ => None,
+    }
+}
+
+/// One archived event, borrowed from the database page it is stored in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry<'a> {
+    pub seq: u64,
+    /// Acceptance time, Unix milliseconds.
+    pub accepted_ms: u64,
+    pub role: EventRole,
+    pub source_kind: SourceKind,
+    /// The author's address, or the upstream as `host:port`, or the Kafka topic.
+    pub source: &'a str,
+    pub ivorn: &'a str,
+    /// `Who/AuthorIVORN` and `Who/Date` as written (`None`: absent).
+    pub author_ivorn: Option<&'a str>,
+    pub authored: Option<&'a str>,
+    /// The dedup key (SHA-256 of the VTP span).
+    pub key: Key,
+    /// The event's exact bytes.
+    pub bytes: &'a [u8],
+}
+
+impl Entry<'_> {
+    /// The stream: the ivorn up to its `#` (`ivo://authority/resource`).
+    pub fn stream(&self) -> &str {
+        self.ivorn.split('#').next().unwrap_or("")
+    }
+}
+
+/// An entry that cannot be decoded (the database is damaged or of a newer bolide).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadEntry {
+    pub seq: u64,
+    pub why: &'static str,
+}
+
+impl fmt::Display for BadEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "archive entry {} is unreadable: {}", self.seq, self.why)
+    }
+}
+
+/// The source of an event, if it is one the archive keeps (the broker's own test events
+/// are not archived).
+pub fn source_of(origin: &Origin) -> Option<(SourceKind, String)> {
+    match origin {
+        Origin::Author(a) => Some((SourceKind::Author, a.to_string())),
+        Origin::Upstream(u) => Some((SourceKind::Upstream, u.clone())),
+        Origin::Local => None,
+    }
+}
+
+/// Encode `event` as an archive value.
+pub fn encode(event: &Event, accepted_ms: u64, kind: SourceKind, source: &str) -> Vec<u8> {
+    let strings = [
+        Some(source),
+        Some(event.ivorn.as_str()),
+        event.author_ivorn.as_deref(),
+        event.authored.as_deref(),
+    ];
+    let text: usize = strings.iter().map(|s| s.map_or(0, str::len)).sum();
+    let mut v = Vec::with_capacity(HEADER + text + event.payload().len());
+    v.push(ENTRY_VERSION);
+    v.extend_from_slice(&accepted_ms.to_be_bytes());
+    v.push(role_code(event.role));
+    v.push(kind.code());
+    v.extend_from_slice(&event.key);
+    for s in strings {
+        // Length + 1, so 0 means absent.
+        let n = s.map_or(0, |s| s.len() as u32 + 1);
+        v.extend_from_slice(&n.to_be_bytes());
+    }
+    for s in strings.into_iter().flatten() {
+        v.extend_from_slice(s.as_bytes());
+    }
+    v.extend_from_slice(event.payload());
+    v
+}
+
+/// Decode the value stored under `seq`.
+pub fn decode(seq: u64, v: &[u8]) -> Result<Entry<'_>, BadEntry> {
+    let bad = |why| BadEntry { seq, why };
+    if v.len() < HEADER {
+        return Err(bad("shorter than its header"));
+    }
+    if v[0] != ENTRY_VERSION {
+        return Err(bad("unknown entry version (written by a newer bolide?)"));
+    }
+    let accepted_ms = u64::from_be_bytes(v[1..9].try_into().expect("8 bytes"));
+    let role = role_from_code(v[9]).ok_or(bad("unknown role"))?;
+    let source_kind = SourceKind::from_code(v[10]).ok_or(bad("unknown source"))?;
+    let key: Key = v[11..43].try_into().expect("32 bytes");
+    let mut at = HEADER;
+    let mut strings: [Option<&str>; 4] = [None; 4];
+    for (i, s) in strings.iter_mut().enumerate() {
+        let n = u32::from_be_bytes(v[43 + 4 * i..47 + 4 * i].try_into().expect("4 bytes"));
+        if n == 0 {
+            continue;
+        }
+        let end = at
+            .checked_add(n as usize - 1)
+            .filter(|&e| e <= v.len())
+            .ok_or(bad("a string runs past the end"))?;
+        *s = Some(std::str::from_utf8(&v[at..end]).map_err(|_| bad("a string is not UTF-8"))?);
+        at = end;
+    }
+    Ok(Entry {
+        seq,
+        accepted_ms,
+        role,
+        source_kind,
+        source: strings[0].unwrap_or(""),
+        ivorn: strings[1].unwrap_or(""),
+        author_ivorn: strings[2],
+        authored: strings[3],
+        key,
+        bytes: &v[at..],
+    })
+}
+
+/// The `by_ivorn` key of (`ivorn`, `seq`).
+pub fn ivorn_key(ivorn: &str, seq: u64) -> Vec<u8> {
+    let iv = &ivorn.as_bytes()[..ivorn.len().min(IVORN_KEY_MAX)];
+    let mut k = Vec::with_capacity(iv.len() + 8);
+    k.extend_from_slice(iv);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The seq at the end of a `by_ivorn` key.
+pub fn seq_of_ivorn_key(k: &[u8]) -> Option<u64> {
+    let at = k.len().checked_sub(8)?;
+    Some(u64::from_be_bytes(k[at..].try_into().ok()?))
+}
+
+/// The archive's databases in an open environment.
+#[derive(Clone, Copy, Debug)]
+pub struct Dbs {
+    pub archive: Database,
+    pub by_ivorn: Database,
+    pub meta: Database,
+}
+
+/// The writer's view of the archive, kept in memory by the one writing [`crate::store::Store`]
+/// and written to `meta` with every change.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub next_seq: u64,
+    /// Acceptance time of the newest entry (ms): the floor for the next one.
+    pub last_ms: u64,
+    pub count: u64,
+    pub bytes: u64,
+}
+
+/// Read a big-endian u64 from `meta` (`None` if absent).
+pub fn meta_u64<T: Transaction>(
+    txn: &T,
+    meta: Database,
+    key: &[u8],
+) -> Result<Option<u64>, lmdb::Error> {
+    match txn.get(meta, &key) {
+        Ok(v) => Ok(v.try_into().ok().map(u64::from_be_bytes)),
+        Err(lmdb::Error::NotFound) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The counters as stored, and the newest entry's time.
+pub fn load_counters<T: Transaction>(txn: &T, dbs: Dbs) -> Result<Counters, lmdb::Error> {
+    let last_ms = {
+        let cursor = txn.open_ro_cursor(dbs.archive)?;
+        match cursor.get(None, None, lmdb_sys::MDB_LAST) {
+            Ok((_, v)) => v
+                .get(1..9)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_be_bytes),
+            Err(lmdb::Error::NotFound) => 0,
+            Err(e) => return Err(e),
+        }
+    };
+    Ok(Counters {
+        next_seq: meta_u64(txn, dbs.meta, NEXT_SEQ_KEY)?.unwrap_or(1),
+        last_ms,
+        count: meta_u64(txn, dbs.meta, COUNT_KEY)?.unwrap_or(0),
+        bytes: meta_u64(txn, dbs.meta, BYTES_KEY)?.unwrap_or(0),
+    })
+}
+
+/// Write the counters to `meta`.
+pub fn store_counters(txn: &mut RwTransaction<'_>, dbs: Dbs, c: &Counters) -> lmdb::Result<()> {
+    for (k, v) in [
+        (NEXT_SEQ_KEY, c.next_seq),
+        (COUNT_KEY, c.count),
+        (BYTES_KEY, c.bytes),
+    ] {
+        txn.put(dbs.meta, &k, &v.to_be_bytes(), WriteFlags::empty())?;
+    }
+    Ok(())
+}
+
+/// Append `event` as the next entry, accepted at `now_ms` (or the newest entry's time if
+/// the clock went back). The broker's own test events are not archived: `false`.
+pub fn append(
+    txn: &mut RwTransaction<'_>,
+    dbs: Dbs,
+    c: &mut Counters,
+    event: &Event,
+    now_ms: u64,
+) -> lmdb::Result<bool> {
+    let Some((kind, source)) = source_of(&event.origin) else {
+        return Ok(false);
+    };
+    let accepted = now_ms.max(c.last_ms);
+    let seq = c.next_seq;
+    let value = encode(event, accepted, kind, &source);
+    txn.put(dbs.archive, &seq.to_be_bytes(), &value, WriteFlags::APPEND)?;
+    txn.put(
+        dbs.by_ivorn,
+        &ivorn_key(&event.ivorn, seq),
+        &[],
+        WriteFlags::empty(),
+    )?;
+    c.next_seq += 1;
+    c.last_ms = accepted;
+    c.count += 1;
+    c.bytes += event.payload().len() as u64;
+    Ok(true)
+}
+
+/// What [`evict_oldest`] should delete: entries while this says so, given the oldest
+/// entry's acceptance time (ms) and the counters as they stand.
+pub type Evict<'f> = &'f dyn Fn(u64, &Counters) -> bool;
+
+/// Delete the oldest entries (and their `by_ivorn` keys) while `evict` says so, at most
+/// `max` of them; returns how many, and the bytes of events they held.
+pub fn evict_oldest(
+    txn: &mut RwTransaction<'_>,
+    dbs: Dbs,
+    c: &mut Counters,
+    max: usize,
+    evict: Evict<'_>,
+) -> lmdb::Result<(usize, u64)> {
+    let mut victims: Vec<(u64, Vec<u8>, u64)> = Vec::new();
+    {
+        let mut cursor = txn.open_ro_cursor(dbs.archive)?;
+        let mut sim = *c;
+        for item in cursor.iter_start() {
+            if victims.len() >= max {
+                break;
+            }
+            let (k, v) = item?;
+            let seq = k.try_into().map(u64::from_be_bytes).unwrap_or(0);
+            let e = decode(seq, v).map_err(|_| lmdb::Error::Corrupted)?;
+            if !evict(e.accepted_ms, &sim) {
+                break;
+            }
+            sim.count = sim.count.saturating_sub(1);
+            sim.bytes = sim.bytes.saturating_sub(e.bytes.len() as u64);
+            victims.push((seq, ivorn_key(e.ivorn, seq), e.bytes.len() as u64));
+        }
+    }
+    let mut freed = 0;
+    for (seq, ikey, len) in &victims {
+        txn.del(dbs.archive, &seq.to_be_bytes(), None)?;
+        match txn.del(dbs.by_ivorn, ikey, None) {
+            Ok(()) | Err(lmdb::Error::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+        c.count = c.count.saturating_sub(1);
+        c.bytes = c.bytes.saturating_sub(*len);
+        freed += len;
+    }
+    Ok((victims.len(), freed))
+}
+
+/// 16 random bytes from the kernel, the archive's identity (a position in one archive
+/// means nothing in another).
+pub fn new_identity() -> std::io::Result<[u8; 16]> {
+    use std::io::Read;
+    let mut id = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut id)?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(origin: Origin, who: bool) -> Event {
+        let xml = if who {
+            "<VOEvent ivorn=\"ivo://x.y/s#1\" role=\"utility\"><Who><AuthorIVORN> ivo://x.y/a </AuthorIVORN><Date>2026-01-02T03:04:05</Date></Who></VOEvent>"
+        } else {
+            "<VOEvent ivorn=\"ivo://x.y/s#1\" role=\"utility\"/>"
+        };
+        let doc = crate::xml::parse(xml.as_bytes(), Default::default()).unwrap();
+        Event::new(
+            xml.as_bytes(),
+            "ivo://x.y/s#1".into(),
+            EventRole::Utility,
+            doc.root_span.clone(),
+            origin,
+        )
+        .with_who(&doc)
+    }
+
+    /// Every field survives encode/decode, absent strings stay absent, and damaged values
+    /// are refused with the reason rather than misread.
+    #[test]
+    fn entries_round_trip() {
+        let e = event(Origin::Author("192.0.2.7:4000".parse().unwrap()), true);
+        let v = encode(&e, 1_700_000_000_123, SourceKind::Author, "192.0.2.7:4000");
+        let d = decode(7, &v).unwrap();
+        assert_eq!(d.seq, 7);
+        assert_eq!(d.accepted_ms, 1_700_000_000_123);
+        assert_eq!(d.role, EventRole::Utility);
+        assert_eq!(d.source_kind, SourceKind::Author);
+        assert_eq!(d.source, "192.0.2.7:4000");
+        assert_eq!(d.ivorn, "ivo://x.y/s#1");
+        assert_eq!(d.stream(), "ivo://x.y/s");
+        assert_eq!(d.author_ivorn, Some("ivo://x.y/a"));
+        assert_eq!(d.authored, Some("2026-01-02T03:04:05"));
+        assert_eq!(d.key, e.key);
+        assert_eq!(d.bytes, e.payload());
+        let bare = event(Origin::Upstream("h:8099".into()), false);
+        let v = encode(&bare, 5, SourceKind::Upstream, "h:8099");
+        let d = decode(1, &v).unwrap();
+        assert_eq!((d.author_ivorn, d.authored), (None, None));
+        assert_eq!(d.bytes, bare.payload());
+        assert!(decode(1, &v[..HEADER - 1]).is_err());
+        let mut newer = v.clone();
+        newer[0] = 9;
+        assert!(decode(1, &newer).unwrap_err().why.contains("version"));
+        let mut long = v.clone();
+        long[43..47].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(decode(1, &long).is_err());
+        assert_eq!(source_of(&Origin::Local), None);
+    }
+
+    /// `by_ivorn` keys sort by ivorn, then seq, and give the seq back; very long ivorns
+    /// are cut to the key limit.
+    #[test]
+    fn ivorn_keys() {
+        let a = ivorn_key("ivo://x.y/s#1", 9);
+        let b = ivorn_key("ivo://x.y/s#1", 10);
+        let c = ivorn_key("ivo://x.y/s#2", 1);
+        assert!(a < b && b < c);
+        assert_eq!(seq_of_ivorn_key(&b), Some(10));
+        let long = "x".repeat(2000);
+        assert_eq!(ivorn_key(&long, 3).len(), IVORN_KEY_MAX + 8);
+        assert_eq!(seq_of_ivorn_key(&ivorn_key(&long, 3)), Some(3));
+    }
+}
