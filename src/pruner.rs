@@ -32,7 +32,7 @@ pub fn run_pruner(store: Arc<Store>, interval: Duration, stop: Receiver<()>) {
         }
         match store.prune_archive(time::unix_now_ms(), PRUNE_CHUNK) {
             Ok(0) => {}
-            Ok(n) => info!("pruned {n} archived events older than the archive's maximum age"),
+            Ok(n) => info!("pruned {n} archived events (past --archive-max-age or -size)"),
             Err(e) => error!("pruning the archive failed: {e}"),
         }
         match stop.recv_timeout(interval) {

@@ -625,33 +625,51 @@ impl Store {
         if records.is_empty() {
             return Ok(());
         }
-        let mut archiving = self.archive_cfg.is_some() && !events.is_empty();
-        if archiving && !self.make_room(records.len(), events)? {
+        let archiving = self.archive_cfg.is_some() && !events.is_empty();
+        if archiving {
+            // An archive entry needs contiguous free pages, which a fragmented free list
+            // may not have even when the count says so: a transaction that still finds
+            // the map full gets more of the oldest entries deleted, and is retried.
+            let mut force = 0;
+            for _ in 0..4 {
+                if !self.make_room(records.len(), events, force)? {
+                    break;
+                }
+                match self.write_batch(records, events) {
+                    Err(lmdb::Error::MapFull) => {
+                        force = (force * 2).max(self.batch_pages(events) * 4)
+                    }
+                    other => return other.map_err(|e| self.err(e)),
+                }
+            }
             warn!(
                 "event database {} is full even without the archive's older events: {} events recorded but not archived",
                 self.dir.display(),
                 events.len()
             );
-            archiving = false;
         }
-        if !archiving && !self.headroom(records.len(), 0).map_err(|e| self.err(e))? {
+        if !self.headroom(records.len(), 0).map_err(|e| self.err(e))? {
             return Err(StoreError::MapFull {
                 path: self.dir.clone(),
                 map_size: self.map_size,
             });
         }
+        self.write_batch(records, &[]).map_err(|e| self.err(e))
+    }
+
+    /// One write transaction: the dedup records, and the archive entries of `events`
+    /// with the retention rules applied; the counters change only if it commits.
+    fn write_batch(&self, records: &[(Key, u64)], events: &[&Event]) -> lmdb::Result<()> {
         let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         let mut c = *counters;
-        let mut txn = self.env.begin_rw_txn().map_err(|e| self.err(e))?;
+        let mut txn = self.env.begin_rw_txn()?;
         for (key, time) in records {
-            txn.put(self.events, key, &time.to_be_bytes(), WriteFlags::empty())
-                .map_err(|e| self.err(e))?;
+            txn.put(self.events, key, &time.to_be_bytes(), WriteFlags::empty())?;
         }
-        if let (true, Some(cfg)) = (archiving, self.archive_cfg) {
+        if let (false, Some(cfg)) = (events.is_empty(), self.archive_cfg) {
             let now_ms = crate::time::unix_now_ms();
             for event in events {
-                archive::append(&mut txn, self.archive, &mut c, event, now_ms)
-                    .map_err(|e| self.err(e))?;
+                archive::append(&mut txn, self.archive, &mut c, event, now_ms)?;
             }
             // The size bound holds at every commit; age is the pruner's, but a few of
             // the oldest go here too, so a busy archive never waits hours for it.
@@ -659,28 +677,35 @@ impl Store {
             let over = |oldest_ms: u64, c: &Counters| {
                 cfg.max_bytes.is_some_and(|max| c.bytes > max) || oldest_ms < cutoff
             };
-            archive::evict_oldest(&mut txn, self.archive, &mut c, EVICT_PER_COMMIT, &over)
-                .map_err(|e| self.err(e))?;
-            archive::store_counters(&mut txn, self.archive, &c).map_err(|e| self.err(e))?;
+            archive::evict_oldest(&mut txn, self.archive, &mut c, EVICT_PER_COMMIT, &over)?;
+            archive::store_counters(&mut txn, self.archive, &c)?;
         }
-        txn.commit().map_err(|e| self.err(e))?;
+        txn.commit()?;
         *counters = c;
         Ok(())
     }
 
-    /// Make room in the map for `n` dedup records and the archive entries of `events`,
-    /// deleting the oldest archive entries if need be (each deletion in its own
-    /// committed transaction, so its pages are free for the next). `false` if even an
-    /// empty archive would leave too little room.
-    fn make_room(&self, n: usize, events: &[&Event]) -> Result<bool, StoreError> {
+    /// Pages the archive entries of `events` take: each value (header, strings, bytes)
+    /// in overflow pages, plus its two keys.
+    fn batch_pages(&self, events: &[&Event]) -> usize {
         let page = self.page_size.max(1);
-        // An entry's value (header, strings, bytes) in overflow pages, plus its two keys.
-        let pages: usize = events
+        events
             .iter()
             .map(|e| (e.payload().len() + 2 * e.ivorn.len() + 256).div_ceil(page) + 2)
-            .sum();
+            .sum()
+    }
+
+    /// Make room in the map for `n` dedup records and the archive entries of `events`,
+    /// deleting the oldest archive entries if need be (each deletion in its own
+    /// committed transaction, so its pages are free for the next), and at least `force`
+    /// pages' worth of them. `false` if even an empty archive would leave too little
+    /// room.
+    fn make_room(&self, n: usize, events: &[&Event], force: usize) -> Result<bool, StoreError> {
+        let page = self.page_size.max(1);
+        let pages = self.batch_pages(events);
+        let mut force = force;
         for _ in 0..64 {
-            if self.headroom(n, pages).map_err(|e| self.err(e))? {
+            if force == 0 && self.headroom(n, pages).map_err(|e| self.err(e))? {
                 return Ok(true);
             }
             let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
@@ -689,7 +714,7 @@ impl Store {
             }
             let mut c = *counters;
             let mut txn = self.env.begin_rw_txn().map_err(|e| self.err(e))?;
-            let want = (pages * page) as u64;
+            let want = (pages.max(force) * page) as u64;
             let start = c.bytes;
             let (gone, _) = archive::evict_oldest(
                 &mut txn,
@@ -702,6 +727,7 @@ impl Store {
             archive::store_counters(&mut txn, self.archive, &c).map_err(|e| self.err(e))?;
             txn.commit().map_err(|e| self.err(e))?;
             *counters = c;
+            force = 0;
             warn!(
                 "event database {} is short of space: deleted the {gone} oldest archived events",
                 self.dir.display()
@@ -728,8 +754,9 @@ impl Store {
         Ok(unused + self.env.freelist()? >= need)
     }
 
-    /// Delete archive entries older than the archive's maximum age, at most `chunk` per
-    /// write transaction; the number deleted.
+    /// Delete archive entries older than the archive's maximum age, and the oldest
+    /// beyond its maximum size, at most `chunk` per write transaction; the number
+    /// deleted.
     pub fn prune_archive(&self, now_ms: u64, chunk: usize) -> Result<usize, StoreError> {
         let Some(cfg) = self.archive_cfg else {
             return Ok(0);
@@ -745,7 +772,9 @@ impl Store {
                 self.archive,
                 &mut c,
                 chunk.max(1),
-                &|oldest, _| oldest < cutoff,
+                &|oldest, c: &Counters| {
+                    oldest < cutoff || cfg.max_bytes.is_some_and(|max| c.bytes > max)
+                },
             )
             .map_err(|e| self.err(e))?;
             if gone == 0 {

@@ -1,5 +1,5 @@
 //! Unit tests of the event database: records, expiry, chunked prune, the map's reserve,
-//! format checks and the format-1 upgrade.
+//! format checks, the upgrades of formats 1 and 2, and the archive's retention.
 
 use super::*;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -438,4 +438,123 @@ fn process_abort_with_no_sync_loses_nothing() {
     assert!(!status.success(), "child should have aborted");
     let s = Store::open(&d.cfg()).unwrap();
     assert!(s.seen(&key(42), NOW).unwrap());
+}
+
+/// An archived event of `pad` bytes of description.
+fn archived_event(i: u64, pad: usize) -> crate::voevent::Event {
+    let xml = format!(
+        "<VOEvent ivorn=\"ivo://x.y/s#{i}\" role=\"observation\"><Description>{}</Description></VOEvent>",
+        "x".repeat(pad)
+    );
+    let doc = crate::xml::parse(xml.as_bytes(), Default::default()).unwrap();
+    crate::voevent::Event::new(
+        xml.as_bytes(),
+        format!("ivo://x.y/s#{i}"),
+        crate::voevent::EventRole::Observation,
+        doc.root_span.clone(),
+        crate::voevent::Origin::Author("127.0.0.1:9".parse().unwrap()),
+    )
+}
+
+/// When the map runs short the archive gives way: every batch of dedup records is
+/// committed (no author would get "storage unavailable"), the oldest archived events are
+/// deleted to make room, and the newest stay archived. Nothing is refused until the
+/// dedup records alone fill the map.
+#[test]
+fn a_full_archive_gives_way_to_dedup_records() {
+    let d = TestDir::new("archive-full");
+    let mut cfg = d.cfg();
+    cfg.map_size = 1 << 20;
+    cfg.no_sync = true;
+    let s = Store::open(&cfg).unwrap();
+    for i in 0..600u64 {
+        let e = archived_event(i, 4000);
+        s.insert_batch(&[(e.key, NOW)], &[&e])
+            .unwrap_or_else(|err| panic!("batch {i}: {err}"));
+    }
+    let c = s.archive_counters();
+    assert_eq!(s.len().unwrap(), 600, "every dedup record is kept");
+    assert_eq!(c.next_seq, 601);
+    assert!(c.count > 10 && c.count < 300, "{c:?}");
+    // The newest stay: the archive holds a contiguous run ending at the last seq.
+    let txn = s.env.begin_ro_txn().unwrap();
+    let mut cursor = txn.open_ro_cursor(s.archive.archive).unwrap();
+    let seqs: Vec<u64> = cursor
+        .iter_start()
+        .map(|kv| u64::from_be_bytes(kv.unwrap().0.try_into().unwrap()))
+        .collect();
+    assert_eq!(seqs.len() as u64, c.count);
+    assert_eq!(*seqs.last().unwrap(), 600);
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    let ikeys = txn.stat(s.archive.by_ivorn).unwrap().entries();
+    assert_eq!(ikeys as u64, c.count, "by_ivorn follows the archive");
+}
+
+/// Retention by size holds at every commit, by age in the insert path (a few per commit)
+/// and in `prune_archive`; the counters follow, and survive a reopen.
+#[test]
+fn archive_retention_by_size_and_age() {
+    let d = TestDir::new("archive-retention");
+    let mut cfg = d.cfg();
+    cfg.archive = Some(ArchiveConfig {
+        max_age_secs: 3600,
+        max_bytes: Some(10_000),
+    });
+    {
+        let s = Store::open(&cfg).unwrap();
+        for i in 0..20u64 {
+            let e = archived_event(i, 900);
+            s.insert_batch(&[(e.key, NOW)], &[&e]).unwrap();
+            let c = s.archive_counters();
+            assert!(c.bytes <= 10_000, "{c:?}");
+        }
+        let c = s.archive_counters();
+        assert!(c.count >= 9, "{c:?}");
+        // Everything is older than an hour an hour and a bit from now.
+        let later = crate::time::unix_now_ms() + 3_700_000;
+        assert_eq!(s.prune_archive(later, 3).unwrap(), c.count as usize);
+        assert_eq!(s.archive_counters().count, 0);
+        assert_eq!(s.archive_counters().bytes, 0);
+        assert_eq!(s.archive_counters().next_seq, 21);
+    }
+    let s = Store::open(&cfg).unwrap();
+    assert_eq!(s.archive_counters().next_seq, 21, "seqs are never reused");
+    assert_eq!(s.archive_counters().count, 0);
+    // --no-archive: dedup records only, the seq does not move.
+    drop(s);
+    cfg.archive = None;
+    let s = Store::open(&cfg).unwrap();
+    let e = archived_event(99, 10);
+    s.insert_batch(&[(e.key, NOW)], &[&e]).unwrap();
+    assert!(s.seen(&e.key, NOW).unwrap());
+    assert_eq!(s.archive_counters().next_seq, 21);
+}
+
+/// Format 2 (dedup records only) is upgraded in place: its records kept, an empty archive
+/// with an identity created.
+#[test]
+fn format_2_is_upgraded_keeping_records() {
+    let d = TestDir::new("format2");
+    fs::create_dir_all(&d.0).unwrap();
+    {
+        let env = Environment::new().set_max_dbs(4).open(&d.0).unwrap();
+        let meta = env.create_db(Some("meta"), DatabaseFlags::empty()).unwrap();
+        let events = env
+            .create_db(Some("events"), DatabaseFlags::empty())
+            .unwrap();
+        let mut txn = env.begin_rw_txn().unwrap();
+        txn.put(meta, &FORMAT_KEY, &FORMAT_2, WriteFlags::empty())
+            .unwrap();
+        txn.put(events, &key(7), &NOW.to_be_bytes(), WriteFlags::empty())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let s = Store::open(&d.cfg()).unwrap();
+    assert!(s.seen(&key(7), NOW).unwrap());
+    assert_eq!(s.archive_counters().next_seq, 1);
+    assert_ne!(s.archive_id(), [0; 16]);
+    let id = s.archive_id();
+    drop(s);
+    let s = Store::open(&d.cfg()).unwrap();
+    assert_eq!(s.archive_id(), id, "the identity is kept");
 }

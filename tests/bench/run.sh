@@ -29,6 +29,10 @@
 #   BENCH_MAX_SECONDS    bolide-bench --max-seconds per row [120]
 #   BENCH_INGEST_RUNS    runs of each ingest row per broker, alternated; the median is shown [3]
 #   BENCH_ROWS           rows to run [ingest-sync ingest-nosync fanout-paced fanout-b2b filter]
+#   BENCH_KINDS          brokers to run, in this order [null bolide, then comet with compare];
+#                        `noarchive` is bolide with --no-archive, and then the table is
+#                        followed by the archive's cost (bolide / noarchive)
+#   BENCH_BOLIDE         the bolide binary [./target/release/bolide]
 #   BOLIDE_INTEROP_VENV  Comet's venv (compare; made by tests/interop/setup.sh)
 set -uo pipefail
 
@@ -50,7 +54,7 @@ rows=(${BENCH_ROWS:-ingest-sync ingest-nosync fanout-paced fanout-b2b filter})
 compare=0
 [ "${1:-}" = compare ] && compare=1
 
-bolide=./target/release/bolide
+bolide="${BENCH_BOLIDE:-./target/release/bolide}"
 bench=./target/release/bolide-bench
 [ -x "$bolide" ] && [ -x "$bench" ] || { echo "build first: cargo build --release" >&2; exit 2; }
 if ! command -v jq >/dev/null; then
@@ -80,12 +84,13 @@ start_broker() {
   local kind=$1 row=$2 log="$tmp/$1-$2.broker.log" db="$tmp/$1-$2.eventdb"
   rm -rf "$db"
   rport= bport=
-  if [ "$kind" = bolide ] || [ "$kind" = null ]; then
+  if [ "$kind" = bolide ] || [ "$kind" = noarchive ] || [ "$kind" = null ]; then
     if [ "$kind" = null ]; then
       "$bench" null-broker --receive-port=0 --broadcast-port=0 2>"$log" >/dev/null &
     else
       local extra=()
       [ "$row" = ingest-nosync ] && extra+=(--no-sync)
+      [ "$kind" = noarchive ] && extra+=(--no-archive)
       RUST_LOG=warn,bolide::broker=info "$bolide" -r -b --local-ivo=ivo://bolide.bench/broker \
         --max-subscribers-per-address=4000 --max-authors-per-address=4000 \
         --eventdb="$db" -q --receive-port=0 --broadcast-port=0 --broadcast-test-interval=0 \
@@ -177,6 +182,7 @@ median_run() {
 failures=0
 kinds=(null bolide)
 [ $compare = 1 ] && kinds+=(comet)
+[ -n "${BENCH_KINDS:-}" ] && read -r -a kinds <<<"$BENCH_KINDS"
 # Ingest rows first, in BENCH_INGEST_RUNS rounds of every broker, so that each broker's
 # runs are spread over the same minutes (a 10-s run is at the mercy of this shared
 # machine's moment); the run with the median rate is the one reported.
@@ -194,7 +200,7 @@ ingest_runs_report=$(
     is_ingest "$row" || continue
     for kind in "${kinds[@]}"; do
       skips "$kind" "$row" && continue
-      printf '%-14s %-7s %s\n' "$row" "$kind" "$(median_run "$kind" "$row")"
+      printf '%-14s %-9s %s\n' "$row" "$kind" "$(median_run "$kind" "$row")"
     done
   done
 )
@@ -238,11 +244,11 @@ echo
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), Linux $(uname -r)"
 echo "rate = events/s (ingest) or deliveries/s; latency ms (ingest: connect-to-ack; else e2e); cpu = broker us per event (ingest) or per copy; RSS MiB (start, with subscribers idle, peak); tool = bolide-bench's own us per event/copy"
 {
-printf '%-14s %-7s %10s %9s %9s %9s %6s %6s %6s %8s  %s\n' row broker rate p50 p99 cpu rss0 rssS rssPk tool counts
+printf '%-14s %-9s %10s %9s %9s %9s %6s %6s %6s %8s  %s\n' row broker rate p50 p99 cpu rss0 rssS rssPk tool counts
 for row in "${rows[@]}"; do
   for kind in "${kinds[@]}"; do
     read -r rate p50 p99 cpu r0 rs rp tool counts <<<"$(metric "$kind" "$row")"
-    printf '%-14s %-7s %10s %9s %9s %9s %6s %6s %6s %8s  %s\n' "$row" "$kind" "$rate" "$p50" "$p99" "$cpu" "$r0" "$rs" "$rp" "$tool" "$counts"
+    printf '%-14s %-9s %10s %9s %9s %9s %6s %6s %6s %8s  %s\n' "$row" "$kind" "$rate" "$p50" "$p99" "$cpu" "$r0" "$rs" "$rp" "$tool" "$counts"
   done
 done
 } | tee "$out/table.txt"
@@ -264,6 +270,23 @@ if [ -n "$ingest_runs_report" ]; then
     done
   fi
   } | tee "$out/ingest-runs.txt"
+fi
+
+if [[ " ${kinds[*]} " == *" noarchive "* ]]; then
+  echo
+  echo "the archive's cost (bolide / bolide --no-archive, median runs: rate, and each run's rate by round)"
+  {
+  for row in "${rows[@]}"; do
+    is_ingest "$row" || continue
+    printf '%-14s %8s   rounds:' "$row" "$(ratio "$(j "$out/bolide-$row.json" .accepted_per_s)" \
+      "$(j "$out/noarchive-$row.json" .accepted_per_s)" 2)"
+    for n in $(seq "$ingest_runs"); do
+      printf ' %s' "$(ratio "$(j "$out/bolide-$row.$n.json" .accepted_per_s)" \
+        "$(j "$out/noarchive-$row.$n.json" .accepted_per_s)" 2)"
+    done
+    echo
+  done
+  } | tee "$out/archive-cost.txt"
 fi
 
 echo
