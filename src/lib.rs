@@ -51,15 +51,21 @@
 //!   thread wake-up unless the socket is full. Then it goes to the commit queue and the
 //!   handlers. Fan-out never waits for the disk.
 //! * **Committer** ([`committer`]): group commit. It takes every queued record into one
-//!   write transaction and commits once; only then do the keys leave `pending` and each
-//!   author get its `ack` (one non-blocking send on its [`verdict::ReplyTo`], then close):
-//!   an `ack` therefore means the record is durable. Duplicates are answered by the
+//!   write transaction, with each new event's archive entry ([`archive`]: the broker's
+//!   ordered log of accepted events, one seq each), and commits once; only then do the
+//!   keys leave `pending` and each author get its `ack` (one non-blocking send on its
+//!   [`verdict::ReplyTo`], then close): an `ack` therefore means the record is durable
+//!   and the event archived. Duplicates are answered by the
 //!   dispatcher the same way. Under `--no-sync` a commit costs microseconds, less than
 //!   a hand-off between threads, so no committer thread is started: the dispatcher runs
 //!   the same [`committer::Committer`] whenever its inbox is empty (and every
 //!   [`committer::INLINE_BATCH`] records).
 //! * **Pruner** ([`pruner`]): reads through the records and deletes the expired ones in
-//!   short transactions, so ingest never waits behind it.
+//!   short transactions, so ingest never waits behind it; then the archive's oldest
+//!   entries past its age or size.
+//! * **Readers of the archive** ([`archive_reader`]): `bolide-archive` opens the event
+//!   database read-only in its own process; LMDB read transactions never block the
+//!   broker's writer.
 //! * **Broadcaster** ([`broadcaster`]): one thread per subscriber. It owns the read side
 //!   of its socket and its counters (acked, iamalive outstanding), writes whatever backlog
 //!   the dispatcher left in its outbox (blocking, under the write deadline), and drops
@@ -88,7 +94,7 @@
 //! | an event's bytes (frame as received) | [`voevent::Event`] | `Arc<Event>` in outbox backlogs and the handler queue |
 //! | dedup decision, subscriber table, filters | dispatcher thread | messages only ([`dispatcher::Msg`]) |
 //! | keys accepted but not yet durable (`pending`) | [`committer::CommitQueue`] | admitted by the dispatcher, removed by the committer after the commit, under one mutex |
-//! | LMDB environment ([`store::Store`]) | `Arc<Store>` | read txns on the dispatcher, writes on committer and pruner |
+//! | LMDB environment ([`store::Store`]): dedup records and archive | `Arc<Store>` | read txns on the dispatcher, writes on committer and pruner; the archive's counters under one mutex held by the writer |
 //! | a subscriber socket | its broadcaster thread reads; its [`outbox::Outbox`] writes | `Arc<Outbox>` held by the thread and the dispatcher; one mutex orders their writes |
 //! | connection counts, the listening socket, parked threads | [`listener::ListenerState`] | atomics; the per-address map and the parked list each under a mutex |
 //!
@@ -98,7 +104,7 @@
 //! |---|---|
 //! | wire and formats | [`frame`] (VTP framing), [`transport`] (Transport messages), [`xml`] (hardened parser), [`schema`] + [`xsd`] (VOEvent 2.0 validation), [`ivoid`], [`voevent`] (the event and its checks), [`testevent`] |
 //! | roles, one thread each | [`receiver`] (an author), [`broadcaster`] (a subscriber), [`upstream`] (a `--remote`), [`dispatcher`], [`committer`], [`pruner`], [`handlers`] |
-//! | what the roles share | [`listener`] (accept, caps, thread reuse), [`outbox`] (a subscriber's write side), [`verdict`] (an author's reply), [`filters`] (XPath), [`store`] (LMDB) |
+//! | what the roles share | [`listener`] (accept, caps, thread reuse), [`outbox`] (a subscriber's write side), [`verdict`] (an author's reply), [`filters`] (XPath), [`store`] (LMDB), [`archive`] (the event log's format and retention), [`archive_reader`] (queries, read-only) |
 //! | start-up and configuration | [`broker`] (wiring and shutdown), [`args`] (how every program reads its command line), [`cli`] (bolide's options), [`siteconfig`], [`whitelist`] |
 //! | the operating system | [`sys`] (non-blocking I/O, deadlines, thread names, limits), [`signals`], [`time`] |
 //!
