@@ -1,16 +1,18 @@
 //! The broadcaster: one thread per subscriber connection (spec §3.4, with bolide's
 //! decisions).
 //!
-//! On connect it sends `authenticate`, waits briefly for the answer (filters), and
-//! registers its [`Outbox`] with the dispatcher, which writes events straight to the
-//! socket without waking this thread. The thread wakes when the dispatcher left backlog
-//! (the socket was full; it then writes it with blocking writes under the write deadline),
-//! or at least every 5 s (`MAX_NAP`) to drain whatever the subscriber sent without blocking
-//! (`recv` with `MSG_DONTWAIT`). Its own timer sends `iamalive` every interval and
-//! applies the drop rules: an iamalive still unanswered at the next tick, or more than
-//! `max_unacked` events sent before the previous tick still unacknowledged. Acks count only
-//! up to what was sent, so unsolicited acks never bank credit. A `nak` ends the connection
-//! (that subscriber refused an event; it must not get it again).
+//! On connect it registers its [`Outbox`] with the dispatcher, sends `authenticate` and
+//! waits briefly for the answer (filters); the dispatcher holds the events it accepts
+//! meanwhile and, once told the filters, offers the ones that pass, then writes every
+//! later event straight to the socket without waking this thread. The thread wakes when
+//! the dispatcher left backlog (the socket was full; it then writes it with blocking
+//! writes under the write deadline), or at least every 5 s (`MAX_NAP`) to drain whatever
+//! the subscriber sent without blocking (`recv` with `MSG_DONTWAIT`). Its own timer sends
+//! `iamalive` every interval and applies the drop rules: an iamalive still unanswered at
+//! the next tick, or more than `max_unacked` events sent before the previous tick still
+//! unacknowledged. Acks count only up to what was sent, so unsolicited acks never bank
+//! credit. A `nak` ends the connection (that subscriber refused an event; it must not get
+//! it again).
 
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -23,14 +25,15 @@ use log::{debug, info, warn};
 
 use crate::dispatcher::{Msg, SubscriberHandle};
 use crate::frame::{FrameError, FrameReader};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Waker};
 use crate::sys::NonBlocking;
 use crate::transport::{self, Role};
 
 /// The longest the thread sleeps before looking at its socket again (so a new
 /// authenticate, i.e. new filters, takes effect within this time).
 const MAX_NAP: Duration = Duration::from_secs(5);
-/// How long a new subscriber may take to answer our authenticate before events flow.
+/// How long a new subscriber may take to answer our authenticate before events flow (the
+/// dispatcher holds them meanwhile).
 const FIRST_ANSWER: Duration = Duration::from_millis(250);
 /// Until a subscriber has answered authenticate (and for at most [`EAGER_FOR`] after it
 /// connected), its socket is read this often, so filters that arrive late still apply
@@ -75,9 +78,9 @@ enum End {
 
 struct Peer {
     id: u64,
-    /// Registered with the dispatcher yet?
-    registered: bool,
-    /// Filters from an authenticate that came before registration.
+    /// The dispatcher has been told the first filters ([`Msg::Start`]) yet?
+    started: bool,
+    /// Filters from an authenticate that came before [`Msg::Start`].
     early_filters: Option<Vec<String>>,
     /// The subscriber has answered an authenticate at least once.
     answered: bool,
@@ -109,46 +112,59 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
         }
     };
     let (out, waker) = Outbox::new(clone, ctx.queue);
+    // Registered before authenticate is sent, so every event accepted from that moment on
+    // is held for this subscriber until its filters are known.
+    let sub = SubscriberHandle {
+        id,
+        peer: addr,
+        out: Arc::clone(&out),
+        filters: Vec::new(),
+        imposed: Vec::new(),
+    };
+    let hold = ctx.queue;
+    if ctx.dispatcher.send(Msg::Register { sub, hold }).is_err() {
+        return;
+    }
     let mut peer = Peer {
         id,
-        registered: false,
+        started: false,
         early_filters: None,
         answered: false,
         stream,
-        out: Arc::clone(&out),
+        out,
         addr,
         frames: FrameReader::new(MAX_INCOMING),
         acked: 0,
         sent_at_last_tick: 0,
         iamalive_unanswered: false,
     };
+    serve(&mut peer, &ctx, &waker);
+    let _ = peer.stream.shutdown(Shutdown::Both);
+    let _ = ctx.dispatcher.send(Msg::Unregister(id));
+}
+
+/// Authenticate the registered subscriber, then serve it until the connection ends.
+fn serve(peer: &mut Peer, ctx: &BroadcastContext, waker: &Waker) {
+    let addr = peer.addr;
     if let Err(e) = peer.send(transport::authenticate(&ctx.local_ivo)) {
         info!("subscriber {addr} went away before authenticate: {e}");
         return;
     }
-    // Give the subscriber a moment to answer authenticate (with its filters) before it
-    // is registered, so its first event already passes its filters. pygcn never
-    // answers, so this is bounded.
-    if let Err(end) = peer.first_answer(&ctx) {
-        info!("subscriber {addr} left before registering: {end:?}");
+    // Give the subscriber a moment to answer authenticate (with its filters), so its
+    // first event already passes them; the dispatcher holds events for it meanwhile.
+    // pygcn never answers, so this is bounded.
+    if let Err(end) = peer.first_answer(ctx) {
+        if peer.out.was_dropped() {
+            debug!("subscriber {addr} dropped by the dispatcher");
+        } else {
+            info!("subscriber {addr} left while its answer to authenticate was awaited: {end:?}");
+        }
         return;
     }
-    peer.registered = true;
-    let filters = peer.early_filters.take().unwrap_or_default();
-    if ctx
-        .dispatcher
-        .send(Msg::Register(
-            SubscriberHandle {
-                id,
-                peer: addr,
-                out,
-                filters: Vec::new(),
-                imposed: Vec::new(),
-            },
-            filters,
-        ))
-        .is_err()
-    {
+    peer.started = true;
+    let exprs = peer.early_filters.take().unwrap_or_default();
+    let id = peer.id;
+    if ctx.dispatcher.send(Msg::Start { id, exprs }).is_err() {
         return;
     }
     let connected = Instant::now();
@@ -171,7 +187,7 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
                 End::Io(e)
             };
         }
-        if let Err(end) = peer.read_incoming(&ctx) {
+        if let Err(end) = peer.read_incoming(ctx) {
             if peer.out.was_dropped() {
                 break End::DroppedByDispatcher;
             }
@@ -182,7 +198,7 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
             break End::Garbage(FrameError::Stalled { have, want }.to_string());
         }
         if Instant::now() >= next_tick {
-            if let Err(end) = peer.tick(&ctx) {
+            if let Err(end) = peer.tick(ctx) {
                 break end;
             }
             next_tick += ctx.iamalive_interval;
@@ -197,8 +213,6 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
         End::Io(e) => warn!("subscriber {addr}: {e}; dropping connection"),
         End::Garbage(e) => warn!("subscriber {addr}: {e}; dropping connection"),
     }
-    let _ = peer.stream.shutdown(Shutdown::Both);
-    let _ = ctx.dispatcher.send(Msg::Unregister(id));
 }
 
 impl Peer {
@@ -326,7 +340,7 @@ impl Peer {
                     }
                     ok
                 });
-                if self.registered {
+                if self.started {
                     let _ = ctx.dispatcher.send(Msg::SetFilters { id: self.id, exprs });
                 } else {
                     self.early_filters = Some(exprs);
@@ -433,10 +447,13 @@ mod tests {
         let filter = "//Param[@name='Packet_Type' and @value='61']".to_string();
         let answer = transport::authenticate_response("ivo://bolide.test/s", None, &[filter]);
         write_frame(&mut &client, &answer).unwrap();
-        let Ok(Msg::Register(h, filters)) = inbox.recv_timeout(Duration::from_secs(10)) else {
+        let Ok(Msg::Register { sub: h, .. }) = inbox.recv_timeout(Duration::from_secs(10)) else {
             panic!("the subscriber was not registered");
         };
-        assert_eq!(filters.len(), 1);
+        let Ok(Msg::Start { exprs, .. }) = inbox.recv_timeout(Duration::from_secs(10)) else {
+            panic!("the subscriber's filters were not passed on");
+        };
+        assert_eq!(exprs.len(), 1);
         let ivorn = "ivo://bolide.test/e#1";
         let body = format!("<voe:VOEvent ivorn='{ivorn}'/>");
         let event = Event::new(

@@ -21,7 +21,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use log::{debug, error, info, warn};
 
 use crate::committer::{CommitQueue, Committer, Record, INLINE_BATCH};
-use crate::filters::{FilterId, FilterTable};
+use crate::filters::{Evaluation, FilterId, FilterTable};
 use crate::outbox::{Offer, Outbox};
 use crate::siteconfig::SiteConfig;
 use crate::store::Store;
@@ -42,6 +42,15 @@ pub struct SubscriberHandle {
     pub imposed: Vec<FilterId>,
 }
 
+/// A subscriber that has been sent `authenticate` and whose answer (its filters) is
+/// awaited: every event accepted meanwhile is held for it, in order, until [`Msg::Start`].
+struct Awaiting {
+    sub: SubscriberHandle,
+    held: Vec<Arc<Event>>,
+    /// Most events held; one more drops the subscriber, as a full backlog does.
+    limit: usize,
+}
+
 /// Everything sent to the dispatcher.
 pub enum Msg {
     /// A checked event. `reply` is the author's channel (`None` for upstream events, which
@@ -50,8 +59,13 @@ pub enum Msg {
         event: Arc<Event>,
         reply: Option<ReplyTo>,
     },
-    /// A subscriber connected, with the filters it asked for right away (if any).
-    Register(SubscriberHandle, Vec<String>),
+    /// A subscriber connected and is about to be sent `authenticate`: until
+    /// [`Msg::Start`] the events accepted are held for it (at most `hold`).
+    Register { sub: SubscriberHandle, hold: usize },
+    /// The subscriber's first answer carried these filter expressions (already cut to the
+    /// configured limits), or the wait for it ended (none): the events held for it are
+    /// filtered and offered, in order, and every later event goes to it like to any other.
+    Start { id: u64, exprs: Vec<String> },
     /// A subscriber (re)authenticated with these filter expressions (already cut to the
     /// configured limits); they replace its previous ones.
     SetFilters { id: u64, exprs: Vec<String> },
@@ -96,6 +110,8 @@ pub struct Dispatcher {
     store: Arc<Store>,
     committer: Arc<CommitQueue>,
     subscribers: Vec<SubscriberHandle>,
+    /// Subscribers not yet in `subscribers`: their filters are not known yet.
+    awaiting: Vec<Awaiting>,
     stats: Stats,
     handlers: Option<Sender<Arc<Event>>>,
     filters: FilterTable,
@@ -134,6 +150,7 @@ impl Dispatcher {
             store,
             committer,
             subscribers: Vec::new(),
+            awaiting: Vec::new(),
             stats: Stats::default(),
             handlers,
             filters: FilterTable::default(),
@@ -193,19 +210,18 @@ impl Dispatcher {
             };
             match msg {
                 Msg::Submit { event, reply } => self.submit(event, reply),
-                Msg::Register(h, filters) => {
-                    info!(
-                        "subscriber {} connected ({} subscribers)",
-                        h.peer,
-                        self.subscribers.len() + 1
+                Msg::Register { sub, hold } => {
+                    debug!(
+                        "subscriber {}: holding events until its filters are known",
+                        sub.peer
                     );
-                    let id = h.id;
-                    self.subscribers.push(h);
-                    self.impose(self.subscribers.len() - 1);
-                    if !filters.is_empty() {
-                        self.set_filters(id, filters);
-                    }
+                    self.awaiting.push(Awaiting {
+                        sub,
+                        held: Vec::new(),
+                        limit: hold,
+                    });
                 }
+                Msg::Start { id, exprs } => self.start(id, exprs),
                 Msg::SetFilters { id, exprs } => self.set_filters(id, exprs),
                 Msg::SiteConfig(site) => {
                     self.settings.site = site;
@@ -226,6 +242,12 @@ impl Dispatcher {
                             h.peer,
                             self.subscribers.len()
                         );
+                    } else if let Some(i) = self.awaiting.iter().position(|a| a.sub.id == id) {
+                        let a = self.awaiting.swap_remove(i);
+                        debug!(
+                            "subscriber {} left before its filters were known",
+                            a.sub.peer
+                        );
                     }
                 }
                 Msg::Shutdown => break,
@@ -235,7 +257,11 @@ impl Dispatcher {
         if let Some(c) = &self.inline {
             self.stats.commits = c.stats().commits;
         }
-        for s in &self.subscribers {
+        for s in self
+            .subscribers
+            .iter()
+            .chain(self.awaiting.iter().map(|a| &a.sub))
+        {
             s.out.shutdown();
         }
         self.stats
@@ -401,37 +427,15 @@ impl Dispatcher {
         while i < self.subscribers.len() {
             let s = &self.subscribers[i];
             if let Some(e) = eval.as_mut() {
-                // What the operator imposes AND what the subscriber asked for.
-                if !(e.wants(&s.imposed) && e.wants(&s.filters)) {
-                    debug!(
-                        "{} does not pass the filters of subscriber {}",
-                        event.ivorn, s.peer
-                    );
+                if !passes(e, s, event) {
                     i += 1;
                     continue;
                 }
             }
-            match s.out.offer(event) {
-                Offer::Written | Offer::Queued => {
-                    debug!("sent {} to subscriber {}", event.ivorn, s.peer);
-                    sent += 1;
-                }
-                Offer::Full => {
-                    warn!(
-                        "dropping subscriber {}: too slow ({} events queued, not sending {})",
-                        s.peer,
-                        s.out.queued(),
-                        event.ivorn
-                    );
-                    s.out.shutdown();
-                    self.stats.dropped_subscribers += 1;
-                    dropped.push(i);
-                }
-                Offer::Failed => {
-                    debug!("subscriber {} is gone; not sending {}", s.peer, event.ivorn);
-                    s.out.shutdown();
-                    dropped.push(i);
-                }
+            if offer(&mut self.stats, s, event) {
+                sent += 1;
+            } else {
+                dropped.push(i);
             }
             i += 1;
         }
@@ -441,7 +445,85 @@ impl Dispatcher {
             self.remove(i);
         }
         self.stats.copies += sent as u64;
+        if !self.awaiting.is_empty() {
+            self.hold(event);
+        }
         sent
+    }
+
+    /// Keep `event` for every subscriber whose filters are awaited; drop those already
+    /// holding their limit, by the rule of a full backlog.
+    fn hold(&mut self, event: &Arc<Event>) {
+        let stats = &mut self.stats;
+        self.awaiting.retain_mut(|a| {
+            if a.held.len() < a.limit {
+                a.held.push(Arc::clone(event));
+                return true;
+            }
+            warn!(
+                "dropping subscriber {}: too slow ({} events held while its answer to authenticate is awaited, not holding {})",
+                a.sub.peer,
+                a.held.len(),
+                event.ivorn
+            );
+            a.sub.out.shutdown();
+            stats.dropped_subscribers += 1;
+            false
+        });
+        if !self.awaiting.is_empty() {
+            debug!(
+                "held {} for {} subscribers whose filters are awaited",
+                event.ivorn,
+                self.awaiting.len()
+            );
+        }
+    }
+
+    /// The filters of awaited subscriber `id` are known: install them, offer it the events
+    /// held for it that pass them, in order, and from now on fan events out to it.
+    fn start(&mut self, id: u64, exprs: Vec<String>) {
+        // Not there: dropped while awaited, or already gone.
+        let Some(i) = self.awaiting.iter().position(|a| a.sub.id == id) else {
+            return;
+        };
+        let Awaiting { sub, held, .. } = self.awaiting.swap_remove(i);
+        info!(
+            "subscriber {} connected ({} subscribers)",
+            sub.peer,
+            self.subscribers.len() + 1
+        );
+        self.subscribers.push(sub);
+        let i = self.subscribers.len() - 1;
+        self.impose(i);
+        if !exprs.is_empty() {
+            self.set_filters(id, exprs);
+        }
+        if held.is_empty() {
+            return;
+        }
+        let s = &self.subscribers[i];
+        let filtered = !s.filters.is_empty() || !s.imposed.is_empty();
+        let mut sent = 0;
+        let mut alive = true;
+        for event in &held {
+            if filtered && !passes(&mut self.filters.evaluate(event.payload()), s, event) {
+                continue;
+            }
+            alive = offer(&mut self.stats, s, event);
+            if !alive {
+                break;
+            }
+            sent += 1;
+        }
+        info!(
+            "subscriber {}: {} events accepted while its answer to authenticate was awaited; sent the {sent} that pass its filters",
+            s.peer,
+            held.len()
+        );
+        self.stats.copies += sent;
+        if !alive {
+            self.remove(i);
+        }
     }
 
     /// The periodic one-line summary (`--stats-interval`).
@@ -488,6 +570,47 @@ impl Dispatcher {
         self.own_tests.push_back(ev.key);
         let n = self.fan_out(&ev);
         info!("sent test event {} to {n} subscribers", ev.ivorn);
+    }
+}
+
+/// Whether `event` passes subscriber `s`'s filters: what the operator imposes AND what
+/// the subscriber asked for.
+fn passes(e: &mut Evaluation<'_>, s: &SubscriberHandle, event: &Event) -> bool {
+    let pass = e.wants(&s.imposed) && e.wants(&s.filters);
+    if !pass {
+        debug!(
+            "{} does not pass the filters of subscriber {}",
+            event.ivorn, s.peer
+        );
+    }
+    pass
+}
+
+/// Write or queue `event` for subscriber `s`. `false`: its backlog is full or its
+/// connection failed, so it is shut down and must be removed from the table.
+#[inline]
+fn offer(stats: &mut Stats, s: &SubscriberHandle, event: &Arc<Event>) -> bool {
+    match s.out.offer(event) {
+        Offer::Written | Offer::Queued => {
+            debug!("sent {} to subscriber {}", event.ivorn, s.peer);
+            true
+        }
+        Offer::Full => {
+            warn!(
+                "dropping subscriber {}: too slow ({} events queued, not sending {})",
+                s.peer,
+                s.out.queued(),
+                event.ivorn
+            );
+            s.out.shutdown();
+            stats.dropped_subscribers += 1;
+            false
+        }
+        Offer::Failed => {
+            debug!("subscriber {} is gone; not sending {}", s.peer, event.ivorn);
+            s.out.shutdown();
+            false
+        }
     }
 }
 
