@@ -33,7 +33,7 @@
 //!        deletes of expired records
 //!  subscribers ──TCP──> broadcaster thread (1 per connection, accepted the same way):
 //!                       authenticate, writes the Outbox backlog, reads acks/iamalives
-//!                       (recv MSG_DONTWAIT), own iamalive timer ─Msg::Register/SetFilters─> dispatcher
+//!                       (recv MSG_DONTWAIT), own iamalive timer ─Msg::Register/Start/SetFilters─> dispatcher
 //!  main thread: sigwait — SIGHUP reloads --subscriber-config, SIGINT/SIGTERM shut down in order
 //! ```
 //!
@@ -66,7 +66,11 @@
 //! * **Readers of the archive** ([`archive_reader`]): `bolide-archive` opens the event
 //!   database read-only in its own process; LMDB read transactions never block the
 //!   broker's writer.
-//! * **Broadcaster** ([`broadcaster`]): one thread per subscriber. It owns the read side
+//! * **Broadcaster** ([`broadcaster`]): one thread per subscriber. It registers with the
+//!   dispatcher before it sends `authenticate`; the dispatcher holds the events it accepts
+//!   meanwhile and, once the answer (filters) arrives or the wait ends (`Msg::Start`),
+//!   sends those that pass, in order, so no event is lost while a subscriber connects.
+//!   It owns the read side
 //!   of its socket and its counters (acked, iamalive outstanding), writes whatever backlog
 //!   the dispatcher left in its outbox (blocking, under the write deadline), and drops
 //!   itself by the decision table's rules; the dispatcher drops it if its backlog is full.
