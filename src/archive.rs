@@ -156,30 +156,58 @@ pub fn source_of(origin: &Origin) -> Option<(SourceKind, String)> {
     }
 }
 
-/// Encode `event` as an archive value.
-pub fn encode(event: &Event, accepted_ms: u64, kind: SourceKind, source: &str) -> Vec<u8> {
-    let strings = [
+/// The strings an entry holds, in their stored order.
+fn strings<'a>(event: &'a Event, source: &'a str) -> [Option<&'a str>; 4] {
+    [
         Some(source),
         Some(event.ivorn.as_str()),
         event.author_ivorn.as_deref(),
         event.authored.as_deref(),
-    ];
-    let text: usize = strings.iter().map(|s| s.map_or(0, str::len)).sum();
-    let mut v = Vec::with_capacity(HEADER + text + event.payload().len());
-    v.push(ENTRY_VERSION);
-    v.extend_from_slice(&accepted_ms.to_be_bytes());
-    v.push(role_code(event.role));
-    v.push(kind.code());
-    v.extend_from_slice(&event.key);
+    ]
+}
+
+/// The length of `event`'s encoded entry.
+pub fn encoded_len(event: &Event, source: &str) -> usize {
+    let text: usize = strings(event, source)
+        .iter()
+        .map(|s| s.map_or(0, str::len))
+        .sum();
+    HEADER + text + event.payload().len()
+}
+
+/// Encode `event` as an archive value into `out`, which is exactly
+/// [`encoded_len`] bytes long (LMDB's own buffer: no copy in between).
+pub fn encode_into(
+    out: &mut [u8],
+    event: &Event,
+    accepted_ms: u64,
+    kind: SourceKind,
+    source: &str,
+) {
+    let mut at = 0;
+    let mut put = |b: &[u8]| {
+        out[at..at + b.len()].copy_from_slice(b);
+        at += b.len();
+    };
+    put(&[ENTRY_VERSION]);
+    put(&accepted_ms.to_be_bytes());
+    put(&[role_code(event.role), kind.code()]);
+    put(&event.key);
+    let strings = strings(event, source);
     for s in strings {
         // Length + 1, so 0 means absent.
-        let n = s.map_or(0, |s| s.len() as u32 + 1);
-        v.extend_from_slice(&n.to_be_bytes());
+        put(&s.map_or(0, |s| s.len() as u32 + 1).to_be_bytes());
     }
     for s in strings.into_iter().flatten() {
-        v.extend_from_slice(s.as_bytes());
+        put(s.as_bytes());
     }
-    v.extend_from_slice(event.payload());
+    put(event.payload());
+}
+
+/// Encode `event` as an archive value.
+pub fn encode(event: &Event, accepted_ms: u64, kind: SourceKind, source: &str) -> Vec<u8> {
+    let mut v = vec![0; encoded_len(event, source)];
+    encode_into(&mut v, event, accepted_ms, kind, source);
     v
 }
 
@@ -318,8 +346,14 @@ pub fn append(
     };
     let accepted = now_ms.max(c.last_ms);
     let seq = c.next_seq;
-    let value = encode(event, accepted, kind, &source);
-    txn.put(dbs.archive, &seq.to_be_bytes(), &value, WriteFlags::APPEND)?;
+    // Written straight into LMDB's page: the event's bytes are copied once.
+    let out = txn.reserve(
+        dbs.archive,
+        &seq.to_be_bytes(),
+        encoded_len(event, &source),
+        WriteFlags::APPEND,
+    )?;
+    encode_into(out, event, accepted, kind, &source);
     txn.put(
         dbs.by_ivorn,
         &ivorn_key(&event.ivorn, seq),

@@ -86,6 +86,9 @@ const EVENTS_DB: &str = "events";
 const BY_TIME_DB: &str = "by_time";
 const FORMAT_KEY: &[u8] = b"format";
 const DATA_FILE: &str = "data.mdb";
+/// How often the writer drops the map's pages from its page tables (see
+/// [`Store::trim_mapping`]).
+const TRIM_EVERY_MS: u64 = 1000;
 /// Most archive entries deleted by retention inside one insert transaction.
 const EVICT_PER_COMMIT: usize = 256;
 /// The file a writing [`Store`] holds an exclusive `flock` on.
@@ -268,6 +271,11 @@ pub struct Store {
     archive_cfg: Option<ArchiveConfig>,
     counters: Mutex<Counters>,
     archive_id: [u8; 16],
+    /// LMDB's map of `data.mdb` (address, length), found once at open; it does not move
+    /// while the environment is open.
+    mapping: Option<(usize, usize)>,
+    /// When the map's pages were last dropped from the page tables (Unix ms).
+    last_trim_ms: std::sync::atomic::AtomicU64,
     /// The directory's `flock`, released (closed) after the environment.
     _lock: fs::File,
     _guard: OpenGuard,
@@ -361,7 +369,7 @@ impl Store {
         // thread, and is released when the transaction ends. bolide runs a
         // thread per connection; without NO_TLS every thread that ever read
         // would pin one of the (default 126) reader slots until it exits.
-        let mut flags = EnvironmentFlags::NO_TLS;
+        let mut flags = EnvironmentFlags::NO_TLS | EnvironmentFlags::NO_READAHEAD;
         if cfg.no_sync {
             flags |= EnvironmentFlags::NO_SYNC | EnvironmentFlags::NO_META_SYNC;
         }
@@ -385,6 +393,7 @@ impl Store {
             .map(|s| s.page_size() as usize)
             .map_err(|e| map_lmdb(&dir, map_size, e))?;
         let map_pages = map_size / page_size.max(1);
+        let mapping = crate::sys::find_file_mapping(&dir.join(DATA_FILE));
         Ok(Store {
             env,
             events,
@@ -398,6 +407,8 @@ impl Store {
             archive_cfg: cfg.archive,
             counters: Mutex::new(counters),
             archive_id,
+            mapping,
+            last_trim_ms: std::sync::atomic::AtomicU64::new(0),
             _lock: lock,
             _guard: guard,
         })
@@ -639,7 +650,10 @@ impl Store {
                     Err(lmdb::Error::MapFull) => {
                         force = (force * 2).max(self.batch_pages(events) * 4)
                     }
-                    other => return other.map_err(|e| self.err(e)),
+                    other => {
+                        self.trim_mapping();
+                        return other.map_err(|e| self.err(e));
+                    }
                 }
             }
             warn!(
@@ -654,7 +668,35 @@ impl Store {
                 map_size: self.map_size,
             });
         }
-        self.write_batch(records, &[]).map_err(|e| self.err(e))
+        let written = self.write_batch(records, &[]).map_err(|e| self.err(e));
+        self.trim_mapping();
+        written
+    }
+
+    /// At most once a second, drop the map's pages from this process's page tables.
+    /// Reading a B-tree page through the map also maps the pages around it that are in
+    /// the page cache (the kernel's fault-around), and with the archive those are the
+    /// events just written: without this the process's RSS would grow with the archive.
+    /// The pages stay in the page cache; the next access maps them again (a minor fault).
+    fn trim_mapping(&self) {
+        use std::sync::atomic::Ordering;
+        let now = crate::time::unix_now_ms();
+        let last = self.last_trim_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < TRIM_EVERY_MS
+            || self
+                .last_trim_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let Some((addr, len)) = self.mapping else {
+            return;
+        };
+        // SAFETY: `mapping` is LMDB's shared, read-only map of data.mdb, found at open.
+        if let Err(e) = unsafe { crate::sys::drop_mapped_pages(addr, len) } {
+            log::debug!("madvise on the event database's map: {e}");
+        }
     }
 
     /// One write transaction: the dedup records, and the archive entries of `events`

@@ -112,6 +112,37 @@ pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
     }
 }
 
+/// Where `path` is mapped into this process (`/proc/self/maps`): the start address and
+/// length of the largest mapping of it, if any.
+pub fn find_file_mapping(path: &std::path::Path) -> Option<(usize, usize)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let want = path.to_str()?;
+    maps.lines()
+        .filter(|l| l.ends_with(want) && l.split_whitespace().nth(5) == Some(want))
+        .filter_map(|l| {
+            let (start, end) = l.split_whitespace().next()?.split_once('-')?;
+            let start = usize::from_str_radix(start, 16).ok()?;
+            let end = usize::from_str_radix(end, 16).ok()?;
+            Some((start, end.checked_sub(start)?))
+        })
+        .max_by_key(|&(_, len)| len)
+}
+
+/// Drop this process's page-table entries for `len` bytes of a shared file mapping at
+/// `addr` (`madvise(MADV_DONTNEED)`): the data stays in the file and the page cache, the
+/// next access maps it again, and the pages no longer count in the process's RSS.
+///
+/// # Safety
+/// `addr..addr + len` must be a shared file mapping (on private or anonymous memory
+/// MADV_DONTNEED discards data).
+pub unsafe fn drop_mapped_pages(addr: usize, len: usize) -> io::Result<()> {
+    if libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTNEED) == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Set the calling thread's kernel name (what `top -H` and `ps -L` show); at most 15
 /// bytes are kept.
 pub fn set_kernel_name(label: &str) {
