@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Sender};
 use log::{debug, error, info, warn};
 
+use crate::authorconfig::AuthorRules;
 use crate::broadcaster::{self, BroadcastContext};
 use crate::cli::Config;
 use crate::committer;
@@ -21,6 +22,7 @@ use crate::dispatcher::{self, Dispatcher, Msg, Stats};
 use crate::handlers;
 use crate::listener::{self, Caps, Handoff, Kind, ListenerState};
 use crate::pruner;
+use crate::ratelimit::RateLimiter;
 use crate::receiver::{self, ReceiverContext};
 use crate::siteconfig::SiteConfig;
 use crate::store::{Store, StoreConfig, StoreError};
@@ -82,6 +84,8 @@ pub struct Broker {
     upstreams: Vec<Sender<()>>,
     store: Arc<Store>,
     site_config: Option<PathBuf>,
+    /// `--author-config`, shared with the receivers (`None` without the option or `-r`).
+    author_rules: Option<Arc<AuthorRules>>,
 }
 
 /// Capacity of the dispatcher's inbox; senders block when it is full (back-pressure on
@@ -197,15 +201,35 @@ impl Broker {
             upstreams: Vec::new(),
             store: Arc::clone(&store),
             site_config: cfg.site_config.as_ref().map(|(p, _)| p.clone()),
+            author_rules: None,
         };
         if let Some(l) = receive {
             let addr = l.local_addr().map_err(StartError::Thread)?;
+            broker.author_rules = cfg.author_config.clone().map(|(path, rules)| {
+                info!(
+                    "author config {}: {} networks; {}",
+                    path.display(),
+                    rules.networks(),
+                    if cfg.author_config_strict {
+                        "authors outside them refused (--author-config-strict)"
+                    } else {
+                        "authors outside them unrestricted"
+                    }
+                );
+                Arc::new(AuthorRules::new(path, rules, cfg.author_config_strict))
+            });
+            if let Some(rate) = cfg.author_rate {
+                info!("author rate limit: {rate} per address (--author-rate)");
+            }
             let ctx = Arc::new(ReceiverContext {
                 local_ivo: Arc::from(local_ivo.as_str()),
                 max_event_size: cfg.max_event_size,
                 timeout: cfg.author_timeout,
                 limits: Limits::default(),
                 dispatcher: dispatch_tx.clone(),
+                authors: broker.author_rules.clone(),
+                rate: cfg.author_rate.map(RateLimiter::new),
+                rate_log: Default::default(),
             });
             broker.listen(
                 l,
@@ -324,11 +348,27 @@ impl Broker {
         Ok(())
     }
 
-    /// Re-read `--subscriber-config` (on SIGHUP). A file with errors keeps the current
-    /// rules; either way the connections stay up.
-    pub fn reload_site_config(&self) {
+    /// On SIGHUP: re-read `--subscriber-config` and `--author-config`. A file with errors
+    /// keeps the rules in force; either way the connections stay up.
+    pub fn reload(&self) {
+        if self.site_config.is_none() && self.author_rules.is_none() {
+            info!("SIGHUP: no --subscriber-config or --author-config to reload");
+            return;
+        }
+        self.reload_site_config();
+        if let Some(rules) = &self.author_rules {
+            match rules.reload() {
+                Ok(n) => info!("author config reloaded: {n} networks"),
+                Err(e) => {
+                    error!("author config not reloaded, keeping the previous rules: {e}")
+                }
+            }
+        }
+    }
+
+    /// Re-read `--subscriber-config`, if given; the dispatcher re-applies it.
+    fn reload_site_config(&self) {
         let Some(path) = &self.site_config else {
-            info!("SIGHUP: no --subscriber-config to reload");
             return;
         };
         match SiteConfig::load(path) {

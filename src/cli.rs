@@ -9,9 +9,11 @@ use std::time::Duration;
 use argh::FromArgs;
 
 use crate::archive::ArchiveConfig;
+use crate::authorconfig::{AuthorConfig, AuthorConfigError};
 use crate::filters::{check_xpath, InvalidFilter};
 use crate::handlers::HandlerConfig;
 use crate::ivoid;
+use crate::ratelimit::Rate;
 use crate::siteconfig::{SiteConfig, SiteConfigError};
 use crate::whitelist::{NetworkError, Whitelist};
 
@@ -55,6 +57,21 @@ pub struct Options {
     /// network allowed to subscribe (same forms; repeatable; default: everything)
     #[argh(option)]
     pub subscriber_whitelist: Vec<String>,
+
+    /// file of the IVORN prefixes authors may publish under, by network, one
+    /// "NETWORK PREFIX [PREFIX...]" per line; re-read on SIGHUP (default: no restriction)
+    #[argh(option)]
+    pub author_config: Option<PathBuf>,
+
+    /// with --author-config: refuse events from authors whose address no rule covers
+    /// (default: the whitelist alone decides for them)
+    #[argh(switch)]
+    pub author_config_strict: bool,
+
+    /// most events accepted from one author address, as N/SECONDS: a burst of N, then N
+    /// every SECONDS (default: no limit)
+    #[argh(option)]
+    pub author_rate: Option<String>,
 
     /// more logging (-v: debug, -vv: trace)
     #[argh(switch, short = 'v')]
@@ -278,6 +295,10 @@ pub enum ConfigError {
     SaveDir(String),
     /// `--subscriber-config` cannot be read or parsed.
     SiteConfig(SiteConfigError),
+    /// `--author-config` cannot be read or parsed.
+    AuthorConfig(AuthorConfigError),
+    /// `--author-rate` is not `N/SECONDS`.
+    AuthorRate(String),
 }
 
 impl fmt::Display for ConfigError {
@@ -297,6 +318,11 @@ impl fmt::Display for ConfigError {
                 path.display()
             ),
             ConfigError::SiteConfig(e) => write!(f, "--subscriber-config: {e}"),
+            ConfigError::AuthorConfig(e) => write!(f, "--author-config: {e}"),
+            ConfigError::AuthorRate(input) => write!(
+                f,
+                "--author-rate '{input}': expected N/SECONDS, two whole numbers of at least 1 (e.g. 10/60: a burst of 10, then 10 a minute)"
+            ),
             ConfigError::SaveDir(why) => {
                 write!(f, "--save-event: {why}; give --save-event-directory DIR")
             }
@@ -365,6 +391,12 @@ pub struct Config {
     pub stats_interval: Option<Duration>,
     /// `--subscriber-config`: the file and its rules as read at start-up.
     pub site_config: Option<(PathBuf, SiteConfig)>,
+    /// `--author-config`: the file and its rules as read at start-up.
+    pub author_config: Option<(PathBuf, AuthorConfig)>,
+    /// `--author-config-strict`.
+    pub author_config_strict: bool,
+    /// `--author-rate` (`None`: no limit).
+    pub author_rate: Option<Rate>,
 }
 
 /// A broker to subscribe to.
@@ -589,6 +621,23 @@ impl Options {
             }
             None => None,
         };
+        let author_config = match self.author_config {
+            Some(p) => {
+                let c = AuthorConfig::load(&p).map_err(ConfigError::AuthorConfig)?;
+                Some((p, c))
+            }
+            None if self.author_config_strict => {
+                return Err(ConfigError::Range {
+                    flag: "--author-config-strict",
+                    why: "needs --author-config (the rules that say who may publish)",
+                })
+            }
+            None => None,
+        };
+        let author_rate = match self.author_rate {
+            Some(r) => Some(Rate::parse(&r).ok_or(ConfigError::AuthorRate(r))?),
+            None => None,
+        };
         let eventdb = match self.eventdb {
             Some(p) => p,
             None => default_eventdb().ok_or(ConfigError::NoDataDir)?,
@@ -631,6 +680,9 @@ impl Options {
             stats_interval: (self.stats_interval > 0)
                 .then(|| Duration::from_secs(self.stats_interval)),
             site_config,
+            author_config,
+            author_config_strict: self.author_config_strict,
+            author_rate,
         })
     }
 
@@ -720,6 +772,40 @@ pub(crate) mod tests {
             opts(&["--remote=h", "--filter="]).into_config(),
             Err(ConfigError::Filter { .. })
         ));
+    }
+
+    #[test]
+    fn author_options() {
+        let base = ["-r", "--local-ivo", "ivo://abc"];
+        let c = opts(&base).into_config().unwrap();
+        assert!(c.author_config.is_none() && !c.author_config_strict);
+        assert_eq!(c.author_rate, None);
+        let with = |extra: &[&str]| {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            opts(&args).into_config()
+        };
+        let c = with(&["--author-rate=5/2"]).unwrap();
+        assert_eq!(c.author_rate, Some(Rate { events: 5, secs: 2 }));
+        let e = with(&["--author-rate", "5"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("--author-rate '5': expected N/SECONDS"),
+            "{e}"
+        );
+        assert!(matches!(
+            with(&["--author-config-strict"]),
+            Err(ConfigError::Range {
+                flag: "--author-config-strict",
+                ..
+            })
+        ));
+        let e = with(&["--author-config=/nonexistent/authors"]).unwrap_err();
+        assert!(matches!(e, ConfigError::AuthorConfig(_)));
+        assert!(
+            e.to_string()
+                .starts_with("--author-config: /nonexistent/authors: "),
+            "{e}"
+        );
     }
 
     #[test]

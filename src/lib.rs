@@ -10,7 +10,8 @@
 //!  authors ──TCP──> receiver thread (1 per connection: the thread holding the accept role
 //!                   │ serves an author whose event has fully arrived on the spot, and
 //!                   │ passes the role to a parked thread before anything can wait; caps +
-//!                   │ whitelist checked at accept; read 1 frame, parse + check completely)
+//!                   │ whitelist checked at accept; read 1 frame, parse + check completely,
+//!                   │ then --author-config prefixes and --author-rate bucket)
 //!                   │ Msg::Submit{Arc<Event>, ReplyTo}   (the author's socket travels
 //!                   │  with its event; the thread goes straight back to accept or parks)
 //!  upstream brokers ──TCP──> upstream thread ─┤ (1 per --remote; acks upstream itself)
@@ -34,14 +35,18 @@
 //!  subscribers ──TCP──> broadcaster thread (1 per connection, accepted the same way):
 //!                       authenticate, writes the Outbox backlog, reads acks/iamalives
 //!                       (recv MSG_DONTWAIT), own iamalive timer ─Msg::Register/Start/SetFilters─> dispatcher
-//!  main thread: sigwait — SIGHUP reloads --subscriber-config, SIGINT/SIGTERM shut down in order
+//!  main thread: sigwait — SIGHUP reloads --subscriber-config and --author-config,
+//!               SIGINT/SIGTERM shut down in order
 //! ```
 //!
 //! * **Receiver** ([`receiver`]): one thread per author connection with an absolute
 //!   deadline. It parses the frame once ([`xml`]), checks root, ivorn, role, version,
-//!   IVOID ([`ivoid`]) and the VOEvent 2.0 schema ([`schema`]), then submits the resulting
-//!   [`voevent::Event`] to the dispatcher together with the connection itself
-//!   ([`verdict::ReplyTo`]), and goes back to `accept`: it never waits for the verdict.
+//!   IVOID ([`ivoid`]) and the VOEvent 2.0 schema ([`schema`]), then the operator's policy
+//!   (the IVORN prefixes its network may publish under, [`authorconfig`], and its
+//!   address's rate, [`ratelimit`]: a refusal is its nak, the event goes no further),
+//!   then submits the resulting [`voevent::Event`] to the dispatcher together with the
+//!   connection itself ([`verdict::ReplyTo`]), and goes back to `accept`: it never waits
+//!   for the verdict. Upstream events never meet that policy.
 //! * **Dispatcher** ([`dispatcher`]): the only thread that decides "new or duplicate" and
 //!   the only one that admits keys, so check-and-insert is atomic: a key is duplicate if
 //!   it is pending in the [`committer::CommitQueue`] (accepted, not yet committed) or in
@@ -101,6 +106,8 @@
 //! | LMDB environment ([`store::Store`]): dedup records and archive | `Arc<Store>` | read txns on the dispatcher, writes on committer and pruner; the archive's counters under one mutex held by the writer |
 //! | a subscriber socket | its broadcaster thread reads; its [`outbox::Outbox`] writes | `Arc<Outbox>` held by the thread and the dispatcher; one mutex orders their writes |
 //! | connection counts, the listening socket, parked threads | [`listener::ListenerState`] | atomics; the per-address map and the parked list each under a mutex |
+//! | `--author-config` rules in force | [`authorconfig::AuthorRules`] | `Arc` held by the receivers and the broker; the rules behind an `RwLock`, replaced whole on SIGHUP |
+//! | `--author-rate` buckets | [`ratelimit::RateLimiter`] in the receivers' context | one map keyed by address under a mutex; idle entries forgotten |
 //!
 //! ## Modules
 //!
@@ -108,8 +115,8 @@
 //! |---|---|
 //! | wire and formats | [`frame`] (VTP framing), [`transport`] (Transport messages), [`xml`] (hardened parser), [`schema`] + [`xsd`] (VOEvent 2.0 validation), [`ivoid`], [`voevent`] (the event and its checks), [`testevent`] |
 //! | roles, one thread each | [`receiver`] (an author), [`broadcaster`] (a subscriber), [`upstream`] (a `--remote`), [`dispatcher`], [`committer`], [`pruner`], [`handlers`] |
-//! | what the roles share | [`listener`] (accept, caps, thread reuse), [`outbox`] (a subscriber's write side), [`verdict`] (an author's reply), [`filters`] (XPath), [`store`] (LMDB), [`archive`] (the event log's format and retention), [`archive_reader`] (queries, read-only) |
-//! | start-up and configuration | [`broker`] (wiring and shutdown), [`args`] (how every program reads its command line), [`cli`] (bolide's options), [`siteconfig`], [`whitelist`] |
+//! | what the roles share | [`listener`] (accept, caps, thread reuse), [`ratelimit`] (per-address token buckets), [`outbox`] (a subscriber's write side), [`verdict`] (an author's reply), [`filters`] (XPath), [`store`] (LMDB), [`archive`] (the event log's format and retention), [`archive_reader`] (queries, read-only) |
+//! | start-up and configuration | [`broker`] (wiring and shutdown), [`args`] (how every program reads its command line), [`cli`] (bolide's options), [`siteconfig`] and [`authorconfig`] (per-network rules files, on [`netrules`]), [`whitelist`] |
 //! | the operating system | [`sys`] (non-blocking I/O, deadlines, thread names, limits), [`signals`], [`time`] |
 //!
 //! Modules depend downwards: roles use what the roles share and the operating-system
@@ -128,6 +135,7 @@
 pub mod archive;
 pub mod archive_reader;
 pub mod args;
+pub mod authorconfig;
 pub mod broadcaster;
 pub mod broker;
 pub mod cli;
@@ -138,8 +146,10 @@ pub mod frame;
 pub mod handlers;
 pub mod ivoid;
 pub mod listener;
+pub mod netrules;
 pub mod outbox;
 pub mod pruner;
+pub mod ratelimit;
 pub mod receiver;
 pub mod schema;
 pub mod signals;

@@ -2,10 +2,11 @@
 //! the broker and runs until killed.
 //!
 //! SIGINT and SIGTERM shut the broker down cleanly (see [`Broker::shutdown`]); SIGHUP
-//! re-reads `--subscriber-config`.
+//! re-reads `--subscriber-config` and `--author-config`.
 //!
 //! Exit status: 0 after `--help`/`--version` or a clean shutdown; 2 for a command-line error (unknown flag,
-//! bad value, missing role or `--local-ivo`, invalid IVOID or network); 1 when start-up
+//! bad value, missing role or `--local-ivo`, invalid IVOID or network, unreadable or
+//! invalid `--subscriber-config` or `--author-config`); 1 when start-up
 //! fails (event database, listening port).
 
 use std::process::ExitCode;
@@ -62,7 +63,7 @@ fn main() -> ExitCode {
                 let sig = signals::wait(&signals);
                 log::info!("received {}", signals::name(sig));
                 if sig == libc::SIGHUP {
-                    broker.reload_site_config();
+                    broker.reload();
                 } else {
                     break;
                 }

@@ -15,6 +15,11 @@
 //! answers a duplicate, the committer answers a new event once its record is committed.
 //! Every outcome that allows a reply gets one: `ack`, or `nak` with a reason starting
 //! `Event rejected: `. Then the connection closes.
+//!
+//! A valid event then meets the operator's policy before it is handed over: the IVORN
+//! prefixes its address may publish under ([`crate::authorconfig`]), then the address's
+//! rate ([`crate::ratelimit`]). A refusal is a `nak` here, logged at warn, and the
+//! dispatcher never sees the event, so nothing is recorded.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -24,13 +29,15 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Sender, TrySendError};
 use log::{info, warn};
 
+use crate::authorconfig::AuthorRules;
 use crate::dispatcher::Msg;
 use crate::frame::{FrameError, FrameReader};
-use crate::listener::Handoff;
+use crate::listener::{Handoff, RateLimitedLog};
+use crate::ratelimit::RateLimiter;
 use crate::sys::{DeadlineReader, NonBlocking};
 use crate::transport;
 use crate::verdict::{ReplyTo, Verdict};
-use crate::voevent::{check_author_event, nak_text, Rejection};
+use crate::voevent::{check_author_event, nak_text, Event, Rejection};
 use crate::xml::Limits;
 
 /// What every receiver thread shares.
@@ -40,6 +47,12 @@ pub struct ReceiverContext {
     pub timeout: Duration,
     pub limits: Limits,
     pub dispatcher: Sender<Msg>,
+    /// `--author-config`: the prefixes each network may publish under.
+    pub authors: Option<Arc<AuthorRules>>,
+    /// `--author-rate`: the buckets of every author address.
+    pub rate: Option<RateLimiter>,
+    /// Rate-limit refusals, which a runaway author multiplies: one line a second.
+    pub rate_log: RateLimitedLog,
 }
 
 /// Largest event checked while the accept role is held: parsing and validating it takes
@@ -145,17 +158,14 @@ pub fn handle(
                 &ivorn
             };
             info!("rejected {shown} from author {peer}: {rejection}");
-            crate::verdict::count_rejected();
-            reply(
-                &stream,
-                peer,
-                &transport::nak(&ivorn, Some(&ctx.local_ivo), &nak_text(&rejection)),
-                ctx.timeout,
-            );
-            let _ = stream.shutdown(Shutdown::Both);
+            refuse(&stream, peer, &ivorn, &rejection, ctx);
             return;
         }
     };
+    if let Err(rejection) = apply_policy(&event, peer, ctx, handoff) {
+        refuse(&stream, peer, &event.ivorn, &rejection, ctx);
+        return;
+    }
     let reply_to = ReplyTo::new(
         stream,
         peer,
@@ -192,6 +202,71 @@ pub fn handle(
         warn!("{} from author {peer}: the dispatcher {why}", event.ivorn);
         r.send_at_deadline(Verdict::Rejected(Rejection::Unavailable));
     }
+}
+
+/// The operator's policy for a valid event: `--author-config`, then `--author-rate` (so an
+/// event that is not permitted spends no token). A refusal passes the accept role on
+/// before it is logged: the nak's write may wait.
+fn apply_policy(
+    event: &Event,
+    peer: SocketAddr,
+    ctx: &ReceiverContext,
+    handoff: &mut Handoff<'_>,
+) -> Result<(), Rejection> {
+    let ivorn = event.ivorn.as_str();
+    if let Some(rules) = &ctx.authors {
+        if let Err(r) = rules.check(peer.ip(), ivorn) {
+            handoff.release();
+            match &r.network {
+                Some(net) => warn!(
+                    "rejected {ivorn} from author {peer}: not permitted by the --author-config rule for {net} (allowed: {})",
+                    r.allowed.join(", ")
+                ),
+                None => warn!(
+                    "rejected {ivorn} from author {peer}: no --author-config rule covers its address (--author-config-strict)"
+                ),
+            }
+            return Err(Rejection::NotPermitted {
+                ivorn: ivorn.to_string(),
+                addr: peer.ip(),
+                allowed: r.network.map(|_| r.allowed),
+            });
+        }
+    }
+    if let Some(limiter) = &ctx.rate {
+        if !limiter.take(peer.ip()) {
+            handoff.release();
+            let rate = limiter.rate();
+            let rejection = Rejection::RateLimited {
+                events: rate.events,
+                secs: rate.secs,
+                addr: peer.ip(),
+            };
+            ctx.rate_log
+                .warn(|| format!("rejected {ivorn} from author {peer}: {rejection}"));
+            return Err(rejection);
+        }
+    }
+    Ok(())
+}
+
+/// Answer a refused event with its nak and close (the caller has passed the accept role
+/// on: the write may wait).
+fn refuse(
+    stream: &TcpStream,
+    peer: SocketAddr,
+    ivorn: &str,
+    rejection: &Rejection,
+    ctx: &ReceiverContext,
+) {
+    crate::verdict::count_rejected();
+    reply(
+        stream,
+        peer,
+        &transport::nak(ivorn, Some(&ctx.local_ivo), &nak_text(rejection)),
+        ctx.timeout,
+    );
+    let _ = stream.shutdown(Shutdown::Both);
 }
 
 fn reply(stream: &TcpStream, peer: SocketAddr, msg: &[u8], timeout: Duration) {

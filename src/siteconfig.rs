@@ -16,16 +16,14 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use cidr_utils::cidr::IpCidr;
-
 use crate::filters::check_xpath;
-use crate::whitelist::{normalize, parse_network};
+use crate::netrules::{rule_lines, LineError, NetRules};
 
 /// The parsed file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SiteConfig {
-    /// (network, expressions), one entry per distinct network, in file order.
-    rules: Vec<(IpCidr, Vec<String>)>,
+    /// The expressions of each network.
+    rules: NetRules<Vec<String>>,
 }
 
 /// A line that does not parse.
@@ -58,26 +56,20 @@ impl SiteConfig {
     /// Parse the text of a config file (`path` only names it in errors).
     pub fn parse(text: &str, path: &Path) -> Result<SiteConfig, SiteConfigError> {
         let mut cfg = SiteConfig::default();
-        for (i, raw) in text.lines().enumerate() {
+        for (line, parsed) in rule_lines(text) {
             let err = |why: String| SiteConfigError {
                 path: path.to_path_buf(),
-                line: i + 1,
+                line,
                 why,
             };
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let (net, expr) = line
-                .split_once(|c: char| c.is_whitespace())
-                .ok_or_else(|| err("expected NETWORK XPATH".into()))?;
-            let expr = expr.trim();
-            let net = parse_network(net).map_err(|e| err(e.to_string()))?;
+            let (net, expr) = parsed.map_err(|e| {
+                err(match e {
+                    LineError::NoRule => "expected NETWORK XPATH".into(),
+                    LineError::Network(e) => e.to_string(),
+                })
+            })?;
             check_xpath(expr).map_err(|why| err(format!("invalid XPath {expr:?}: {why}")))?;
-            match cfg.rules.iter_mut().find(|(n, _)| *n == net) {
-                Some((_, exprs)) => exprs.push(expr.to_string()),
-                None => cfg.rules.push((net, vec![expr.to_string()])),
-            }
+            cfg.rules.entry(net).push(expr.to_string());
         }
         Ok(cfg)
     }
@@ -94,18 +86,15 @@ impl SiteConfig {
 
     /// The expressions imposed on a subscriber at `ip` (empty: nothing imposed).
     pub fn imposed(&self, ip: IpAddr) -> &[String] {
-        let ip = normalize(ip);
         self.rules
-            .iter()
-            .filter(|(n, _)| n.contains(&ip))
-            .max_by_key(|(n, _)| n.network_length())
+            .lookup(ip)
             .map(|(_, e)| e.as_slice())
             .unwrap_or(&[])
     }
 
     /// Number of networks with rules.
     pub fn networks(&self) -> usize {
-        self.rules.len()
+        self.rules.networks()
     }
 }
 

@@ -12,7 +12,7 @@
 //! brokers (no schema, no IVOID; spec §5.2).
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use sha2::{Digest, Sha256};
 
@@ -171,6 +171,20 @@ pub enum Rejection {
     Storage,
     /// The broker is shutting down or overloaded.
     Unavailable,
+    /// `--author-config` does not let this address publish this ivorn. `allowed`: the
+    /// prefixes of the rule that refused it; `None`: no rule covers the address
+    /// (`--author-config-strict`).
+    NotPermitted {
+        ivorn: String,
+        addr: IpAddr,
+        allowed: Option<Vec<String>>,
+    },
+    /// Over `--author-rate`: more than `events` per `secs` seconds from `addr`.
+    RateLimited {
+        events: u32,
+        secs: u64,
+        addr: IpAddr,
+    },
 }
 
 impl fmt::Display for Rejection {
@@ -204,6 +218,26 @@ impl fmt::Display for Rejection {
             Rejection::Duplicate => write!(f, "Previously seen by this broker"),
             Rejection::Storage => write!(f, "storage unavailable"),
             Rejection::Unavailable => write!(f, "broker unavailable, try again later"),
+            Rejection::NotPermitted {
+                ivorn,
+                addr,
+                allowed: Some(allowed),
+            } => write!(
+                f,
+                "ivorn {ivorn} not permitted for {addr} (allowed: {})",
+                allowed.join(", ")
+            ),
+            Rejection::NotPermitted {
+                ivorn,
+                addr,
+                allowed: None,
+            } => write!(
+                f,
+                "ivorn {ivorn} not permitted for {addr} (no --author-config rule for this address)"
+            ),
+            Rejection::RateLimited { events, secs, addr } => {
+                write!(f, "rate limit exceeded ({events} per {secs} s from {addr})")
+            }
         }
     }
 }

@@ -276,9 +276,14 @@ impl Reply {
 
 /// Send raw bytes (already framed or not: `framed` says) and wait for the reply.
 pub fn exchange(addr: SocketAddr, wire: &[u8], timeout: Duration) -> Reply {
-    let Ok(mut s) = TcpStream::connect(addr) else {
+    let Ok(s) = TcpStream::connect(addr) else {
         return Reply::Refused;
     };
+    exchange_on(s, wire, timeout)
+}
+
+/// Send raw bytes on a connection already made and wait for the reply.
+pub fn exchange_on(mut s: TcpStream, wire: &[u8], timeout: Duration) -> Reply {
     let deadline = Instant::now() + timeout;
     s.set_write_timeout(Some(timeout)).unwrap();
     // The broker may refuse and close while we are still writing: that's fine.
@@ -304,6 +309,15 @@ pub fn submit(addr: SocketAddr, payload: &[u8]) -> Reply {
         &bolide::frame::encode(payload),
         Duration::from_secs(10),
     )
+}
+
+/// Submit one event as an author connecting from the loopback address `from` (see
+/// [`connect_from`]).
+pub fn submit_from(from: std::net::Ipv4Addr, addr: SocketAddr, payload: &[u8]) -> Reply {
+    match connect_from(from, addr) {
+        Ok(s) => exchange_on(s, &bolide::frame::encode(payload), Duration::from_secs(10)),
+        Err(_) => Reply::Refused,
+    }
 }
 
 /// What a test subscriber does with events.
