@@ -127,6 +127,8 @@ pub mod filters;
 pub mod frame;
 pub mod handlers;
 pub mod ivoid;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod listener;
 pub mod outbox;
 pub mod pruner;
