@@ -218,7 +218,7 @@ pub struct Options {
     pub write_timeout: u64,
 
     /// bootstrap servers of a Kafka cluster (HOST:PORT,...) to consume --kafka-topic from and to
-    /// --kafka-publish to (needs a bolide built with --features kafka)
+    /// --kafka-publish to (needs a bolide built with the kafka feature)
     #[argh(option)]
     pub kafka_bootstrap: Option<String>,
 
