@@ -510,5 +510,116 @@ fn settings_librdkafka_refuses_stop_the_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot create the Kafka consumer"), "{err}");
     assert!(err.contains("no.such.setting"), "{err}");
-    let _ = Arc::new(());
+}
+
+/// Latency from a message being produced (linger 0, on loopback: a consumer's long poll
+/// has it as soon as the broker does, before the producer hears of the delivery) to its
+/// delivery to each of 100 VTP subscribers, against the same for a plain librdkafka
+/// consumer in this process (what the Kafka fetch itself takes): the difference is what
+/// the bridge adds. Run:
+/// `cargo test --release --features kafka --test kafka -- --ignored --nocapture latency`.
+#[test]
+#[ignore]
+fn latency_kafka_to_100_subscribers() {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    const SUBS: usize = 100;
+    const N: usize = 300;
+    let mock = cluster();
+    let bs = mock.bootstrap_servers();
+    let topic = "gcn.classic.voevent.LATENCY";
+    mock.create_topic(topic, 1, 1).unwrap();
+    let b = bolide(
+        None,
+        &bs,
+        &[
+            "--kafka-topic",
+            topic,
+            "--kafka-start=earliest",
+            "--no-sync",
+            "--max-subscribers-per-address=200",
+            "--kafka-option=fetch.wait.max.ms=10",
+            "-q",
+        ],
+    );
+    let available: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let mut subs = Vec::new();
+    for _ in 0..SUBS {
+        let mut s = Subscriber::connect(b.broadcast(), Behaviour::Healthy);
+        subs.push(std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while got.len() < N {
+                let Some((ivorn, _)) = s.next_event(T) else {
+                    break;
+                };
+                got.push((ivorn, Instant::now()));
+            }
+            got
+        }));
+    }
+    // The baseline: a consumer of the same topic in this process.
+    let base = {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bs)
+            .set("group.id", "latency-baseline")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "10")
+            .create()
+            .unwrap();
+        c.subscribe(&[topic]).unwrap();
+        std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while got.len() < N && Instant::now() < deadline {
+                if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+                    let now = Instant::now();
+                    let doc = bolide::xml::parse(m.payload().unwrap(), Default::default()).unwrap();
+                    got.push((doc.attr(0, "ivorn").unwrap().to_string(), now));
+                }
+            }
+            got
+        })
+    };
+    // Let both consumers join their groups before the measured stream.
+    std::thread::sleep(Duration::from_secs(6));
+    let p = producer(&bs);
+    for i in 0..N {
+        let e = make_event(&format!("lat-{i}"), 3000);
+        let ivorn = format!("ivo://bolide.test/stream#lat-{i}");
+        let mut r: BaseRecord<'_, (), [u8]> = BaseRecord::to(topic);
+        r = r.payload(&e);
+        available.lock().unwrap().insert(ivorn, Instant::now());
+        p.send(r).map_err(|(e, _)| e).unwrap();
+        p.flush(T).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pct = |v: &mut Vec<Duration>, q: f64| {
+        v.sort();
+        v[((v.len() as f64 * q) as usize).min(v.len() - 1)].as_secs_f64() * 1e3
+    };
+    let available = available.lock().unwrap();
+    let latency = |got: Vec<(String, Instant)>| -> Vec<Duration> {
+        got.into_iter()
+            .map(|(i, at)| at.saturating_duration_since(available[&i]))
+            .collect()
+    };
+    let mut all: Vec<Duration> = subs
+        .into_iter()
+        .flat_map(|h| latency(h.join().unwrap()))
+        .collect();
+    let mut base = latency(base.join().unwrap());
+    assert!(all.len() >= SUBS * N * 9 / 10, "{} deliveries", all.len());
+    eprintln!(
+        "kafka -> {SUBS} VTP subscribers: {} deliveries, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        all.len(),
+        pct(&mut all, 0.5),
+        pct(&mut all, 0.99),
+        pct(&mut all, 1.0)
+    );
+    eprintln!(
+        "kafka -> plain consumer (the fetch itself): {} messages, p50 {:.2} ms, p99 {:.2} ms",
+        base.len(),
+        pct(&mut base, 0.5),
+        pct(&mut base, 0.99)
+    );
 }
