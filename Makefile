@@ -1,6 +1,7 @@
 # bolide: build, test, install.
 #   make            release build
-#   make test       formatting, lints, man-page check, and every test (what CI runs)
+#   make test       formatting, lints, man-page check, and every test, the Kafka gateway's
+#                   too when its build dependencies are there (what CI runs)
 #   make install    binaries and man pages under $(DESTDIR)$(PREFIX)
 #   make bench      the benchmark matrix against bolide (tests/bench/run.sh; BENCH_* env vars)
 #   make bench-compare  the same against bolide and Comet 3.1.0 side by side
@@ -80,7 +81,7 @@ WantedBy=multi-user.target
 endef
 export SYSTEMD_UNIT
 
-.PHONY: all release run test lint check-man install uninstall clean soak bench bench-compare fuzz
+.PHONY: all release run test test-kafka lint check-man install uninstall clean soak bench bench-compare fuzz
 
 all: release
 
@@ -91,10 +92,34 @@ release:
 run:
 	$(CARGO) run --release --locked --bin bolide -- --receive --broadcast --local-ivo=ivo://example.org/broker
 
-# Then the one test that needs an optimized build (a subscriber thread's stack budget).
+# Then the one test that needs an optimized build (a subscriber thread's stack budget),
+# and the Kafka gateway (test-kafka).
 test: lint check-man
 	$(CARGO) test --locked --all-targets
 	$(CARGO) test --release --locked --lib stack_budget
+	$(MAKE) --no-print-directory test-kafka
+
+# The Kafka gateway (--features kafka) builds librdkafka, which needs a C compiler, make,
+# pkg-config, OpenSSL and libcurl (Debian: libssl-dev libcurl4-openssl-dev). Without them
+# the Kafka tests are skipped, loudly; BOLIDE_REQUIRE_KAFKA=1 (CI) makes that a failure.
+KAFKA_MISSING = $(strip \
+  $(if $(shell command -v cc 2>/dev/null),,a C compiler (cc)) \
+  $(if $(shell command -v make 2>/dev/null),,make) \
+  $(if $(shell command -v pkg-config 2>/dev/null),,pkg-config) \
+  $(if $(shell pkg-config --exists openssl 2>/dev/null && echo y),,OpenSSL headers (libssl-dev)) \
+  $(if $(shell pkg-config --exists libcurl 2>/dev/null && echo y),,libcurl headers (libcurl4-openssl-dev)))
+
+test-kafka:
+ifeq ($(KAFKA_MISSING),)
+	$(CARGO) clippy --locked --features kafka --all-targets -- -D warnings
+	$(CARGO) test --locked --features kafka --lib kafka
+	$(CARGO) test --locked --features kafka --test kafka --test cli --test docs
+else
+	@echo "********************************************************************"
+	@echo "SKIPPED: kafka tests: missing $(KAFKA_MISSING)"
+	@echo "********************************************************************"
+	@if [ -n "$$BOLIDE_REQUIRE_KAFKA" ]; then echo "BOLIDE_REQUIRE_KAFKA is set: failing"; exit 1; fi
+endif
 
 lint:
 	$(CARGO) fmt --all -- --check

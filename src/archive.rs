@@ -152,6 +152,7 @@ pub fn source_of(origin: &Origin) -> Option<(SourceKind, String)> {
     match origin {
         Origin::Author(a) => Some((SourceKind::Author, a.to_string())),
         Origin::Upstream(u) => Some((SourceKind::Upstream, u.clone())),
+        Origin::Kafka { topic, .. } => Some((SourceKind::Kafka, topic.clone())),
         Origin::Local => None,
     }
 }
@@ -474,6 +475,18 @@ mod tests {
         long[43..47].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(decode(1, &long).is_err());
         assert_eq!(source_of(&Origin::Local), None);
+        let kafka = Origin::Kafka {
+            topic: "gcn.classic.voevent.SWIFT_BAT_GRB_POS_ACK".into(),
+            partition: 0,
+            offset: 7,
+        };
+        assert_eq!(
+            source_of(&kafka),
+            Some((
+                SourceKind::Kafka,
+                "gcn.classic.voevent.SWIFT_BAT_GRB_POS_ACK".into()
+            ))
+        );
     }
 
     /// `by_ivorn` keys sort by ivorn, then seq, and give the seq back; very long ivorns

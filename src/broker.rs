@@ -1,5 +1,6 @@
 //! Start-up, wiring and shutdown: open the event store, bind the listeners, start every
-//! long-lived thread (committer, pruner, dispatcher, accept loops, upstream subscribers)
+//! long-lived thread (committer, pruner, dispatcher, accept loops, upstream subscribers,
+//! the Kafka gateway)
 //! with the channels between them; on shutdown, stop in the order that loses nothing.
 
 use std::fmt;
@@ -45,6 +46,9 @@ pub enum StartError {
     Thread(io::Error),
     /// The handlers could not be set up (save directory, threads).
     Handlers(handlers::HandlerError),
+    /// The Kafka gateway could not start (settings librdkafka refuses, a subscription).
+    #[cfg(feature = "kafka")]
+    Kafka(crate::kafka::GatewayError),
 }
 
 impl fmt::Display for StartError {
@@ -60,6 +64,8 @@ impl fmt::Display for StartError {
             }
             StartError::Thread(e) => write!(f, "cannot start a thread: {e}"),
             StartError::Handlers(e) => write!(f, "{e}"),
+            #[cfg(feature = "kafka")]
+            StartError::Kafka(e) => write!(f, "{e}"),
         }
     }
 }
@@ -86,6 +92,9 @@ pub struct Broker {
     site_config: Option<PathBuf>,
     /// `--author-config`, shared with the receivers (`None` without the option or `-r`).
     author_rules: Option<Arc<AuthorRules>>,
+    /// The Kafka consumer and publisher threads, if configured.
+    #[cfg(feature = "kafka")]
+    kafka: Option<crate::kafka::Gateway>,
 }
 
 /// Capacity of the dispatcher's inbox; senders block when it is full (back-pressure on
@@ -202,6 +211,8 @@ impl Broker {
             store: Arc::clone(&store),
             site_config: cfg.site_config.as_ref().map(|(p, _)| p.clone()),
             author_rules: None,
+            #[cfg(feature = "kafka")]
+            kafka: None,
         };
         if let Some(l) = receive {
             let addr = l.local_addr().map_err(StartError::Thread)?;
@@ -287,6 +298,15 @@ impl Broker {
                 })?;
                 broker.upstreams.push(stop_tx);
             }
+        }
+        #[cfg(feature = "kafka")]
+        if let Some(k) = &cfg.kafka {
+            let source = crate::kafka::Source {
+                max_event_size: cfg.max_event_size,
+                dispatcher: dispatch_tx.clone(),
+            };
+            broker.kafka =
+                Some(crate::kafka::Gateway::start(k, &store, source).map_err(StartError::Kafka)?);
         }
         // A plain subscriber (only --remote) opens no port: no caps to speak of.
         if cfg.receive || cfg.broadcast {
@@ -412,6 +432,12 @@ impl Broker {
             }
         }
         drop(self.upstreams);
+        #[cfg(feature = "kafka")]
+        let mut kafka = self.kafka;
+        #[cfg(feature = "kafka")]
+        if let Some(k) = &mut kafka {
+            k.stop_consuming();
+        }
         let _ = self.dispatch_tx.send(Msg::Shutdown);
         drop(self.dispatch_tx);
         let stats = self.dispatcher.join().unwrap_or_default();
@@ -425,6 +451,12 @@ impl Broker {
             "{} events accepted in {commits} commits of the event database",
             stats.accepted
         );
+        // Everything is committed: the publisher produces the rest and records its
+        // position.
+        #[cfg(feature = "kafka")]
+        if let Some(k) = &mut kafka {
+            k.stop_publishing();
+        }
         drop(self.pruner.0);
         let _ = self.pruner.1.join();
         if let Err(e) = self.store.sync() {

@@ -233,6 +233,121 @@ pub struct Options {
     /// seconds a write to a subscriber may block before it is dropped (default 30)
     #[argh(option, default = "30")]
     pub write_timeout: u64,
+
+    /// bootstrap servers of a Kafka cluster (HOST:PORT,...) to consume --kafka-topic from and to
+    /// --kafka-publish to (needs a bolide built with the kafka feature)
+    #[argh(option)]
+    pub kafka_bootstrap: Option<String>,
+
+    /// topic to relay events from, on Kafka (repeatable; a leading ^ makes it a regular
+    /// expression, as in librdkafka)
+    #[argh(option)]
+    pub kafka_topic: Vec<String>,
+
+    /// consumer group on Kafka (default: an id created on first use and kept in the event
+    /// database, so a restart resumes where it stopped)
+    #[argh(option)]
+    pub kafka_group_id: Option<String>,
+
+    /// where a consumer group with no committed offsets starts: earliest or latest
+    /// (default latest)
+    #[argh(option)]
+    pub kafka_start: Option<String>,
+
+    /// librdkafka setting KEY=VALUE for the consumer and the producer (repeatable; TLS,
+    /// SASL and the like)
+    #[argh(option)]
+    pub kafka_option: Vec<String>,
+
+    /// topic whose Kafka messages are heartbeats (for GCN, gcn.heartbeat): warn when none
+    /// came for 60 s
+    #[argh(option)]
+    pub kafka_heartbeat_topic: Option<String>,
+
+    /// topic on Kafka to publish every event accepted as new to (key: the ivorn; value: the
+    /// exact bytes)
+    #[argh(option)]
+    pub kafka_publish: Option<String>,
+
+    /// GCN Kafka client id (from gcn.nasa.gov): consume GCN's VOEvent notices; the
+    /// secret comes from --gcn-client-secret-file or $BOLIDE_GCN_CLIENT_SECRET
+    #[argh(option)]
+    pub gcn_client_id: Option<String>,
+
+    /// file holding the GCN client secret (never give the secret on the command line)
+    #[argh(option)]
+    pub gcn_client_secret_file: Option<PathBuf>,
+
+    /// GCN's domain: gcn.nasa.gov (default) or test.gcn.nasa.gov
+    #[argh(option)]
+    pub gcn_domain: Option<String>,
+}
+
+/// The environment variable that may hold the GCN client secret.
+pub const GCN_SECRET_ENV: &str = "BOLIDE_GCN_CLIENT_SECRET";
+
+/// The topics GCN's VOEvents are published on (classic notices, and SVOM's).
+pub const GCN_TOPICS: [&str; 2] = [
+    r"^gcn\.classic\.voevent\..*",
+    r"^gcn\.notices\.svom\.voevent\..*",
+];
+
+/// Where a consumer group without committed offsets starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KafkaStart {
+    Earliest,
+    Latest,
+}
+
+impl KafkaStart {
+    /// librdkafka's `auto.offset.reset` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KafkaStart::Earliest => "earliest",
+            KafkaStart::Latest => "latest",
+        }
+    }
+}
+
+/// The Kafka gateway's settings, checked.
+#[derive(Clone)]
+pub struct KafkaConfig {
+    /// librdkafka settings for both clients: bootstrap servers, GCN's OIDC settings,
+    /// then every --kafka-option (a later one wins).
+    pub client: Vec<(String, String)>,
+    /// Topics (or ^patterns) to consume; empty: no consumer.
+    pub topics: Vec<String>,
+    pub group_id: Option<String>,
+    pub start: KafkaStart,
+    pub heartbeat_topic: Option<String>,
+    /// Topic to publish accepted events to.
+    pub publish: Option<String>,
+}
+
+/// Whether a librdkafka setting holds a credential (shown as `***`).
+pub fn is_secret_setting(key: &str) -> bool {
+    key.contains("secret") || key.contains("password") || key.ends_with(".key.pem")
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let client: Vec<String> = self
+            .client
+            .iter()
+            .map(|(k, v)| match is_secret_setting(k) {
+                true => format!("{k}=***"),
+                false => format!("{k}={v}"),
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("client", &client)
+            .field("topics", &self.topics)
+            .field("group_id", &self.group_id)
+            .field("start", &self.start)
+            .field("heartbeat_topic", &self.heartbeat_topic)
+            .field("publish", &self.publish)
+            .finish()
+    }
 }
 
 /// Parse a duration in seconds: `90`, `90s`, `15m`, `6h`, `7d`.
@@ -299,6 +414,10 @@ pub enum ConfigError {
     AuthorConfig(AuthorConfigError),
     /// `--author-rate` is not `N/SECONDS`.
     AuthorRate(String),
+    /// A Kafka option, in a bolide built without the `kafka` feature.
+    NoKafka { flag: &'static str },
+    /// The Kafka options do not add up.
+    Kafka { flag: &'static str, why: String },
 }
 
 impl fmt::Display for ConfigError {
@@ -306,7 +425,7 @@ impl fmt::Display for ConfigError {
         match self {
             ConfigError::NoRole => write!(
                 f,
-                "nothing to do: give --receive (-r) to accept events from authors, --broadcast (-b) to serve subscribers, and/or --remote HOST[:PORT] to subscribe to a broker"
+                "nothing to do: give --receive (-r) to accept events from authors, --broadcast (-b) to serve subscribers, and/or --remote HOST[:PORT] to subscribe to a broker (or --kafka-topic to consume from Kafka)"
             ),
             ConfigError::Remote { input, why } => write!(
                 f,
@@ -323,6 +442,11 @@ impl fmt::Display for ConfigError {
                 f,
                 "--author-rate '{input}': expected N/SECONDS, two whole numbers of at least 1 (e.g. 10/60: a burst of 10, then 10 a minute)"
             ),
+            ConfigError::NoKafka { flag } => write!(
+                f,
+                "{flag}: this bolide was built without Kafka support: rebuild with --features kafka"
+            ),
+            ConfigError::Kafka { flag, why } => write!(f, "{flag}: {why}"),
             ConfigError::SaveDir(why) => {
                 write!(f, "--save-event: {why}; give --save-event-directory DIR")
             }
@@ -397,6 +521,8 @@ pub struct Config {
     pub author_config_strict: bool,
     /// `--author-rate` (`None`: no limit).
     pub author_rate: Option<Rate>,
+    /// The Kafka gateway (`None`: no Kafka option given).
+    pub kafka: Option<KafkaConfig>,
 }
 
 /// A broker to subscribe to.
@@ -498,6 +624,160 @@ fn positive(v: u64, flag: &'static str) -> Result<Duration, ConfigError> {
 }
 
 impl Options {
+    /// The first Kafka option given, if any.
+    fn first_kafka_flag(&self) -> Option<&'static str> {
+        [
+            ("--kafka-bootstrap", self.kafka_bootstrap.is_some()),
+            ("--kafka-topic", !self.kafka_topic.is_empty()),
+            ("--kafka-group-id", self.kafka_group_id.is_some()),
+            ("--kafka-start", self.kafka_start.is_some()),
+            ("--kafka-option", !self.kafka_option.is_empty()),
+            (
+                "--kafka-heartbeat-topic",
+                self.kafka_heartbeat_topic.is_some(),
+            ),
+            ("--kafka-publish", self.kafka_publish.is_some()),
+            ("--gcn-client-id", self.gcn_client_id.is_some()),
+            (
+                "--gcn-client-secret-file",
+                self.gcn_client_secret_file.is_some(),
+            ),
+            ("--gcn-domain", self.gcn_domain.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(flag, given)| given.then_some(flag))
+    }
+
+    /// The Kafka gateway's settings (`None` if no Kafka option is given); `secret_env`
+    /// is the value of [`GCN_SECRET_ENV`].
+    pub fn kafka_config(
+        &self,
+        secret_env: Option<String>,
+    ) -> Result<Option<KafkaConfig>, ConfigError> {
+        let Some(first) = self.first_kafka_flag() else {
+            return Ok(None);
+        };
+        if !cfg!(feature = "kafka") {
+            return Err(ConfigError::NoKafka { flag: first });
+        }
+        let bad = |flag, why: &str| ConfigError::Kafka {
+            flag,
+            why: why.to_string(),
+        };
+        let mut client = Vec::new();
+        let mut topics = self.kafka_topic.clone();
+        match &self.gcn_client_id {
+            Some(id) => {
+                let secret = match (&self.gcn_client_secret_file, secret_env) {
+                    (Some(p), _) => std::fs::read_to_string(p)
+                        .map_err(|e| ConfigError::Kafka {
+                            flag: "--gcn-client-secret-file",
+                            why: format!("{}: {e}", p.display()),
+                        })?
+                        .trim()
+                        .to_string(),
+                    (None, Some(s)) => s.trim().to_string(),
+                    (None, None) => {
+                        return Err(ConfigError::Kafka {
+                            flag: "--gcn-client-id",
+                            why: format!("the client secret is missing: give --gcn-client-secret-file FILE or set {GCN_SECRET_ENV}"),
+                        })
+                    }
+                };
+                if secret.is_empty() {
+                    return Err(bad(
+                        "--gcn-client-secret-file",
+                        "the client secret is empty",
+                    ));
+                }
+                let domain = self.gcn_domain.as_deref().unwrap_or("gcn.nasa.gov");
+                if domain.is_empty() || domain.contains(|c: char| c == '/' || c.is_whitespace()) {
+                    return Err(bad("--gcn-domain", "not a domain name (e.g. gcn.nasa.gov)"));
+                }
+                for (k, v) in [
+                    ("bootstrap.servers", format!("kafka.{domain}")),
+                    ("security.protocol", "sasl_ssl".into()),
+                    ("sasl.mechanisms", "OAUTHBEARER".into()),
+                    ("sasl.oauthbearer.method", "oidc".into()),
+                    ("sasl.oauthbearer.client.id", id.clone()),
+                    ("sasl.oauthbearer.client.secret", secret),
+                    (
+                        "sasl.oauthbearer.token.endpoint.url",
+                        format!("https://auth.{domain}/oauth2/token"),
+                    ),
+                ] {
+                    client.push((k.to_string(), v));
+                }
+                if topics.is_empty() {
+                    topics = GCN_TOPICS.iter().map(|t| t.to_string()).collect();
+                }
+            }
+            None if self.gcn_client_secret_file.is_some() || self.gcn_domain.is_some() => {
+                return Err(bad(
+                    "--gcn-client-secret-file / --gcn-domain",
+                    "only with --gcn-client-id",
+                ))
+            }
+            None => {}
+        }
+        match &self.kafka_bootstrap {
+            Some(b) if b.trim().is_empty() => {
+                return Err(bad("--kafka-bootstrap", "give HOST:PORT[,HOST:PORT...]"))
+            }
+            Some(b) => client.push(("bootstrap.servers".into(), b.trim().to_string())),
+            None if self.gcn_client_id.is_none() => {
+                return Err(bad(
+                    first,
+                    "give --kafka-bootstrap HOST:PORT (or --gcn-client-id for GCN)",
+                ))
+            }
+            None => {}
+        }
+        for o in &self.kafka_option {
+            match o.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    client.push((k.trim().to_string(), v.to_string()))
+                }
+                _ => return Err(bad("--kafka-option", "write KEY=VALUE")),
+            }
+        }
+        if topics.iter().any(|t| t.trim().is_empty()) {
+            return Err(bad("--kafka-topic", "a topic name is empty"));
+        }
+        if topics.is_empty() && self.kafka_publish.is_none() {
+            return Err(bad(
+                first,
+                "nothing to do with Kafka: give --kafka-topic TOPIC to consume or --kafka-publish TOPIC",
+            ));
+        }
+        if self.kafka_heartbeat_topic.is_some() && topics.is_empty() {
+            return Err(bad(
+                "--kafka-heartbeat-topic",
+                "only with topics to consume",
+            ));
+        }
+        let start = match self.kafka_start.as_deref() {
+            None | Some("latest") => KafkaStart::Latest,
+            Some("earliest") => KafkaStart::Earliest,
+            Some(_) => return Err(bad("--kafka-start", "earliest or latest")),
+        };
+        if self
+            .kafka_publish
+            .as_deref()
+            .is_some_and(|t| t.is_empty() || t.starts_with('^'))
+        {
+            return Err(bad("--kafka-publish", "give a topic name"));
+        }
+        Ok(Some(KafkaConfig {
+            client,
+            topics,
+            group_id: self.kafka_group_id.clone(),
+            start,
+            heartbeat_topic: self.kafka_heartbeat_topic.clone(),
+            publish: self.kafka_publish.clone(),
+        }))
+    }
+
     /// Check the options and build a [`Config`].
     pub fn into_config(self) -> Result<Config, ConfigError> {
         let remotes = self
@@ -506,7 +786,9 @@ impl Options {
             .chain(&self.subscribe)
             .map(|r| parse_remote(r))
             .collect::<Result<Vec<_>, _>>()?;
-        if !self.receive && !self.broadcast && remotes.is_empty() {
+        let kafka = self.kafka_config(std::env::var(GCN_SECRET_ENV).ok())?;
+        let consuming = kafka.as_ref().is_some_and(|k| !k.topics.is_empty());
+        if !self.receive && !self.broadcast && remotes.is_empty() && !consuming {
             return Err(ConfigError::NoRole);
         }
         for f in &self.filter {
@@ -683,6 +965,7 @@ impl Options {
             author_config,
             author_config_strict: self.author_config_strict,
             author_rate,
+            kafka,
         })
     }
 

@@ -22,7 +22,7 @@ use std::time::Instant;
 use log::{debug, error};
 
 use crate::store::Store;
-use crate::verdict::{ReplyTo, Verdict};
+use crate::verdict::{Reply, Verdict};
 use crate::voevent::{Event, Key, Rejection};
 
 /// Most records per transaction.
@@ -36,8 +36,9 @@ pub struct Record {
     pub key: Key,
     pub time: u64,
     pub ivorn: String,
-    /// The author waiting for its ack (`None` for upstream events).
-    pub reply: Option<ReplyTo>,
+    /// Who waits for the verdict: the author (its ack), or the Kafka consumer (to commit
+    /// the message's offset); `None` for upstream events.
+    pub reply: Option<Reply>,
     /// The event to archive with its record (`None`: `--no-archive`, or the broker's
     /// own test event).
     pub archive: Option<Arc<Event>>,
@@ -284,7 +285,7 @@ mod tests {
                 key: [i; 32],
                 time: 1,
                 ivorn: format!("ivo://x.y/z#{i}"),
-                reply: Some(rtx),
+                reply: Some(rtx.into()),
                 archive: None,
             }));
         }
@@ -313,7 +314,7 @@ mod tests {
             key: [99; 32],
             time: 1,
             ivorn: "ivo://x.y/z#late".into(),
-            reply: Some(rtx),
+            reply: Some(rtx.into()),
             archive: None,
         }));
         let m = crate::verdict::tests::reply_of(author).expect("a reply");

@@ -27,7 +27,7 @@ use crate::siteconfig::SiteConfig;
 use crate::store::Store;
 use crate::testevent;
 use crate::time;
-use crate::verdict::{ReplyTo, Verdict};
+use crate::verdict::{Reply, Verdict};
 use crate::voevent::{Event, EventRole, Key, Origin, Rejection};
 
 /// A subscriber as the dispatcher sees it.
@@ -53,11 +53,12 @@ struct Awaiting {
 
 /// Everything sent to the dispatcher.
 pub enum Msg {
-    /// A checked event. `reply` is the author's channel (`None` for upstream events, which
-    /// are acknowledged upstream whatever happens).
+    /// A checked event. `reply` waits for the verdict: the author's connection, or the
+    /// Kafka consumer's channel (`None` for upstream events, which are acknowledged
+    /// upstream whatever happens).
     Submit {
         event: Arc<Event>,
-        reply: Option<ReplyTo>,
+        reply: Option<Reply>,
     },
     /// A subscriber connected and is about to be sent `authenticate`: until
     /// [`Msg::Start`] the events accepted are held for it (at most `hold`).
@@ -267,8 +268,8 @@ impl Dispatcher {
         self.stats
     }
 
-    fn submit(&mut self, event: Arc<Event>, reply: Option<ReplyTo>) {
-        let answer = |reply: Option<ReplyTo>, v: Verdict| {
+    fn submit(&mut self, event: Arc<Event>, reply: Option<Reply>) {
+        let answer = |reply: Option<Reply>, v: Verdict| {
             if let Some(r) = reply {
                 r.send(v);
             }
@@ -647,7 +648,7 @@ mod tests {
         let (author, reply) = pair(Instant::now() + Duration::from_secs(10));
         let msg = Msg::Submit {
             event: Arc::new(event),
-            reply: Some(reply),
+            reply: Some(reply.into()),
         };
         (msg, author)
     }

@@ -15,6 +15,8 @@
 //!                   │ Msg::Submit{Arc<Event>, ReplyTo}   (the author's socket travels
 //!                   │  with its event; the thread goes straight back to accept or parks)
 //!  upstream brokers ──TCP──> upstream thread ─┤ (1 per --remote; acks upstream itself)
+//!  Kafka topics ──> kafka-consumer thread ────┤ (feature `kafka`; Msg::Submit with a Settle:
+//!                   commits an offset once the committer answered for its event)
 //!                                             v                 │
 //!                          ┌──────────── dispatcher (1 thread) ─┼───────────┐
 //!                          │ owns: subscriber table, filter     │           │
@@ -81,6 +83,13 @@
 //!   itself by the decision table's rules; the dispatcher drops it if its backlog is full.
 //! * **Upstream** ([`upstream`]): one thread per `--remote`, the subscriber state
 //!   machine with backoff; its events take the author path from the dispatcher on.
+//! * **Kafka gateway** (`kafka`, cargo feature `kafka`): a consumer thread, one more
+//!   source like an upstream, whose events travel with a [`verdict::Settle`] instead of
+//!   an author's connection: the committer (or the dispatcher, for a duplicate) answers it
+//!   on the consumer's channel, and the consumer commits a partition's offset only up to
+//!   the first message not yet answered. A publisher thread reads the archive after its
+//!   position (the last seq Kafka confirmed, kept in `meta`), woken by the commits that
+//!   append to it ([`store::Store::wait_for_archive`]), and produces each event.
 //! * **Handlers** ([`handlers`]): off the dispatcher's path, bounded queues.
 //! * **Listeners** ([`listener`]): connection threads accept for themselves
 //!   (leader/followers): one holds the accept role and serves what cannot wait on the
@@ -103,7 +112,8 @@
 //! | an event's bytes (frame as received) | [`voevent::Event`] | `Arc<Event>` in outbox backlogs and the handler queue |
 //! | dedup decision, subscriber table, filters | dispatcher thread | messages only ([`dispatcher::Msg`]) |
 //! | keys accepted but not yet durable (`pending`) | [`committer::CommitQueue`] | admitted by the dispatcher, removed by the committer after the commit, under one mutex |
-//! | LMDB environment ([`store::Store`]): dedup records and archive | `Arc<Store>` | read txns on the dispatcher, writes on committer and pruner; the archive's counters under one mutex held by the writer |
+//! | LMDB environment ([`store::Store`]): dedup records and archive | `Arc<Store>` | read txns on the dispatcher and the Kafka publisher, writes on committer, pruner and (its position, in `meta`) the publisher; the archive's counters under one mutex held by the writer |
+//! | Kafka offsets settled / the publisher's position | the `kafka-consumer` / `kafka-publisher` thread | verdicts on a channel; the position in `meta` |
 //! | a subscriber socket | its broadcaster thread reads; its [`outbox::Outbox`] writes | `Arc<Outbox>` held by the thread and the dispatcher; one mutex orders their writes |
 //! | connection counts, the listening socket, parked threads | [`listener::ListenerState`] | atomics; the per-address map and the parked list each under a mutex |
 //! | `--author-config` rules in force | [`authorconfig::AuthorRules`] | `Arc` held by the receivers and the broker; the rules behind an `RwLock`, replaced whole on SIGHUP |
@@ -114,7 +124,7 @@
 //! | concern | modules |
 //! |---|---|
 //! | wire and formats | [`frame`] (VTP framing), [`transport`] (Transport messages), [`xml`] (hardened parser), [`schema`] + [`xsd`] (VOEvent 2.0 validation), [`ivoid`], [`voevent`] (the event and its checks), [`testevent`] |
-//! | roles, one thread each | [`receiver`] (an author), [`broadcaster`] (a subscriber), [`upstream`] (a `--remote`), [`dispatcher`], [`committer`], [`pruner`], [`handlers`] |
+//! | roles, one thread each | [`receiver`] (an author), [`broadcaster`] (a subscriber), [`upstream`] (a `--remote`), `kafka` (consumer and publisher, feature `kafka`), [`dispatcher`], [`committer`], [`pruner`], [`handlers`] |
 //! | what the roles share | [`listener`] (accept, caps, thread reuse), [`ratelimit`] (per-address token buckets), [`outbox`] (a subscriber's write side), [`verdict`] (an author's reply), [`filters`] (XPath), [`store`] (LMDB), [`archive`] (the event log's format and retention), [`archive_reader`] (queries, read-only) |
 //! | start-up and configuration | [`broker`] (wiring and shutdown), [`args`] (how every program reads its command line), [`cli`] (bolide's options), [`siteconfig`] and [`authorconfig`] (per-network rules files, on [`netrules`]), [`whitelist`] |
 //! | the operating system | [`sys`] (non-blocking I/O, deadlines, thread names, limits), [`signals`], [`time`] |
@@ -145,6 +155,8 @@ pub mod filters;
 pub mod frame;
 pub mod handlers;
 pub mod ivoid;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod listener;
 pub mod netrules;
 pub mod outbox;

@@ -36,7 +36,7 @@ use crate::listener::{Handoff, RateLimitedLog};
 use crate::ratelimit::RateLimiter;
 use crate::sys::{DeadlineReader, NonBlocking};
 use crate::transport;
-use crate::verdict::{ReplyTo, Verdict};
+use crate::verdict::{Reply, ReplyTo, Verdict};
 use crate::voevent::{check_author_event, nak_text, Event, Rejection};
 use crate::xml::Limits;
 
@@ -175,7 +175,7 @@ pub fn handle(
     );
     let msg = Msg::Submit {
         event: Arc::new(event),
-        reply: Some(reply_to),
+        reply: Some(Reply::Author(reply_to)),
     };
     // A full dispatcher inbox blocks us (after passing the accept role on), but never past
     // the author's deadline; an event that cannot be handed over by then gets
@@ -193,7 +193,7 @@ pub fn handle(
     };
     if let Some((
         Msg::Submit {
-            reply: Some(r),
+            reply: Some(Reply::Author(r)),
             event,
         },
         why,

@@ -21,6 +21,7 @@
 //! |-----------|--------------------------------------------|---------------------------|
 //! | `meta`    | `format`                                   | `bolide-eventdb-3` (bytes)|
 //! | `meta`    | `archive_id`, `next_seq`, `archive_count`, `archive_bytes` | see [`crate::archive`] |
+//! | `meta`    | `kafka_group_id`, `kafka_published_seq` | the Kafka gateway's consumer group and last confirmed published seq (module `kafka`) |
 //! | `events`  | 32-byte SHA-256 of the event's VTP span   | 8-byte big-endian Unix seconds of insertion |
 //! | `archive`, `by_ivorn` | see [`crate::archive`] | |
 //!
@@ -49,7 +50,8 @@ use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 use lmdb::{
     Cursor, Database, DatabaseFlags, Environment, EnvironmentFlags, Transaction, WriteFlags,
@@ -270,6 +272,8 @@ pub struct Store {
     archive: Dbs,
     archive_cfg: Option<ArchiveConfig>,
     counters: Mutex<Counters>,
+    /// Notified after every commit that appended to the archive (with `counters`).
+    appended: Condvar,
     archive_id: [u8; 16],
     /// LMDB's map of `data.mdb` (address, length), found once at open; it does not move
     /// while the environment is open.
@@ -406,6 +410,7 @@ impl Store {
             archive,
             archive_cfg: cfg.archive,
             counters: Mutex::new(counters),
+            appended: Condvar::new(),
             archive_id,
             mapping,
             last_trim_ms: std::sync::atomic::AtomicU64::new(0),
@@ -723,6 +728,9 @@ impl Store {
             archive::store_counters(&mut txn, self.archive, &c)?;
         }
         txn.commit()?;
+        if c.next_seq != counters.next_seq {
+            self.appended.notify_all();
+        }
         *counters = c;
         Ok(())
     }
@@ -834,6 +842,88 @@ impl Store {
     /// The archive's counters: next seq, newest time, events and bytes held.
     pub fn archive_counters(&self) -> Counters {
         *self.counters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wait until the archive holds an entry after `seq` (its next seq is beyond
+    /// `seq + 1`) or `timeout` passes; the next seq either way.
+    pub fn wait_for_archive(&self, seq: u64, timeout: Duration) -> u64 {
+        let counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let (c, _) = self
+            .appended
+            .wait_timeout_while(counters, timeout, |c| c.next_seq <= seq + 1)
+            .unwrap_or_else(|e| e.into_inner());
+        c.next_seq
+    }
+
+    /// Visit the archive's entries from seq `from` on, in seq order, in one read
+    /// transaction (which blocks no writer), until `visit` returns `false`; the number
+    /// visited. Entries already deleted by retention are simply not there.
+    pub fn read_archive(
+        &self,
+        from: u64,
+        mut visit: impl FnMut(&archive::Entry<'_>) -> bool,
+    ) -> Result<usize, StoreError> {
+        let txn = self.env.begin_ro_txn().map_err(|e| self.err(e))?;
+        let mut cursor = txn
+            .open_ro_cursor(self.archive.archive)
+            .map_err(|e| self.err(e))?;
+        let mut n = 0;
+        for item in cursor.iter_from(from.to_be_bytes()) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let seq = k.try_into().map(u64::from_be_bytes).unwrap_or(0);
+            let entry = archive::decode(seq, v).map_err(|e| self.corrupt(e.to_string()))?;
+            n += 1;
+            if !visit(&entry) {
+                break;
+            }
+        }
+        Ok(n)
+    }
+
+    /// A value of the `meta` database (`None` if absent). Keys of other modules live
+    /// there beside the format and the archive's counters (e.g. the Kafka gateway's
+    /// group id and published position).
+    pub fn meta_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.env.begin_ro_txn().map_err(|e| self.err(e))?;
+        match txn.get(self.archive.meta, &key) {
+            Ok(v) => Ok(Some(v.to_vec())),
+            Err(lmdb::Error::NotFound) => Ok(None),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// Set a value of the `meta` database, in its own (durable, unless `--no-sync`)
+    /// write transaction.
+    pub fn meta_put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let mut txn = self.env.begin_rw_txn().map_err(|e| self.err(e))?;
+        txn.put(self.archive.meta, &key, &value, WriteFlags::empty())
+            .map_err(|e| self.err(e))?;
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// The value of `key` in `meta`, set to `make()` first if absent (one write
+    /// transaction, so two callers never see different values).
+    pub fn meta_get_or_insert(
+        &self,
+        key: &[u8],
+        make: impl FnOnce() -> Vec<u8>,
+    ) -> Result<Vec<u8>, StoreError> {
+        if let Some(v) = self.meta_get(key)? {
+            return Ok(v);
+        }
+        let mut txn = self.env.begin_rw_txn().map_err(|e| self.err(e))?;
+        let v = match txn.get(self.archive.meta, &key) {
+            Ok(v) => v.to_vec(),
+            Err(lmdb::Error::NotFound) => {
+                let v = make();
+                txn.put(self.archive.meta, &key, &v, WriteFlags::empty())
+                    .map_err(|e| self.err(e))?;
+                v
+            }
+            Err(e) => return Err(self.err(e)),
+        };
+        txn.commit().map_err(|e| self.err(e))?;
+        Ok(v)
     }
 
     /// The archive's identity, created with it.

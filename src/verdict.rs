@@ -15,6 +15,11 @@
 //! of its receiver thread. A `ReplyTo` dropped unanswered answers "unavailable"; past the
 //! author's deadline the connection is closed without a reply, as the protocol's
 //! decision table says.
+//!
+//! A source that is not an author connection but still waits for the outcome (the Kafka
+//! consumer, which commits a message's offset only once its event is durable or known)
+//! gets a [`Settle`] instead: the verdict goes back on a channel with the source's own
+//! token. Both travel as a [`Reply`].
 
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -112,6 +117,71 @@ impl ReplyTo {
         }
         // The FIN goes out with the reply; dropping `stream` then closes it.
         let _ = stream.shutdown(Shutdown::Write);
+    }
+}
+
+/// The verdict on one submission from a source that is not an author connection,
+/// sent back to that source with its token.
+#[derive(Debug)]
+pub struct Settled {
+    pub token: u64,
+    pub verdict: Verdict,
+}
+
+/// A source's wait for the verdict on one submission: answered once, on its channel.
+/// Dropped unanswered (the committer stopped), it answers "unavailable", so the source
+/// never counts the event as done.
+pub struct Settle {
+    tx: Option<crossbeam_channel::Sender<Settled>>,
+    token: u64,
+}
+
+impl Settle {
+    pub fn new(tx: crossbeam_channel::Sender<Settled>, token: u64) -> Settle {
+        Settle {
+            tx: Some(tx),
+            token,
+        }
+    }
+
+    fn answer(&mut self, verdict: Verdict) {
+        if let Some(tx) = self.tx.take() {
+            // A source that has stopped no longer needs the answer.
+            let _ = tx.send(Settled {
+                token: self.token,
+                verdict,
+            });
+        }
+    }
+}
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        self.answer(Verdict::Rejected(Rejection::Unavailable));
+    }
+}
+
+/// Who waits for the verdict on a submission.
+pub enum Reply {
+    /// An author's connection: answered with `ack` or `nak`.
+    Author(ReplyTo),
+    /// Another source (the Kafka consumer): answered on its channel.
+    Source(Settle),
+}
+
+impl Reply {
+    /// Answer (and, for an author, close).
+    pub fn send(self, verdict: Verdict) {
+        match self {
+            Reply::Author(r) => r.send(verdict),
+            Reply::Source(mut s) => s.answer(verdict),
+        }
+    }
+}
+
+impl From<ReplyTo> for Reply {
+    fn from(r: ReplyTo) -> Reply {
+        Reply::Author(r)
     }
 }
 

@@ -64,6 +64,12 @@ pub enum Origin {
     Author(SocketAddr),
     /// Relayed by the upstream broker at this address.
     Upstream(String),
+    /// A message consumed from Kafka (`--kafka-topic`): where it sits in the topic.
+    Kafka {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
     /// This broker's own periodic test event.
     Local,
 }
@@ -73,6 +79,11 @@ impl fmt::Display for Origin {
         match self {
             Origin::Author(a) => write!(f, "author {a}"),
             Origin::Upstream(u) => write!(f, "upstream {u}"),
+            Origin::Kafka {
+                topic,
+                partition,
+                offset,
+            } => write!(f, "kafka {topic} partition {partition} offset {offset}"),
             Origin::Local => write!(f, "local test event"),
         }
     }
@@ -315,19 +326,22 @@ pub fn upstream_event(
     payload: &[u8],
     upstream: &str,
 ) -> Result<Event, Rejection> {
+    relayed_event(doc, payload, Origin::Upstream(upstream.to_string()))
+}
+
+/// An event relayed from `origin` (an upstream broker or a Kafka topic): the lenient
+/// checks of [`upstream_event`].
+pub fn relayed_event(
+    doc: &Document<'_>,
+    payload: &[u8],
+    origin: Origin,
+) -> Result<Event, Rejection> {
     let ivorn = voevent_root(doc)?.unwrap_or("").to_string();
     let role = doc
         .attr(0, "role")
         .and_then(EventRole::from_attr)
         .unwrap_or(EventRole::Observation);
-    Ok(Event::new(
-        payload,
-        ivorn,
-        role,
-        doc.root_span.clone(),
-        Origin::Upstream(upstream.to_string()),
-    )
-    .with_who(doc))
+    Ok(Event::new(payload, ivorn, role, doc.root_span.clone(), origin).with_who(doc))
 }
 
 /// Parse and check an event relayed by an upstream broker (see [`upstream_event`]).

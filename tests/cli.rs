@@ -416,3 +416,54 @@ fn connection_caps_are_logged_only_with_a_port() {
     );
     full.terminate(Duration::from_secs(10));
 }
+
+/// The Kafka options parse in every build. Without the `kafka` feature they are refused
+/// with the rebuild hint; with it, options that do not add up are refused by name. Exit
+/// status 2 either way, before anything starts.
+#[test]
+fn kafka_options_are_refused_clearly() {
+    let db = scratch("kafka-cli");
+    let db = format!("--eventdb={}", db.display());
+    let o = bolide(&["-b", "--local-ivo=ivo://a.b/c", &db, "--kafka-topic=t"]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    if cfg!(feature = "kafka") {
+        assert!(
+            err.contains("--kafka-topic: give --kafka-bootstrap"),
+            "{err}"
+        );
+        for (args, want) in [
+            (
+                &[
+                    "--kafka-bootstrap=h:1",
+                    "--kafka-topic=t",
+                    "--kafka-start=now",
+                ][..],
+                "--kafka-start: earliest or latest",
+            ),
+            (
+                &["--kafka-bootstrap=h:1", "--kafka-option=nokey"][..],
+                "--kafka-option: write KEY=VALUE",
+            ),
+            (&["--gcn-client-id=x"][..], "BOLIDE_GCN_CLIENT_SECRET"),
+        ] {
+            let mut a = vec!["-b", "--local-ivo=ivo://a.b/c", db.as_str()];
+            a.extend_from_slice(args);
+            let o = Command::new(env!("CARGO_BIN_EXE_bolide"))
+                .args(&a)
+                .env_remove("BOLIDE_GCN_CLIENT_SECRET")
+                .output()
+                .unwrap();
+            let err = text(&o.stderr);
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
+    } else {
+        assert!(
+            err.contains(
+                "this bolide was built without Kafka support: rebuild with --features kafka"
+            ),
+            "{err}"
+        );
+    }
+}

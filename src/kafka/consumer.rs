@@ -1,0 +1,416 @@
+//! The Kafka consumer thread: one more event source beside receivers and upstreams. It
+//! owns the `BaseConsumer`, the subscription, and the bookkeeping of which offsets may be
+//! committed.
+//!
+//! Each message is checked like an upstream broker's event (XML with a `VOEvent` root,
+//! within `--max-event-size`) and submitted to the dispatcher with a [`Settle`]: the
+//! committer answers it after the event's record is durable, the dispatcher at once if
+//! the event was already seen. A partition's offset is committed up to the first message
+//! not yet settled, so after a crash every message not known to be recorded is read
+//! again, and the ones that were are recognised as seen. A message that is not a usable
+//! event (a librdkafka error, no payload, too large, not XML, not a VOEvent) is logged
+//! with its topic, partition and offset and settled at once: the consumer never sticks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use log::{debug, error, info, warn};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{random_hex, GatewayError, Link, LinkContext, Source, GROUP_ID_KEY};
+use crate::cli::KafkaConfig;
+use crate::dispatcher::Msg;
+use crate::store::Store;
+use crate::verdict::{Reply, Settle, Settled, Verdict};
+use crate::voevent::{relayed_event, Origin, Rejection};
+use crate::xml::{self, Limits, XmlError};
+
+/// Longest wait in one poll: how late a stop or a settled offset is noticed when no
+/// message comes.
+const POLL: Duration = Duration::from_millis(100);
+/// A heartbeat topic silent for this long gets a warning.
+pub const HEARTBEAT_SILENCE: Duration = Duration::from_secs(60);
+/// While the link is down, how often the consumer asks for metadata to notice it is up.
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+
+/// Why a message is skipped.
+#[derive(Debug)]
+pub enum Poison {
+    /// librdkafka delivered an error instead of a message (e.g. an unknown topic).
+    Kafka(KafkaError),
+    /// A message without a value.
+    Empty,
+    /// Larger than `--max-event-size`.
+    TooLarge { size: usize, max: usize },
+    /// Not well-formed XML within the parser's limits.
+    Xml(XmlError),
+    /// XML, but not a VOEvent.
+    NotVoevent(Rejection),
+}
+
+impl fmt::Display for Poison {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Poison::Kafka(e) => write!(f, "{e}"),
+            Poison::Empty => write!(f, "no value"),
+            Poison::TooLarge { size, max } => {
+                write!(f, "{size} bytes, over --max-event-size {max}")
+            }
+            Poison::Xml(e) => write!(f, "{e}"),
+            Poison::NotVoevent(r) => write!(f, "not a VOEvent: {r}"),
+        }
+    }
+}
+
+/// A partition's messages submitted and not yet settled, and what may be committed.
+#[derive(Default)]
+struct Partition {
+    /// Offset -> settled (recorded or known).
+    open: BTreeMap<i64, bool>,
+    /// The next offset to read, as last committed (`None`: nothing committed yet). A
+    /// message whose event could not be recorded stays open: nothing past it is
+    /// committed.
+    committed: Option<i64>,
+}
+
+/// Which offsets are settled, per partition.
+#[derive(Default)]
+pub struct Offsets {
+    partitions: HashMap<(String, i32), Partition>,
+    /// Token -> the message it stands for.
+    tokens: HashMap<u64, (String, i32, i64)>,
+    next_token: u64,
+}
+
+impl Offsets {
+    /// A message is submitted: its token.
+    pub fn open(&mut self, topic: &str, partition: i32, offset: i64) -> u64 {
+        let p = self
+            .partitions
+            .entry((topic.to_string(), partition))
+            .or_default();
+        p.open.insert(offset, false);
+        self.next_token += 1;
+        self.tokens
+            .insert(self.next_token, (topic.to_string(), partition, offset));
+        self.next_token
+    }
+
+    /// The message behind `token` is settled: `done` if its event is recorded or known.
+    pub fn settle(&mut self, token: u64, done: bool) {
+        let Some((topic, partition, offset)) = self.tokens.remove(&token) else {
+            return;
+        };
+        if let Some(p) = self.partitions.get_mut(&(topic, partition)) {
+            if let Some(d) = p.open.get_mut(&offset) {
+                *d = done;
+            }
+        }
+    }
+
+    /// A message that needs no settling (skipped, or a heartbeat).
+    pub fn done(&mut self, topic: &str, partition: i32, offset: i64) {
+        let t = self.open(topic, partition, offset);
+        self.settle(t, true);
+    }
+
+    /// The offsets to commit now: for each partition whose settled prefix grew, the
+    /// offset after it.
+    pub fn ready(&mut self) -> Vec<(String, i32, i64)> {
+        let mut out = Vec::new();
+        for ((topic, partition), p) in &mut self.partitions {
+            let mut next = None;
+            while let Some((&o, &true)) = p.open.first_key_value() {
+                p.open.pop_first();
+                next = Some(o + 1);
+            }
+            if let Some(n) = next {
+                if p.committed.map_or(true, |c| n > c) {
+                    p.committed = Some(n);
+                    out.push((topic.clone(), *partition, n));
+                }
+            }
+        }
+        out
+    }
+
+    /// Messages submitted and not yet settled.
+    pub fn unsettled(&self) -> usize {
+        self.tokens.len()
+    }
+}
+
+/// Create the consumer, subscribe, and start its thread.
+pub fn start(
+    cfg: &KafkaConfig,
+    store: &Arc<Store>,
+    source: Source,
+    stop: Arc<AtomicBool>,
+) -> Result<JoinHandle<()>, GatewayError> {
+    let group = match &cfg.group_id {
+        Some(g) => g.clone(),
+        None => {
+            let v = store
+                .meta_get_or_insert(GROUP_ID_KEY, || {
+                    format!("bolide-{}", random_hex(12)).into_bytes()
+                })
+                .map_err(GatewayError::Store)?;
+            String::from_utf8_lossy(&v).into_owned()
+        }
+    };
+    let link = Arc::new(Link::new("consumer"));
+    let consumer: BaseConsumer<LinkContext> = super::client_config(cfg)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", cfg.start.as_str())
+        .set("enable.partition.eof", "false")
+        .create_with_context(LinkContext(Arc::clone(&link)))
+        .map_err(|source| GatewayError::Client {
+            role: "consumer",
+            source,
+        })?;
+    let mut topics = cfg.topics.clone();
+    topics.extend(cfg.heartbeat_topic.iter().cloned());
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&names)
+        .map_err(|source| GatewayError::Subscribe {
+            topics: topics.clone(),
+            source,
+        })?;
+    info!(
+        "kafka consumer: group {group}, topics {}; a new group starts at the {} messages",
+        topics.join(" "),
+        cfg.start.as_str()
+    );
+    let run = Run {
+        consumer,
+        st: State {
+            link,
+            source,
+            heartbeat: cfg.heartbeat_topic.clone(),
+            offsets: Offsets::default(),
+            settled: unbounded(),
+            limits: Limits::default(),
+        },
+    };
+    std::thread::Builder::new()
+        .name("kafka-consumer".into())
+        .stack_size(512 * 1024)
+        .spawn(move || run.run(&stop))
+        .map_err(GatewayError::Thread)
+}
+
+struct Run {
+    consumer: BaseConsumer<LinkContext>,
+    st: State,
+}
+
+/// Everything of the thread's but the consumer (which a polled message borrows).
+struct State {
+    link: Arc<Link>,
+    source: Source,
+    heartbeat: Option<String>,
+    offsets: Offsets,
+    settled: (Sender<Settled>, Receiver<Settled>),
+    limits: Limits,
+}
+
+impl Run {
+    fn run(mut self, stop: &AtomicBool) {
+        let mut last_beat = Instant::now();
+        let mut beat_missing = false;
+        let mut probed = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let polled = self.consumer.poll(POLL);
+            let gone = match polled {
+                None => false,
+                Some(Err(e)) => {
+                    // Only errors of a topic or partition come here (client-wide ones go
+                    // to the context); librdkafka names no offset for them.
+                    warn!("kafka consumer: skipped: {}", Poison::Kafka(e));
+                    false
+                }
+                Some(Ok(m)) => {
+                    self.st.link.works();
+                    if self.st.heartbeat.as_deref() == Some(m.topic()) {
+                        last_beat = Instant::now();
+                        if beat_missing {
+                            info!("kafka consumer: heartbeats on {} again", m.topic());
+                            beat_missing = false;
+                        }
+                        self.st.offsets.done(m.topic(), m.partition(), m.offset());
+                        false
+                    } else {
+                        !self.st.submit(&m)
+                    }
+                }
+            };
+            if gone {
+                break;
+            }
+            self.st.settle();
+            self.commit();
+            if let Some(t) = &self.st.heartbeat {
+                if !beat_missing && last_beat.elapsed() >= HEARTBEAT_SILENCE {
+                    warn!(
+                        "kafka consumer: no heartbeat on {t} for {} s: the stream may be interrupted",
+                        HEARTBEAT_SILENCE.as_secs()
+                    );
+                    beat_missing = true;
+                }
+            }
+            if self.st.link.is_down() && probed.elapsed() >= PROBE_EVERY {
+                probed = Instant::now();
+                if self
+                    .consumer
+                    .fetch_metadata(None, Duration::from_secs(1))
+                    .is_ok()
+                {
+                    self.st.link.works();
+                }
+            }
+        }
+        // What is settled by now is committed; the rest is read again next time.
+        self.st.settle();
+        let ready = self.st.ready_list();
+        if let Some(tpl) = ready {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
+                debug!("kafka consumer: final offset commit failed: {e}");
+            }
+        }
+        info!(
+            "kafka consumer stopped ({} messages not yet recorded are read again at the next start)",
+            self.st.offsets.unsettled()
+        );
+    }
+}
+
+impl State {
+    /// Check a message and hand its event to the dispatcher; `false` if the dispatcher
+    /// has stopped.
+    fn submit(&mut self, m: &BorrowedMessage<'_>) -> bool {
+        let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
+        let event = match self.check(m) {
+            Ok(e) => e,
+            Err(why) => {
+                warn!("kafka {topic} partition {partition} offset {offset}: skipped: {why}");
+                self.offsets.done(topic, partition, offset);
+                return true;
+            }
+        };
+        debug!(
+            "received {} from kafka {topic} partition {partition} offset {offset}",
+            event.ivorn
+        );
+        let token = self.offsets.open(topic, partition, offset);
+        let reply = Reply::Source(Settle::new(self.settled.0.clone(), token));
+        self.source
+            .dispatcher
+            .send(Msg::Submit {
+                event: Arc::new(event),
+                reply: Some(reply),
+            })
+            .is_ok()
+    }
+
+    fn check(&self, m: &BorrowedMessage<'_>) -> Result<crate::voevent::Event, Poison> {
+        let payload = m.payload().ok_or(Poison::Empty)?;
+        if payload.len() > self.source.max_event_size {
+            return Err(Poison::TooLarge {
+                size: payload.len(),
+                max: self.source.max_event_size,
+            });
+        }
+        let doc = xml::parse(payload, self.limits).map_err(Poison::Xml)?;
+        let origin = Origin::Kafka {
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+        };
+        relayed_event(&doc, payload, origin).map_err(Poison::NotVoevent)
+    }
+
+    /// Take the verdicts that came back.
+    fn settle(&mut self) {
+        while let Ok(s) = self.settled.1.try_recv() {
+            let done = matches!(
+                s.verdict,
+                Verdict::Accepted | Verdict::Rejected(Rejection::Duplicate)
+            );
+            if !done {
+                error!(
+                    "kafka consumer: an event was not recorded ({:?}); its partition's offset stays before it, so it is read again after a restart",
+                    s.verdict
+                );
+            }
+            self.offsets.settle(s.token, done);
+        }
+    }
+
+    fn ready_list(&mut self) -> Option<TopicPartitionList> {
+        let ready = self.offsets.ready();
+        if ready.is_empty() {
+            return None;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition, next) in ready {
+            if let Err(e) = tpl.add_partition_offset(&topic, partition, Offset::Offset(next)) {
+                debug!("kafka consumer: {topic} partition {partition}: {e}");
+            }
+        }
+        Some(tpl)
+    }
+}
+
+impl Run {
+    /// Commit what became settled (asynchronously: the thread does not wait for Kafka).
+    fn commit(&mut self) {
+        if let Some(tpl) = self.st.ready_list() {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                debug!("kafka consumer: offset commit not sent: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Offsets are committed up to the first unsettled message of each partition, a
+    /// message that could not be recorded holds its partition back, and partitions do
+    /// not wait for each other.
+    #[test]
+    fn commits_stop_at_the_first_unsettled_message() {
+        let mut o = Offsets::default();
+        let a: Vec<u64> = (0..4).map(|i| o.open("t", 0, 10 + i)).collect();
+        let b = o.open("t", 1, 5);
+        assert!(o.ready().is_empty());
+        o.settle(a[1], true);
+        o.settle(a[2], true);
+        assert!(o.ready().is_empty(), "offset 10 is not settled yet");
+        o.settle(a[0], true);
+        assert_eq!(o.ready(), vec![("t".to_string(), 0, 13)]);
+        o.done("t", 0, 14);
+        assert!(o.ready().is_empty(), "offset 13 is still open");
+        o.settle(a[3], true);
+        assert_eq!(o.ready(), vec![("t".to_string(), 0, 15)]);
+        o.settle(b, false);
+        o.done("t", 1, 6);
+        assert!(
+            o.ready().is_empty(),
+            "an unrecorded event holds partition 1"
+        );
+        assert_eq!(o.unsettled(), 0);
+    }
+}

@@ -1,0 +1,625 @@
+//! The Kafka gateway over the real `bolide` binary (built with `--features kafka`) and
+//! librdkafka's in-process mock cluster (`rdkafka::mocking::MockCluster`): the cluster
+//! runs inside this test process on loopback, and bolide connects to its bootstrap
+//! servers like to any cluster. No external server, no traffic off loopback.
+#![cfg(feature = "kafka")]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bolide::archive_reader::{ArchiveReader, Query};
+use common::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+
+const T: Duration = Duration::from_secs(30);
+const GCN_PATTERN: &str = r"^gcn\.classic\.voevent\..*";
+
+/// A mock cluster of one broker (id 1).
+fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    MockCluster::new(1).expect("mock cluster")
+}
+
+/// A producer like GCN's: zstd, no key.
+fn producer(bootstrap: &str) -> BaseProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("compression.type", "zstd")
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer")
+}
+
+/// Produce `value` (no key; `None`: a message without a value) and wait for it.
+fn produce(p: &BaseProducer, topic: &str, value: Option<&[u8]>) {
+    let mut r: BaseRecord<'_, (), [u8]> = BaseRecord::to(topic);
+    if let Some(v) = value {
+        r = r.payload(v);
+    }
+    p.send(r).map_err(|(e, _)| e).expect("produce");
+    p.flush(T).expect("flush");
+}
+
+/// GCN packets of the corpus: (ivorn, bytes), distinct ivorns and bytes.
+fn gcn_corpus(n: usize) -> Vec<(String, Vec<u8>)> {
+    let manifest = std::fs::read_to_string(corpus_dir().join("MANIFEST.tsv")).unwrap();
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for line in manifest.lines().skip(1) {
+        let f: Vec<&str> = line.split('\t').collect();
+        if f[4].starts_with("ivo://nasa.gsfc.gcn/") && f[12] == "ACCEPT" && seen.insert(f[4]) {
+            out.push((f[4].to_string(), read_corpus(f[0])));
+        }
+        if out.len() == n {
+            break;
+        }
+    }
+    assert_eq!(out.len(), n, "not enough GCN packets in the corpus");
+    out
+}
+
+/// Start bolide consuming from `bootstrap` with `extra` options; metadata refreshed
+/// every 500 ms so a new topic matching a pattern is found quickly.
+fn bolide(db: Option<&std::path::Path>, bootstrap: &str, extra: &[&str]) -> Broker {
+    let mut args = vec![
+        format!("--kafka-bootstrap={bootstrap}"),
+        "--kafka-option=topic.metadata.refresh.interval.ms=500".to_string(),
+        "--kafka-option=session.timeout.ms=6000".to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match db {
+        Some(db) => Broker::start_with_db(db, &args, true),
+        None => Broker::start(&args),
+    }
+}
+
+/// A subscriber of `b`, once the dispatcher has registered it.
+fn subscribe(b: &Broker) -> Subscriber {
+    let s = Subscriber::connect(b.broadcast(), Behaviour::Healthy);
+    assert!(
+        b.wait_log(" connected (1 subscribers)", T),
+        "{}",
+        b.log_text()
+    );
+    s
+}
+
+/// Events a subscriber receives within `timeout`, until `n` of them.
+fn receive(sub: &mut Subscriber, n: usize, timeout: Duration) -> Vec<(String, Vec<u8>)> {
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::new();
+    while got.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match sub.next_event(left) {
+            Some(e) => got.push(e),
+            None => break,
+        }
+    }
+    got
+}
+
+/// The ivorns in the archive of the event database `db`, once it holds `n` (or after
+/// the timeout): fan-out precedes the commit, so a subscriber may see an event first.
+fn archived_n(db: &std::path::Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + T;
+    loop {
+        let v = archived(db);
+        if v.len() >= n || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The ivorns in the archive of the event database `db`.
+fn archived(db: &std::path::Path) -> Vec<String> {
+    let r = ArchiveReader::open(db).expect("archive");
+    let mut v = Vec::new();
+    r.query(&Query::default(), |e| {
+        v.push(e.ivorn.to_string());
+        true
+    })
+    .unwrap();
+    v
+}
+
+/// Real GCN packets produced (zstd) to gcn.classic.voevent.* topics reach a VTP
+/// subscriber byte for byte, including on a topic created after bolide started (the
+/// regular-expression subscription picks it up).
+#[test]
+fn gcn_notices_reach_a_subscriber_byte_for_byte() {
+    let mock = cluster();
+    let bs = mock.bootstrap_servers();
+    mock.create_topic("gcn.classic.voevent.SWIFT_BAT_GRB_POS_ACK", 2, 1)
+        .unwrap();
+    let b = bolide(
+        None,
+        &bs,
+        &["--kafka-topic", GCN_PATTERN, "--kafka-start=earliest"],
+    );
+    let mut sub = subscribe(&b);
+    let packets = gcn_corpus(12);
+    let p = producer(&bs);
+    for (_, bytes) in &packets[..6] {
+        produce(&p, "gcn.classic.voevent.SWIFT_BAT_GRB_POS_ACK", Some(bytes));
+    }
+    let mut got = receive(&mut sub, 6, T);
+    // A topic that did not exist when bolide subscribed.
+    mock.create_topic("gcn.classic.voevent.FERMI_GBM_FLT_POS", 1, 1)
+        .unwrap();
+    for (_, bytes) in &packets[6..] {
+        produce(&p, "gcn.classic.voevent.FERMI_GBM_FLT_POS", Some(bytes));
+    }
+    got.extend(receive(&mut sub, 6, T));
+    let want: BTreeMap<String, Vec<u8>> = packets.into_iter().collect();
+    let got: BTreeMap<String, Vec<u8>> = got.into_iter().collect();
+    assert_eq!(got.len(), 12, "{}", b.log_text());
+    for (ivorn, bytes) in &want {
+        assert!(got.get(ivorn) == Some(bytes), "{ivorn} not received intact");
+    }
+    assert!(b.wait_log("from kafka gcn.classic.voevent.FERMI_GBM_FLT_POS", T));
+    assert_eq!(archived_n(&b.eventdb, 12).len(), 12);
+}
+
+/// Messages that are not events (no value, not XML, not a VOEvent, too large) and
+/// librdkafka's errors (a subscribed topic that does not exist) are logged with where
+/// they are, skipped, and committed past: the next event goes through, and the group's
+/// committed offset is past all of them.
+#[test]
+fn poison_messages_are_skipped_and_committed_past() {
+    let mock = cluster();
+    let bs = mock.bootstrap_servers();
+    let topic = "gcn.classic.voevent.POISON";
+    mock.create_topic(topic, 1, 1).unwrap();
+    let b = bolide(
+        None,
+        &bs,
+        &[
+            "--kafka-topic",
+            topic,
+            "--kafka-topic=gcn.classic.voevent.NO_SUCH_TOPIC",
+            "--kafka-start=earliest",
+            "--kafka-group-id=poison-test",
+            "--max-event-size=20000",
+        ],
+    );
+    let mut sub = subscribe(&b);
+    let p = producer(&bs);
+    let big = make_event("big", 30_000);
+    let poison: [Option<&[u8]>; 5] = [
+        None,
+        Some(b"this is not XML"),
+        Some(b"<Transport role='iamalive'/>"),
+        Some(br#"{"alert_datetime": "2026-01-01T00:00:00Z"}"#),
+        Some(&big),
+    ];
+    for m in poison {
+        produce(&p, topic, m);
+    }
+    let good = make_event("after-poison", 10);
+    produce(&p, topic, Some(&good));
+    let got = receive(&mut sub, 1, T);
+    assert_eq!(got.len(), 1, "{}", b.log_text());
+    assert_eq!(got[0].1, good);
+    let too_large = format!("{} bytes, over --max-event-size 20000", big.len());
+    for (offset, why) in [
+        (0, "no value"),
+        (1, "not XML"),
+        (2, "not a VOEvent"),
+        (3, "not XML"),
+        (4, too_large.as_str()),
+    ] {
+        let line = format!("kafka {topic} partition 0 offset {offset}: skipped: {why}");
+        assert!(b.wait_log(&line, T), "no `{line}`: {}", b.log_text());
+    }
+    assert!(b.wait_log("UnknownTopicOrPartition", T) || b.wait_log("Unknown topic", T));
+    // The group's committed offset is past every message.
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bs)
+        .set("group.id", "poison-test")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition(topic, 0);
+    let deadline = Instant::now() + T;
+    loop {
+        let committed = c
+            .committed_offsets(tpl.clone(), Duration::from_secs(5))
+            .unwrap();
+        let off = committed.find_partition(topic, 0).unwrap().offset();
+        if off == rdkafka::Offset::Offset(6) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "committed offset {off:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// kill -9 in the middle of a stream, then a restart on the same event database: the
+/// consumer group kept there resumes, every message is accepted exactly once (the
+/// archive holds each once), and no subscriber gets an event twice. Then a new group
+/// reading the whole topic again finds every event already seen.
+#[test]
+fn kill_9_mid_stream_loses_nothing_and_repeats_nothing() {
+    let mock = cluster();
+    let bs = mock.bootstrap_servers();
+    let topic = "gcn.classic.voevent.CRASH";
+    mock.create_topic(topic, 1, 1).unwrap();
+    let db = scratch("kafka-kill");
+    let args = ["--kafka-topic", topic, "--kafka-start=earliest"];
+    let mut b1 = bolide(Some(&db), &bs, &args);
+    let mut sub1 = subscribe(&b1);
+    let events: Vec<Vec<u8>> = (0..50)
+        .map(|i| make_event(&format!("kill-{i}"), 200))
+        .collect();
+    let stream = {
+        let events = events[..40].to_vec();
+        let bs = bs.clone();
+        std::thread::spawn(move || {
+            let p = producer(&bs);
+            for e in &events {
+                produce(&p, topic, Some(e));
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        })
+    };
+    let first = receive(&mut sub1, 10, T);
+    assert_eq!(first.len(), 10, "{}", b1.log_text());
+    // These ten are recorded: after the restart none of them may come again.
+    assert!(archived_n(&db, 10).len() >= 10);
+    b1.kill();
+    let first: Vec<String> = first.into_iter().map(|(i, _)| i).collect();
+    // What the broker relayed after them, up to the kill, may not be recorded yet
+    // (fan-out precedes the commit): those may be relayed again, nothing else.
+    let mut window = Vec::new();
+    while let Ok(m) = sub1.next_message(Duration::from_millis(200)) {
+        if let Incoming::Event { ivorn, .. } = m {
+            window.push(ivorn);
+        }
+    }
+    stream.join().unwrap();
+    let b2 = bolide(Some(&db), &bs, &args);
+    assert!(
+        b2.log_text().contains("kafka consumer: group bolide-"),
+        "the stored group id is used: {}",
+        b2.log_text()
+    );
+    let mut sub2 = subscribe(&b2);
+    let p = producer(&bs);
+    for e in &events[40..] {
+        produce(&p, topic, Some(e));
+    }
+    let deadline = Instant::now() + T;
+    let mut second = Vec::new();
+    while Instant::now() < deadline
+        && second
+            .iter()
+            .filter(|i: &&String| i.contains("kill-4"))
+            .count()
+            < 10
+    {
+        if let Some((i, _)) = sub2.next_event(Duration::from_millis(200)) {
+            second.push(i);
+        }
+    }
+    for i in 40..50 {
+        let ivorn = format!("ivo://bolide.test/stream#kill-{i}");
+        assert!(
+            second.contains(&ivorn),
+            "{ivorn} not relayed after the restart"
+        );
+    }
+    let twice: Vec<&String> = first.iter().filter(|i| second.contains(i)).collect();
+    let unique: BTreeSet<&String> = second.iter().collect();
+    assert_eq!(
+        unique.len(),
+        second.len(),
+        "an event relayed twice after the restart"
+    );
+    let held = archived_n(&db, 50);
+    let distinct: BTreeSet<&String> = held.iter().collect();
+    assert_eq!((held.len(), distinct.len()), (50, 50), "{}", b2.log_text());
+    drop(b2);
+    // A new group reads the whole topic again: every event is recognised as seen.
+    let b3 = bolide(
+        Some(&db),
+        &bs,
+        &[
+            "--kafka-topic",
+            topic,
+            "--kafka-start=earliest",
+            "--kafka-group-id=second-reader",
+        ],
+    );
+    let mut sub3 = subscribe(&b3);
+    let deadline = Instant::now() + T;
+    while b3.log_count("previously seen") < 50 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(b3.log_count("previously seen"), 50, "{}", b3.log_text());
+    assert!(sub3.next_event(Duration::from_millis(300)).is_none());
+    assert_eq!(archived(&db).len(), 50);
+    assert!(twice.is_empty(), "recorded, yet relayed again: {twice:?}");
+    let again: Vec<&String> = window.iter().filter(|i| second.contains(i)).collect();
+    eprintln!(
+        "kill -9: {} relayed after the last recorded one before the kill, {} of them again after the restart",
+        window.len(),
+        again.len()
+    );
+    drop(b3);
+    let _ = std::fs::remove_dir_all(&db);
+}
+
+/// The same notice via Kafka and via a VTP upstream is relayed once, whichever arrives
+/// first.
+#[test]
+fn the_same_event_via_kafka_and_vtp_is_relayed_once() {
+    let mock = cluster();
+    let bs = mock.bootstrap_servers();
+    let topic = "gcn.classic.voevent.BOTH";
+    mock.create_topic(topic, 1, 1).unwrap();
+    let upstream = Broker::start(&[]);
+    let remote = format!("--remote={}", upstream.broadcast());
+    let b = bolide(
+        None,
+        &bs,
+        &["--kafka-topic", topic, "--kafka-start=earliest", &remote],
+    );
+    assert!(upstream.wait_log("subscriber", T));
+    assert!(b.wait_log("subscribed to upstream", T));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut sub = subscribe(&b);
+    let packets = gcn_corpus(2);
+    let p = producer(&bs);
+    // VTP first, then Kafka.
+    assert!(submit(upstream.receive(), &packets[0].1).is_ack());
+    let got = receive(&mut sub, 1, T);
+    assert_eq!(got.len(), 1, "{}", b.log_text());
+    produce(&p, topic, Some(&packets[0].1));
+    assert!(b.wait_log(&format!("ignored {} from kafka {topic}", packets[0].0), T));
+    // Kafka first, then VTP.
+    produce(&p, topic, Some(&packets[1].1));
+    let got2 = receive(&mut sub, 1, T);
+    assert_eq!(got2.len(), 1);
+    assert!(submit(upstream.receive(), &packets[1].1).is_ack());
+    assert!(b.wait_log(&format!("ignored {} from upstream", packets[1].0), T));
+    assert!(sub.next_event(Duration::from_millis(500)).is_none());
+    assert_eq!(got[0].1, packets[0].1);
+    assert_eq!(got2[0].1, packets[1].1);
+}
+
+/// Read every message of `topic` (from the start) for up to `timeout`, until `n` distinct
+/// keys are seen: key -> values.
+fn consume_all(
+    bs: &str,
+    topic: &str,
+    n: usize,
+    timeout: Duration,
+) -> BTreeMap<String, Vec<Vec<u8>>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bs)
+        .set("group.id", scratch("reader").display().to_string())
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let mut out: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    let deadline = Instant::now() + timeout;
+    while out.len() < n && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            let key = String::from_utf8(m.key().unwrap_or_default().to_vec()).unwrap();
+            out.entry(key)
+                .or_default()
+                .push(m.payload().unwrap_or_default().to_vec());
+        }
+    }
+    out
+}
+
+/// Publishing: every event authors submit is on the topic with key = ivorn and value =
+/// the exact bytes; a broker consuming the topic it publishes to finds its own events
+/// seen (no loop); and after a Kafka outage, with a kill -9 during it, every event
+/// accepted meanwhile is published from the archive.
+#[test]
+fn authors_events_are_published_and_survive_an_outage() {
+    let mock = cluster();
+    let bs = mock.bootstrap_servers();
+    let topic = "bolide.events";
+    mock.create_topic(topic, 3, 1).unwrap();
+    let db = scratch("kafka-publish");
+    let args = [
+        "--kafka-publish",
+        topic,
+        "--kafka-topic",
+        topic,
+        "--kafka-start=earliest",
+        "--kafka-option=message.timeout.ms=1500",
+    ];
+    let mut b = bolide(Some(&db), &bs, &args);
+    let mut sub = subscribe(&b);
+    let events: Vec<Vec<u8>> = (0..20)
+        .map(|i| make_event(&format!("pub-{i}"), 100 + i))
+        .collect();
+    for e in &events[..10] {
+        assert!(submit(b.receive(), e).is_ack());
+    }
+    let on_topic = consume_all(&bs, topic, 10, T);
+    assert_eq!(on_topic.len(), 10, "{}", b.log_text());
+    for (i, e) in events[..10].iter().enumerate() {
+        let key = format!("ivo://bolide.test/stream#pub-{i}");
+        assert_eq!(on_topic[&key], vec![e.clone()], "{key}");
+    }
+    // Its own events came back through its consumer: seen, not relayed again.
+    let deadline = Instant::now() + T;
+    while b.log_count("previously seen") < 10 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(b.log_count("previously seen"), 10, "{}", b.log_text());
+    assert_eq!(receive(&mut sub, 11, Duration::from_secs(1)).len(), 10);
+    // Outage: authors still get their acks; deliveries time out and are retried.
+    mock.broker_down(1).unwrap();
+    for e in &events[10..15] {
+        assert!(submit(b.receive(), e).is_ack());
+    }
+    assert!(
+        b.wait_log("not delivered to bolide.events", T),
+        "{}",
+        b.log_text()
+    );
+    // kill -9 during the outage, and more events on the restarted broker.
+    b.kill();
+    drop(b);
+    mock.broker_up(1).unwrap();
+    let b = bolide(Some(&db), &bs, &args);
+    for e in &events[15..] {
+        assert!(submit(b.receive(), e).is_ack());
+    }
+    let on_topic = consume_all(&bs, topic, 20, T);
+    assert_eq!(on_topic.len(), 20, "{}", b.log_text());
+    for (i, e) in events.iter().enumerate() {
+        let key = format!("ivo://bolide.test/stream#pub-{i}");
+        assert!(on_topic[&key].iter().all(|v| v == e), "{key}");
+    }
+    drop(b);
+    let _ = std::fs::remove_dir_all(&db);
+}
+
+/// Kafka options in the built binary: a setting librdkafka refuses stops the start-up
+/// with its message (exit 1), and so does a bad pattern.
+#[test]
+fn settings_librdkafka_refuses_stop_the_start() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bolide"))
+        .args([
+            "--kafka-bootstrap=127.0.0.1:1",
+            "--kafka-topic=t",
+            "--kafka-option=no.such.setting=1",
+            "--remote=127.0.0.1:1",
+        ])
+        .arg(format!("--eventdb={}", scratch("kafka-bad").display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot create the Kafka consumer"), "{err}");
+    assert!(err.contains("no.such.setting"), "{err}");
+}
+
+/// Latency from a message being produced (linger 0, on loopback: a consumer's long poll
+/// has it as soon as the broker does, before the producer hears of the delivery) to its
+/// delivery to each of 100 VTP subscribers, against the same for a plain librdkafka
+/// consumer in this process (what the Kafka fetch itself takes): the difference is what
+/// the bridge adds. Run:
+/// `cargo test --release --features kafka --test kafka -- --ignored --nocapture latency`.
+#[test]
+#[ignore]
+fn latency_kafka_to_100_subscribers() {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    const SUBS: usize = 100;
+    const N: usize = 300;
+    let mock = cluster();
+    let bs = mock.bootstrap_servers();
+    let topic = "gcn.classic.voevent.LATENCY";
+    mock.create_topic(topic, 1, 1).unwrap();
+    let b = bolide(
+        None,
+        &bs,
+        &[
+            "--kafka-topic",
+            topic,
+            "--kafka-start=earliest",
+            "--no-sync",
+            "--max-subscribers-per-address=200",
+            "--kafka-option=fetch.wait.max.ms=10",
+            "-q",
+        ],
+    );
+    let available: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let mut subs = Vec::new();
+    for _ in 0..SUBS {
+        let mut s = Subscriber::connect(b.broadcast(), Behaviour::Healthy);
+        subs.push(std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while got.len() < N {
+                let Some((ivorn, _)) = s.next_event(T) else {
+                    break;
+                };
+                got.push((ivorn, Instant::now()));
+            }
+            got
+        }));
+    }
+    // The baseline: a consumer of the same topic in this process.
+    let base = {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bs)
+            .set("group.id", "latency-baseline")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "10")
+            .create()
+            .unwrap();
+        c.subscribe(&[topic]).unwrap();
+        std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while got.len() < N && Instant::now() < deadline {
+                if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+                    let now = Instant::now();
+                    let doc = bolide::xml::parse(m.payload().unwrap(), Default::default()).unwrap();
+                    got.push((doc.attr(0, "ivorn").unwrap().to_string(), now));
+                }
+            }
+            got
+        })
+    };
+    // Let both consumers join their groups before the measured stream.
+    std::thread::sleep(Duration::from_secs(6));
+    let p = producer(&bs);
+    for i in 0..N {
+        let e = make_event(&format!("lat-{i}"), 3000);
+        let ivorn = format!("ivo://bolide.test/stream#lat-{i}");
+        let mut r: BaseRecord<'_, (), [u8]> = BaseRecord::to(topic);
+        r = r.payload(&e);
+        available.lock().unwrap().insert(ivorn, Instant::now());
+        p.send(r).map_err(|(e, _)| e).unwrap();
+        p.flush(T).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pct = |v: &mut Vec<Duration>, q: f64| {
+        v.sort();
+        v[((v.len() as f64 * q) as usize).min(v.len() - 1)].as_secs_f64() * 1e3
+    };
+    let available = available.lock().unwrap();
+    let latency = |got: Vec<(String, Instant)>| -> Vec<Duration> {
+        got.into_iter()
+            .map(|(i, at)| at.saturating_duration_since(available[&i]))
+            .collect()
+    };
+    let mut all: Vec<Duration> = subs
+        .into_iter()
+        .flat_map(|h| latency(h.join().unwrap()))
+        .collect();
+    let mut base = latency(base.join().unwrap());
+    assert!(all.len() >= SUBS * N * 9 / 10, "{} deliveries", all.len());
+    eprintln!(
+        "kafka -> {SUBS} VTP subscribers: {} deliveries, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        all.len(),
+        pct(&mut all, 0.5),
+        pct(&mut all, 0.99),
+        pct(&mut all, 1.0)
+    );
+    eprintln!(
+        "kafka -> plain consumer (the fetch itself): {} messages, p50 {:.2} ms, p99 {:.2} ms",
+        base.len(),
+        pct(&mut base, 0.5),
+        pct(&mut base, 0.99)
+    );
+}
