@@ -16,8 +16,8 @@ UNITDIR  = $(DESTDIR)$(PREFIX)/lib/systemd/system
 # /etc for a /usr install (a distribution package), $(PREFIX)/etc otherwise.
 SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
 CONFDIR  = $(DESTDIR)$(SYSCONFDIR)/bolide
-BINS     = bolide bolide-send bolide-bench
-MANPAGES = man8/bolide.8 man1/bolide-send.1 man1/bolide-bench.1
+BINS     = bolide bolide-send bolide-bench bolide-archive
+MANPAGES = man8/bolide.8 man1/bolide-send.1 man1/bolide-bench.1 man1/bolide-archive.1
 # Where `make install` takes the binaries from; NOBUILD=1 skips the release build (the
 # install test points BUILT at the test build).
 BUILT   ?= target/release

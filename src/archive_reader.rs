@@ -5,19 +5,23 @@
 //!
 //! A [`Query`] selects entries by acceptance time, authoring time (`Who/Date`), ivorn
 //! prefix or substring, role and XPath (the subscriber filters' semantics and code). The
-//! plan: ivorn prefixes are range scans of `by_ivorn`; otherwise acceptance-time bounds
-//! become a seq range by binary search (seq order is time order), and entries are read
-//! in seq order, forwards or backwards, until the limit.
+//! plan: acceptance-time bounds become a seq range by binary search (seq order is time
+//! order); ivorn prefixes are range scans of `by_ivorn`, kept to that seq range, unless
+//! bounds leave a range small enough to read whole; entries are read in seq order, forwards or
+//! backwards, until the limit. Seq bounds ([`Query::after_seq`]) let a long listing be
+//! read in several short transactions.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use lmdb::{Cursor, Environment, EnvironmentFlags, RoTransaction, Transaction};
+use serde::Serialize;
 
 use crate::archive::{self, BadEntry, Entry};
 use crate::filters::{FilterId, FilterTable, InvalidFilter};
 use crate::store::FORMAT;
+use crate::time::utc_timestamp_ms;
 use crate::voevent::EventRole;
 
 /// Why the archive cannot be read.
@@ -74,6 +78,10 @@ pub struct Query {
     pub limit: Option<usize>,
     /// Newest first.
     pub reverse: bool,
+    /// Only entries with a seq above / below these (exclusive): where a listing read in
+    /// several transactions resumes.
+    pub after_seq: Option<u64>,
+    pub before_seq: Option<u64>,
 }
 
 /// What the archive holds, per stream and per role.
@@ -89,6 +97,104 @@ pub struct Stats {
     /// Per role: count.
     pub roles: BTreeMap<&'static str, u64>,
 }
+
+/// An entry's metadata as one JSON object: what `bolide-archive list --json` prints, one
+/// per line, and what any other reader of the archive serves for an entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EntryJson<'a> {
+    pub seq: u64,
+    pub ivorn: &'a str,
+    /// `ivo://authority/resource`: the ivorn up to its `#`.
+    pub stream: &'a str,
+    pub role: &'static str,
+    /// Acceptance time, UTC, ISO 8601 with milliseconds (`2026-12-05T12:00:00.123Z`).
+    pub accepted: String,
+    /// `Who/Date` as written (`null`: absent).
+    pub authored: Option<&'a str>,
+    /// `Who/AuthorIVORN` (`null`: absent).
+    pub author_ivorn: Option<&'a str>,
+    /// The event's size in bytes.
+    pub bytes: usize,
+    /// `author`, `upstream` or `kafka`.
+    pub source_kind: &'static str,
+    /// The author's address (`host:port`), the upstream broker as `host:port`, or the
+    /// Kafka topic.
+    pub source: &'a str,
+}
+
+impl<'a> EntryJson<'a> {
+    pub fn new(e: &Entry<'a>) -> EntryJson<'a> {
+        EntryJson {
+            seq: e.seq,
+            ivorn: e.ivorn,
+            // Entry::stream, but borrowed for 'a rather than for `e`.
+            stream: e.ivorn.split('#').next().unwrap_or(""),
+            role: e.role.as_str(),
+            accepted: utc_timestamp_ms(e.accepted_ms),
+            authored: e.authored,
+            author_ivorn: e.author_ivorn,
+            bytes: e.bytes.len(),
+            source_kind: e.source_kind.as_str(),
+            source: e.source,
+        }
+    }
+}
+
+/// [`Stats`] as one JSON object (times as in [`EntryJson`]), with the archive's identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StatsJson<'a> {
+    /// The archive's identity, 32 hex digits.
+    pub archive_id: String,
+    pub count: u64,
+    pub bytes: u64,
+    /// Acceptance times of the oldest and newest entries (`null`: empty).
+    pub oldest: Option<String>,
+    pub newest: Option<String>,
+    /// Entries per role.
+    pub roles: &'a BTreeMap<&'static str, u64>,
+    /// Per stream (`ivo://authority/resource`).
+    pub streams: BTreeMap<&'a str, StreamJson>,
+}
+
+/// One stream's line of [`StatsJson`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StreamJson {
+    pub count: u64,
+    /// Acceptance times of its oldest and newest entries.
+    pub first: String,
+    pub last: String,
+}
+
+impl<'a> StatsJson<'a> {
+    pub fn new(s: &'a Stats, id: [u8; 16]) -> StatsJson<'a> {
+        StatsJson {
+            archive_id: id.iter().map(|b| format!("{b:02x}")).collect(),
+            count: s.count,
+            bytes: s.bytes,
+            oldest: s.oldest_ms.map(utc_timestamp_ms),
+            newest: s.newest_ms.map(utc_timestamp_ms),
+            roles: &s.roles,
+            streams: s
+                .streams
+                .iter()
+                .map(|(name, &(count, first, last))| {
+                    let stream = StreamJson {
+                        count,
+                        first: utc_timestamp_ms(first),
+                        last: utc_timestamp_ms(last),
+                    };
+                    (name.as_str(), stream)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// With ivorn prefixes and time (or seq) bounds, a seq range of at most this many entries
+/// is read whole, each entry checked against the prefixes: that costs less than
+/// collecting a large stream's keys from `by_ivorn` (a stream of 300 000 entries takes
+/// tens of milliseconds) to keep the few of them in the range.
+const SCAN_INSTEAD_OF_PREFIX: u64 = 20_000;
 
 /// A read-only view of an event database's archive.
 pub struct ArchiveReader {
@@ -213,11 +319,20 @@ impl ArchiveReader {
             }
             true
         };
-        if q.ivorn_prefixes.is_empty() {
-            let (from, to) = self.seq_range(&txn, q)?;
+        let (from, to) = self.seq_range(&txn, q)?;
+        let from = from.max(q.after_seq.map_or(0, |s| s.saturating_add(1)));
+        let to = to.min(q.before_seq.unwrap_or(u64::MAX));
+        let bounded = q.since_ms.is_some()
+            || q.until_ms.is_some()
+            || q.after_seq.is_some()
+            || q.before_seq.is_some();
+        if q.ivorn_prefixes.is_empty()
+            || (bounded && to.saturating_sub(from) <= SCAN_INSTEAD_OF_PREFIX)
+        {
             self.scan(&txn, from, to, q.reverse, &mut each)?;
         } else {
-            let mut seqs = self.prefix_seqs(&txn, &q.ivorn_prefixes)?;
+            let mut seqs = self.prefix_seqs(&txn, &q.ivorn_prefixes, false)?;
+            seqs.retain(|s| (from..to).contains(s));
             seqs.sort_unstable();
             seqs.dedup();
             if q.reverse {
@@ -240,7 +355,7 @@ impl ArchiveReader {
     /// The newest entry with exactly this ivorn: its bytes.
     pub fn newest_bytes(&self, ivorn: &str) -> Result<Option<Vec<u8>>, ReadError> {
         let txn = self.txn()?;
-        let mut seqs = self.prefix_seqs(&txn, &[ivorn.to_string()])?;
+        let mut seqs = self.prefix_seqs(&txn, &[ivorn.to_string()], true)?;
         seqs.sort_unstable();
         for seq in seqs.into_iter().rev() {
             if let Some(e) = self.get(&txn, seq)? {
@@ -261,13 +376,17 @@ impl ArchiveReader {
             s.bytes += e.bytes.len() as u64;
             s.oldest_ms.get_or_insert(e.accepted_ms);
             s.newest_ms = Some(e.accepted_ms);
-            let st = s.streams.entry(e.stream().to_string()).or_insert((
-                0,
-                e.accepted_ms,
-                e.accepted_ms,
-            ));
-            st.0 += 1;
-            st.2 = e.accepted_ms;
+            // The stream's name is allocated once, not per entry.
+            match s.streams.get_mut(e.stream()) {
+                Some(st) => {
+                    st.0 += 1;
+                    st.2 = e.accepted_ms;
+                }
+                None => {
+                    let first = (1, e.accepted_ms, e.accepted_ms);
+                    s.streams.insert(e.stream().to_string(), first);
+                }
+            }
             *s.roles.entry(e.role.as_str()).or_insert(0) += 1;
             true
         })?;
@@ -288,11 +407,14 @@ impl ArchiveReader {
 
     /// The seqs of every entry whose ivorn starts with one of `prefixes` (by `by_ivorn`;
     /// a prefix longer than the key limit matches on its first part, and the caller's
-    /// filter checks the whole ivorn).
+    /// filter checks the whole ivorn). With `exact`, only the entries whose ivorn is the
+    /// prefix itself (as far as the key holds it): the other keys are skipped without
+    /// reading their entries, so `ivo://a/b#1` does not read `#10`, `#11`, ...
     fn prefix_seqs(
         &self,
         txn: &RoTransaction<'_>,
         prefixes: &[String],
+        exact: bool,
     ) -> Result<Vec<u64>, ReadError> {
         let mut seqs = Vec::new();
         let mut cursor = txn
@@ -305,6 +427,9 @@ impl ArchiveReader {
                 if !k.starts_with(p) {
                     break;
                 }
+                if exact && k.len() != p.len() + 8 {
+                    continue;
+                }
                 if let Some(seq) = archive::seq_of_ivorn_key(k) {
                     seqs.push(seq);
                 }
@@ -313,16 +438,14 @@ impl ArchiveReader {
         Ok(seqs)
     }
 
-    /// The seq range `[from, to)` holding the acceptance times `[since, until)`.
+    /// The seq range `[from, to)` holding the acceptance times `[since, until)`; without
+    /// `until`, it ends past the last entry.
     fn seq_range(&self, txn: &RoTransaction<'_>, q: &Query) -> Result<(u64, u64), ReadError> {
         let from = match q.since_ms {
             Some(t) => self.first_seq_at(txn, t)?,
             None => 0,
         };
-        let to = match q.until_ms {
-            Some(t) => self.first_seq_at(txn, t)?,
-            None => u64::MAX,
-        };
+        let to = self.first_seq_at(txn, q.until_ms.unwrap_or(u64::MAX))?;
         Ok((from, to))
     }
 
@@ -608,6 +731,74 @@ mod tests {
             s.roles["test"],
             oracle(&|_, e| e.role == EventRole::Test).len() as u64
         );
+        drop(r);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Seq bounds resume a listing where it stopped, in both orders, on both paths (the
+    /// `by_ivorn` keys of a prefix, or a scan of a bounded seq range); `newest_bytes`
+    /// gives the newest of the entries sharing an ivorn, and nothing for an ivorn that
+    /// only begins others.
+    #[test]
+    fn seq_bounds_resume_and_shared_ivorns() {
+        let dir = std::env::temp_dir().join(format!("bolide-reader-s-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut events: Vec<Event> = (0..50)
+            .map(|i| event(i, "s", "observation", "2026-01-01T00:00:00"))
+            .collect();
+        // #3 again, other bytes: seq 51.
+        events.push(event(3, "s", "observation", "2026-02-02T00:00:00"));
+        {
+            let store = Store::open(&StoreConfig::new(&dir)).unwrap();
+            let rows: Vec<_> = events.iter().map(|e| (e.key, 1)).collect();
+            store
+                .insert_batch(&rows, &events.iter().collect::<Vec<_>>())
+                .unwrap();
+        }
+        let r = ArchiveReader::open(&dir).unwrap();
+        let ones: Vec<u64> = (1..=51)
+            .filter(|&s| events[s as usize - 1].ivorn.starts_with("ivo://x.y/s#1"))
+            .collect();
+        for reverse in [false, true] {
+            for prefixes in [vec![], vec!["ivo://x.y/s#1".to_string()]] {
+                let whole = Query {
+                    ivorn_prefixes: prefixes.clone(),
+                    reverse,
+                    ..Query::default()
+                };
+                let all = list(&r, &whole);
+                let mut want = if prefixes.is_empty() {
+                    (1..=51).collect()
+                } else {
+                    ones.clone()
+                };
+                if reverse {
+                    want.reverse();
+                }
+                assert_eq!(all, want);
+                let mut q = Query {
+                    limit: Some(4),
+                    ..whole
+                };
+                let mut pieces = Vec::new();
+                loop {
+                    let got = list(&r, &q);
+                    let Some(&last) = got.last() else { break };
+                    pieces.extend(got);
+                    if reverse {
+                        q.before_seq = Some(last);
+                    } else {
+                        q.after_seq = Some(last);
+                    }
+                }
+                assert_eq!(pieces, all, "reverse {reverse}, prefixes {prefixes:?}");
+            }
+        }
+        assert_eq!(
+            r.newest_bytes("ivo://x.y/s#3").unwrap().unwrap(),
+            events[50].payload()
+        );
+        assert_eq!(r.newest_bytes("ivo://x.y/s#").unwrap(), None);
         drop(r);
         let _ = std::fs::remove_dir_all(&dir);
     }

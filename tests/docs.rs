@@ -82,6 +82,15 @@ fn bolide_bench_man_page_matches_help() {
     );
 }
 
+#[test]
+fn bolide_archive_man_page_matches_help() {
+    check_with(
+        env!("CARGO_BIN_EXE_bolide-archive"),
+        "man/bolide-archive.1",
+        &["list", "show", "export", "stats"],
+    );
+}
+
 /// The long options named in `text` (`--name`, in backticks or groff's `\-\-name`).
 fn named_options(text: &str) -> Vec<String> {
     long_options(&text.replace("\\-", "-").replace(['`', '(', ')', '='], " "))

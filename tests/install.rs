@@ -35,8 +35,10 @@ fn make_install_and_uninstall_with_destdir() {
     let files = [
         ("usr/bin/bolide", 0o755),
         ("usr/bin/bolide-send", 0o755),
+        ("usr/bin/bolide-archive", 0o755),
         ("usr/share/man/man8/bolide.8", 0o644),
         ("usr/share/man/man1/bolide-send.1", 0o644),
+        ("usr/share/man/man1/bolide-archive.1", 0o644),
         ("usr/lib/systemd/system/bolide.service", 0o644),
     ];
     for (f, mode) in files {
@@ -60,7 +62,7 @@ fn make_install_and_uninstall_with_destdir() {
         .unwrap();
     assert!(v.status.success());
     // Stripped: the build's debug information stays out of the package.
-    for b in ["bolide", "bolide-send", "bolide-bench"] {
+    for b in ["bolide", "bolide-send", "bolide-bench", "bolide-archive"] {
         let installed = std::fs::metadata(dest.join("usr/bin").join(b))
             .unwrap()
             .len();

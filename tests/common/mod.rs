@@ -560,3 +560,20 @@ pub fn threads_of(pid: u32) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+/// The rows of the corpus's MANIFEST.tsv whose `comet_check` is ACCEPT (the packets bolide
+/// accepts), in the manifest's order, each as column name -> value.
+pub fn accepted_manifest_rows() -> Vec<std::collections::HashMap<String, String>> {
+    let text = std::fs::read_to_string(corpus_dir().join("MANIFEST.tsv")).unwrap();
+    let mut rows = text.lines().map(|l| l.split('\t'));
+    let names: Vec<&str> = rows.next().expect("a header").collect();
+    rows.map(|values| {
+        names
+            .iter()
+            .map(|n| n.to_string())
+            .zip(values.map(str::to_string))
+            .collect::<std::collections::HashMap<_, _>>()
+    })
+    .filter(|row| row["comet_check"] == "ACCEPT")
+    .collect()
+}
