@@ -205,3 +205,41 @@ fn readme_commands_paste_as_they_stand() {
     bolide::xml::parse(&event, Default::default()).expect("the tour's event parses");
     let _ = std::fs::remove_dir_all(&tour);
 }
+
+/// Every program Cargo.toml builds is in the README's programs table and in what
+/// `make install` installs (with its man page).
+#[test]
+fn every_program_is_listed_and_installed() {
+    let cargo = read("Cargo.toml");
+    let readme = read("README.md");
+    let makefile = read("Makefile");
+    let bins: Vec<&str> = cargo
+        .split("[[bin]]")
+        .skip(1)
+        .filter_map(|b| b.lines().find(|l| l.starts_with("name = ")))
+        .map(|l| l.trim_start_matches("name = ").trim_matches('"'))
+        .collect();
+    assert!(bins.len() >= 4, "{bins:?}");
+    let install_line = makefile
+        .lines()
+        .find(|l| l.starts_with("BINS"))
+        .expect("BINS in the Makefile");
+    let man_line = makefile
+        .lines()
+        .find(|l| l.starts_with("MANPAGES"))
+        .expect("MANPAGES in the Makefile");
+    for b in bins {
+        assert!(
+            readme.contains(&format!("| `{b}` |")),
+            "README's programs table lacks {b}"
+        );
+        assert!(
+            install_line.split_whitespace().any(|w| w == b),
+            "make install lacks {b}: {install_line}"
+        );
+        assert!(
+            man_line.contains(&format!("/{b}.")),
+            "no man page installed for {b}"
+        );
+    }
+}
