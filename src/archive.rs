@@ -24,8 +24,7 @@ use std::fmt;
 
 use lmdb::{Cursor, Database, RwTransaction, Transaction, WriteFlags};
 
-use crate::store::Key;
-use crate::voevent::{Event, EventRole, Origin};
+use crate::voevent::{Event, EventRole, Key, Origin};
 
 /// Longest ivorn prefix kept in a `by_ivorn` key (LMDB keys are at most 511 bytes; 8
 /// more hold the seq). Longer ivorns share the prefix; the entry holds the whole ivorn.

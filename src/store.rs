@@ -66,7 +66,7 @@ pub use error::StoreError;
 use error::{is_denied, map_lmdb};
 
 /// SHA-256 of an event's VTP 2.0 span (root element start to end): the key of a record.
-pub type Key = [u8; 32];
+pub use crate::voevent::Key;
 
 /// Value of the `format` record in the `meta` database.
 pub const FORMAT: &[u8] = b"bolide-eventdb-3";

@@ -24,7 +24,7 @@ use crate::xml::{self, Document, Limits, XmlError};
 pub const VOEVENT_NS: &str = "http://www.ivoa.net/xml/VOEvent/v2.0";
 
 /// Dedup key: SHA-256 of the VTP 2.0 span.
-pub use crate::store::Key;
+pub type Key = [u8; 32];
 
 /// A VOEvent's `role`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -26,6 +26,37 @@ fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> 
     MockCluster::new(1).expect("mock cluster")
 }
 
+/// A mock cluster holding `topic` (one partition), its bootstrap servers, and a broker
+/// consuming `topic` with `extra` options.
+fn bolide_on(
+    topic: &str,
+    extra: &[&str],
+) -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    String,
+    Broker,
+) {
+    let (mock, bs) = cluster_with(topic, 1);
+    let mut args = vec!["--kafka-topic", topic];
+    args.extend_from_slice(extra);
+    let b = bolide(None, &bs, &args);
+    (mock, bs, b)
+}
+
+/// A mock cluster holding `topic` with `partitions` partitions, and its bootstrap servers.
+fn cluster_with(
+    topic: &str,
+    partitions: i32,
+) -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    String,
+) {
+    let mock = cluster();
+    mock.create_topic(topic, partitions, 1).unwrap();
+    let bs = mock.bootstrap_servers();
+    (mock, bs)
+}
+
 /// A producer like GCN's: zstd, no key.
 fn producer(bootstrap: &str) -> BaseProducer {
     ClientConfig::new()
@@ -174,16 +205,10 @@ fn gcn_notices_reach_a_subscriber_byte_for_byte() {
 /// committed offset is past all of them.
 #[test]
 fn poison_messages_are_skipped_and_committed_past() {
-    let mock = cluster();
-    let bs = mock.bootstrap_servers();
     let topic = "gcn.classic.voevent.POISON";
-    mock.create_topic(topic, 1, 1).unwrap();
-    let b = bolide(
-        None,
-        &bs,
+    let (_mock, bs, b) = bolide_on(
+        topic,
         &[
-            "--kafka-topic",
-            topic,
             "--kafka-topic=gcn.classic.voevent.NO_SUCH_TOPIC",
             "--kafka-start=earliest",
             "--kafka-group-id=poison-test",
@@ -248,10 +273,8 @@ fn poison_messages_are_skipped_and_committed_past() {
 /// reading the whole topic again finds every event already seen.
 #[test]
 fn kill_9_mid_stream_loses_nothing_and_repeats_nothing() {
-    let mock = cluster();
-    let bs = mock.bootstrap_servers();
     let topic = "gcn.classic.voevent.CRASH";
-    mock.create_topic(topic, 1, 1).unwrap();
+    let (_mock, bs) = cluster_with(topic, 1);
     let db = scratch("kafka-kill");
     let args = ["--kafka-topic", topic, "--kafka-start=earliest"];
     let mut b1 = bolide(Some(&db), &bs, &args);
@@ -361,10 +384,8 @@ fn kill_9_mid_stream_loses_nothing_and_repeats_nothing() {
 /// first.
 #[test]
 fn the_same_event_via_kafka_and_vtp_is_relayed_once() {
-    let mock = cluster();
-    let bs = mock.bootstrap_servers();
     let topic = "gcn.classic.voevent.BOTH";
-    mock.create_topic(topic, 1, 1).unwrap();
+    let (_mock, bs) = cluster_with(topic, 1);
     let upstream = Broker::start(&[]);
     let remote = format!("--remote={}", upstream.broadcast());
     let b = bolide(
@@ -430,10 +451,8 @@ fn consume_all(
 /// accepted meanwhile is published from the archive.
 #[test]
 fn authors_events_are_published_and_survive_an_outage() {
-    let mock = cluster();
-    let bs = mock.bootstrap_servers();
     let topic = "bolide.events";
-    mock.create_topic(topic, 3, 1).unwrap();
+    let (mock, bs) = cluster_with(topic, 3);
     let db = scratch("kafka-publish");
     let args = [
         "--kafka-publish",
@@ -525,16 +544,10 @@ fn latency_kafka_to_100_subscribers() {
     use std::sync::Mutex;
     const SUBS: usize = 100;
     const N: usize = 300;
-    let mock = cluster();
-    let bs = mock.bootstrap_servers();
     let topic = "gcn.classic.voevent.LATENCY";
-    mock.create_topic(topic, 1, 1).unwrap();
-    let b = bolide(
-        None,
-        &bs,
+    let (mock, bs, b) = bolide_on(
+        topic,
         &[
-            "--kafka-topic",
-            topic,
             "--kafka-start=earliest",
             "--no-sync",
             "--max-subscribers-per-address=200",
