@@ -545,7 +545,7 @@ fn latency_kafka_to_100_subscribers() {
     const SUBS: usize = 100;
     const N: usize = 300;
     let topic = "gcn.classic.voevent.LATENCY";
-    let (mock, bs, b) = bolide_on(
+    let (_mock, bs, b) = bolide_on(
         topic,
         &[
             "--kafka-start=earliest",
