@@ -263,9 +263,14 @@ pub struct Options {
     pub kafka_option: Vec<String>,
 
     /// topic whose Kafka messages are heartbeats (for GCN, gcn.heartbeat): warn when none
-    /// came for 60 s
+    /// came for --kafka-heartbeat-timeout
     #[argh(option)]
     pub kafka_heartbeat_topic: Option<String>,
+
+    /// how long the heartbeat topic may stay silent before a warning: seconds, or 90s,
+    /// 5m (default 60)
+    #[argh(option)]
+    pub kafka_heartbeat_timeout: Option<String>,
 
     /// topic on Kafka to publish every event accepted as new to (key: the ivorn; value: the
     /// exact bytes)

@@ -87,9 +87,13 @@
 //!   source like an upstream, whose events travel with a [`verdict::Settle`] instead of
 //!   an author's connection: the committer (or the dispatcher, for a duplicate) answers it
 //!   on the consumer's channel, and the consumer commits a partition's offset only up to
-//!   the first message not yet answered. A publisher thread reads the archive after its
-//!   position (the last seq Kafka confirmed, kept in `meta`), woken by the commits that
-//!   append to it ([`store::Store::wait_for_archive`]), and produces each event.
+//!   the first message not yet answered; partitions a group rebalance takes away are
+//!   committed as far as settled and then forgotten. The consumer's figures (heartbeat
+//!   age, assigned topics, lag from librdkafka's statistics) are in a
+//!   `kafka::stats::KafkaStats` behind `Gateway::stats`. A publisher thread reads the
+//!   archive after its position (the last seq Kafka confirmed, kept in `meta`), woken by
+//!   the commits that append to it ([`store::Store::wait_for_archive`]), and produces
+//!   each event.
 //! * **Handlers** ([`handlers`]): off the dispatcher's path, bounded queues.
 //! * **Listeners** ([`listener`]): connection threads accept for themselves
 //!   (leader/followers): one holds the accept role and serves what cannot wait on the
@@ -113,7 +117,8 @@
 //! | dedup decision, subscriber table, filters | dispatcher thread | messages only ([`dispatcher::Msg`]) |
 //! | keys accepted but not yet durable (`pending`) | [`committer::CommitQueue`] | admitted by the dispatcher, removed by the committer after the commit, under one mutex |
 //! | LMDB environment ([`store::Store`]): dedup records and archive | `Arc<Store>` | read txns on the dispatcher and the Kafka publisher, writes on committer, pruner and (its position, in `meta`) the publisher; the archive's counters under one mutex held by the writer |
-//! | Kafka offsets settled / the publisher's position | the `kafka-consumer` / `kafka-publisher` thread | verdicts on a channel; the position in `meta` |
+//! | Kafka offsets settled / the publisher's position | the `kafka-consumer` / `kafka-publisher` thread | verdicts on a channel; the offsets under a mutex shared with the consumer's rebalance callbacks (same thread); the position in `meta` |
+//! | Kafka gateway figures (`KafkaStats`) | updated on the `kafka-consumer` thread | `Arc`; under a mutex held only to copy values |
 //! | a subscriber socket | its broadcaster thread reads; its [`outbox::Outbox`] writes | `Arc<Outbox>` held by the thread and the dispatcher; one mutex orders their writes |
 //! | connection counts, the listening socket, parked threads | [`listener::ListenerState`] | atomics; the per-address map and the parked list each under a mutex |
 //! | `--author-config` rules in force | [`authorconfig::AuthorRules`] | `Arc` held by the receivers and the broker; the rules behind an `RwLock`, replaced whole on SIGHUP |

@@ -446,6 +446,23 @@ fn kafka_options_are_refused_clearly() {
                 "--kafka-option: write KEY=VALUE",
             ),
             (&["--gcn-client-id=x"][..], "BOLIDE_GCN_CLIENT_SECRET"),
+            (
+                &[
+                    "--kafka-bootstrap=h:1",
+                    "--kafka-topic=t",
+                    "--kafka-heartbeat-timeout=5",
+                ][..],
+                "--kafka-heartbeat-timeout: only with --kafka-heartbeat-topic",
+            ),
+            (
+                &[
+                    "--kafka-bootstrap=h:1",
+                    "--kafka-topic=t",
+                    "--kafka-heartbeat-topic=hb",
+                    "--kafka-heartbeat-timeout=0",
+                ][..],
+                "--kafka-heartbeat-timeout: give a duration",
+            ),
         ] {
             let mut a = vec!["-b", "--local-ivo=ivo://a.b/c", db.as_str()];
             a.extend_from_slice(args);

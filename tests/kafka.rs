@@ -636,3 +636,98 @@ fn latency_kafka_to_100_subscribers() {
         pct(&mut base, 0.99)
     );
 }
+
+/// The gateway's figures for the metrics, from a gateway in this process (its dispatcher
+/// played by the test, accepting every event): before a heartbeat none is reported; then
+/// its age; the topics with a partition assigned (the heartbeat topic among them); and
+/// once every message is read, a lag of 0 for each assigned partition, from librdkafka's
+/// statistics.
+#[test]
+fn gateway_stats_report_heartbeat_topics_and_lag() {
+    use bolide::cli::{KafkaConfig, KafkaStart};
+    use bolide::dispatcher::Msg;
+    use bolide::kafka::{Gateway, Source};
+    use bolide::store::{Store, StoreConfig};
+    use bolide::verdict::Verdict;
+    let topic = "gcn.classic.voevent.STATS";
+    let (mock, bs) = cluster_with(topic, 3);
+    mock.create_topic("gcn.heartbeat", 1, 1).unwrap();
+    let db = scratch("kafka-stats");
+    let store = Arc::new(Store::open(&StoreConfig::new(&db)).unwrap());
+    let (tx, rx) = crossbeam_channel::unbounded::<Msg>();
+    let accepted = std::thread::spawn(move || {
+        let mut n = 0;
+        for m in rx {
+            if let Msg::Submit { reply, .. } = m {
+                if let Some(r) = reply {
+                    r.send(Verdict::Accepted);
+                }
+                n += 1;
+            }
+        }
+        n
+    });
+    let cfg = KafkaConfig {
+        client: vec![
+            ("bootstrap.servers".into(), bs.clone()),
+            ("statistics.interval.ms".into(), "200".into()),
+            ("session.timeout.ms".into(), "6000".into()),
+        ],
+        topics: vec![topic.to_string()],
+        group_id: Some("stats-test".into()),
+        start: KafkaStart::Earliest,
+        heartbeat_topic: Some("gcn.heartbeat".into()),
+        heartbeat_timeout: Duration::from_secs(60),
+        publish: None,
+    };
+    let source = Source {
+        max_event_size: 1 << 20,
+        dispatcher: tx,
+    };
+    let mut gw = Gateway::start(&cfg, &store, source).expect("gateway");
+    let stats = gw.stats();
+    assert_eq!(stats.heartbeat_age(), None, "no heartbeat seen yet");
+    let p = producer(&bs);
+    for i in 0..9 {
+        let e = make_event(&format!("stats-{i}"), 10);
+        let mut r: BaseRecord<'_, (), [u8]> = BaseRecord::to(topic).partition(i % 3);
+        r = r.payload(&e);
+        p.send(r).map_err(|(e, _)| e).unwrap();
+    }
+    p.flush(T).unwrap();
+    let until = |what: &str, ok: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + T;
+        while !ok() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    until("topics assigned", &|| stats.topics().len() == 2);
+    assert_eq!(
+        stats.topics(),
+        vec![
+            "gcn.classic.voevent.STATS".to_string(),
+            "gcn.heartbeat".into()
+        ]
+    );
+    produce(
+        &p,
+        "gcn.heartbeat",
+        Some(br#"{"alert_datetime": "2026-12-06T00:00:00Z"}"#),
+    );
+    until("a heartbeat", &|| stats.heartbeat_age().is_some());
+    assert!(stats.heartbeat_age().unwrap() < T);
+    let want: Vec<(String, i32, i64)> = (0..3)
+        .map(|p| (topic.to_string(), p, 0))
+        .chain([("gcn.heartbeat".to_string(), 0, 0)])
+        .collect();
+    until("every partition read, lag 0", &|| {
+        let mut lag = stats.lag();
+        lag.sort();
+        lag == want
+    });
+    gw.stop_consuming();
+    assert_eq!(accepted.join().unwrap(), 9);
+    drop(store);
+    let _ = std::fs::remove_dir_all(&db);
+}

@@ -2,8 +2,9 @@
 //! position, librdkafka settings and publishing, checked into a [`KafkaConfig`].
 
 use std::fmt;
+use std::time::Duration;
 
-use super::{ConfigError, Options};
+use super::{parse_duration_secs, ConfigError, Options};
 
 /// The environment variable that may hold the GCN client secret.
 pub const GCN_SECRET_ENV: &str = "BOLIDE_GCN_CLIENT_SECRET";
@@ -13,6 +14,9 @@ pub const GCN_TOPICS: [&str; 2] = [
     r"^gcn\.classic\.voevent\..*",
     r"^gcn\.notices\.svom\.voevent\..*",
 ];
+
+/// How long the heartbeat topic may stay silent before a warning, by default.
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where a consumer group without committed offsets starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +46,8 @@ pub struct KafkaConfig {
     pub group_id: Option<String>,
     pub start: KafkaStart,
     pub heartbeat_topic: Option<String>,
+    /// How long the heartbeat topic may stay silent before a warning.
+    pub heartbeat_timeout: Duration,
     /// Topic to publish accepted events to.
     pub publish: Option<String>,
 }
@@ -67,6 +73,7 @@ impl fmt::Debug for KafkaConfig {
             .field("group_id", &self.group_id)
             .field("start", &self.start)
             .field("heartbeat_topic", &self.heartbeat_topic)
+            .field("heartbeat_timeout", &self.heartbeat_timeout)
             .field("publish", &self.publish)
             .finish()
     }
@@ -84,6 +91,10 @@ impl Options {
             (
                 "--kafka-heartbeat-topic",
                 self.kafka_heartbeat_topic.is_some(),
+            ),
+            (
+                "--kafka-heartbeat-timeout",
+                self.kafka_heartbeat_timeout.is_some(),
             ),
             ("--kafka-publish", self.kafka_publish.is_some()),
             ("--gcn-client-id", self.gcn_client_id.is_some()),
@@ -205,6 +216,24 @@ impl Options {
                 "only with topics to consume",
             ));
         }
+        let heartbeat_timeout = match self.kafka_heartbeat_timeout.as_deref() {
+            None => DEFAULT_HEARTBEAT_TIMEOUT,
+            Some(_) if self.kafka_heartbeat_topic.is_none() => {
+                return Err(bad(
+                    "--kafka-heartbeat-timeout",
+                    "only with --kafka-heartbeat-topic",
+                ))
+            }
+            Some(v) => match parse_duration_secs(v).filter(|&s| s > 0) {
+                Some(s) => Duration::from_secs(s),
+                None => {
+                    return Err(bad(
+                        "--kafka-heartbeat-timeout",
+                        "give a duration of at least 1 s (60, 90s, 5m)",
+                    ))
+                }
+            },
+        };
         let start = match self.kafka_start.as_deref() {
             None | Some("latest") => KafkaStart::Latest,
             Some("earliest") => KafkaStart::Earliest,
@@ -223,6 +252,7 @@ impl Options {
             group_id: self.kafka_group_id.clone(),
             start,
             heartbeat_topic: self.kafka_heartbeat_topic.clone(),
+            heartbeat_timeout,
             publish: self.kafka_publish.clone(),
         }))
     }

@@ -10,22 +10,31 @@
 //! again, and the ones that were are recognised as seen. A message that is not a usable
 //! event (a librdkafka error, no payload, too large, not XML, not a VOEvent) is logged
 //! with its topic, partition and offset and settled at once: the consumer never sticks.
+//!
+//! When the group rebalances (another consumer joins or leaves), the partitions taken
+//! from this one are settled as far as they get within [`REVOKE_WAIT`], their settled
+//! prefix is committed while they are still this consumer's, and their bookkeeping is
+//! dropped: a verdict that comes later commits nothing for a partition another consumer
+//! owns, and the messages still open are read again by the partition's next owner.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use log::{debug, error, info, warn};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{random_hex, GatewayError, Link, LinkContext, Source, GROUP_ID_KEY};
+use super::stats::{KafkaStats, STATISTICS_EVERY_MS};
+use super::{random_hex, GatewayError, Link, Source, GROUP_ID_KEY, PROBE_EVERY};
 use crate::cli::KafkaConfig;
 use crate::dispatcher::Msg;
 use crate::store::Store;
@@ -36,10 +45,9 @@ use crate::xml::{self, Limits, XmlError};
 /// Longest wait in one poll: how late a stop or a settled offset is noticed when no
 /// message comes.
 const POLL: Duration = Duration::from_millis(100);
-/// A heartbeat topic silent for this long gets a warning.
-pub const HEARTBEAT_SILENCE: Duration = Duration::from_secs(60);
-/// While the link is down, how often the consumer asks for metadata to notice it is up.
-const PROBE_EVERY: Duration = Duration::from_secs(5);
+/// At a rebalance, how long the consumer waits for the verdicts on the messages of the
+/// partitions it loses before it commits their settled prefix and lets them go.
+const REVOKE_WAIT: Duration = Duration::from_millis(500);
 
 /// Why a message is skipped.
 #[derive(Debug)]
@@ -146,6 +154,181 @@ impl Offsets {
     pub fn unsettled(&self) -> usize {
         self.tokens.len()
     }
+
+    /// Messages of `partitions` submitted and not yet settled.
+    pub fn unsettled_in(&self, partitions: &[(String, i32)]) -> usize {
+        self.tokens
+            .values()
+            .filter(|(t, p, _)| partitions.iter().any(|(rt, rp)| rt == t && rp == p))
+            .count()
+    }
+
+    /// `partitions` are no longer this consumer's: forget them (a later verdict on one
+    /// of their messages changes nothing); how many of their messages were unsettled.
+    pub fn forget(&mut self, partitions: &[(String, i32)]) -> usize {
+        let before = self.tokens.len();
+        self.tokens
+            .retain(|_, (t, p, _)| !partitions.iter().any(|(rt, rp)| rt == t && rp == p));
+        for key in partitions {
+            self.partitions.remove(key);
+        }
+        before - self.tokens.len()
+    }
+}
+
+/// The offsets and the channel their verdicts come back on; the consumer thread and the
+/// rebalance callbacks (which run on that thread, inside a poll) share it.
+struct Book {
+    offsets: Offsets,
+    settled: Receiver<Settled>,
+}
+
+impl Book {
+    /// Take the verdicts that came back.
+    fn settle(&mut self) {
+        while let Ok(s) = self.settled.try_recv() {
+            self.apply(s);
+        }
+    }
+
+    fn apply(&mut self, s: Settled) {
+        let done = matches!(
+            s.verdict,
+            Verdict::Accepted | Verdict::Rejected(Rejection::Duplicate)
+        );
+        if !done {
+            error!(
+                "kafka consumer: an event was not recorded ({:?}); its partition's offset stays before it, so it is read again after a restart",
+                s.verdict
+            );
+        }
+        self.offsets.settle(s.token, done);
+    }
+
+    /// The offsets to commit now, as librdkafka takes them.
+    fn ready_list(&mut self) -> Option<TopicPartitionList> {
+        let ready = self.offsets.ready();
+        if ready.is_empty() {
+            return None;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition, next) in ready {
+            if let Err(e) = tpl.add_partition_offset(&topic, partition, Offset::Offset(next)) {
+                debug!("kafka consumer: {topic} partition {partition}: {e}");
+            }
+        }
+        Some(tpl)
+    }
+
+    /// Partitions are taken from this consumer: settle what comes back within
+    /// [`REVOKE_WAIT`], commit (unless the assignment is already lost, when a commit can
+    /// only fail), and forget them.
+    fn revoke(&mut self, consumer: &BaseConsumer<Ctx>, revoked: &[(String, i32)]) {
+        let lost = consumer.assignment_lost();
+        if !lost {
+            let deadline = Instant::now() + REVOKE_WAIT;
+            while self.offsets.unsettled_in(revoked) > 0 {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.settled.recv_timeout(left) {
+                    Ok(s) => self.apply(s),
+                    Err(_) => break,
+                }
+            }
+            self.settle();
+            if let Some(tpl) = self.ready_list() {
+                // Asynchronous: librdkafka sends it before it leaves this generation.
+                if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                    debug!("kafka consumer: offset commit at the rebalance not sent: {e}");
+                }
+            }
+        }
+        let open = self.offsets.forget(revoked);
+        info!(
+            "kafka consumer: {} partitions revoked by a rebalance{}; {open} messages not yet recorded are left to their next owner",
+            revoked.len(),
+            if lost { " (assignment lost: nothing committed)" } else { "" },
+        );
+    }
+}
+
+/// The consumer's librdkafka context: the link's state, the figures for the metrics, and
+/// the offsets (for the rebalance callbacks).
+pub struct Ctx {
+    link: Arc<Link>,
+    stats: Arc<KafkaStats>,
+    book: Mutex<Book>,
+}
+
+impl Ctx {
+    fn book(&self) -> MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl ClientContext for Ctx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.link.log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.link.failed(&error, reason);
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.stats.statistics(&statistics);
+    }
+}
+
+/// (topic, partition) of each element of `tpl`.
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            self.book().revoke(consumer, &partitions_of(tpl));
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Error(e) = rebalance {
+            warn!("kafka consumer: rebalance failed: {e}");
+        }
+        match consumer.assignment() {
+            Ok(tpl) => {
+                let assigned = partitions_of(&tpl);
+                if matches!(rebalance, Rebalance::Assign(_)) {
+                    let topics: std::collections::BTreeSet<&str> =
+                        assigned.iter().map(|(t, _)| t.as_str()).collect();
+                    info!(
+                        "kafka consumer: {} partitions of {} topics assigned",
+                        assigned.len(),
+                        topics.len()
+                    );
+                    debug!("kafka consumer: assigned {assigned:?}");
+                }
+                self.stats.assigned(assigned);
+            }
+            Err(e) => debug!("kafka consumer: assignment not known: {e}"),
+        }
+    }
+
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        match result {
+            Ok(()) => debug!("kafka consumer: committed {offsets:?}"),
+            // Not fatal: a later commit carries a higher offset, and a crash before it
+            // only means messages read again, recognised as seen.
+            Err(e) => debug!("kafka consumer: offset commit failed: {e}"),
+        }
+    }
 }
 
 /// Create the consumer, subscribe, and start its thread.
@@ -153,6 +336,7 @@ pub fn start(
     cfg: &KafkaConfig,
     store: &Arc<Store>,
     source: Source,
+    stats: Arc<KafkaStats>,
     stop: Arc<AtomicBool>,
 ) -> Result<JoinHandle<()>, GatewayError> {
     let group = match &cfg.group_id {
@@ -166,14 +350,30 @@ pub fn start(
             String::from_utf8_lossy(&v).into_owned()
         }
     };
-    let link = Arc::new(Link::new("consumer"));
-    let consumer: BaseConsumer<LinkContext> = super::client_config(cfg)
+    let settled = unbounded();
+    let ctx = Ctx {
+        link: Arc::new(Link::new("consumer")),
+        stats,
+        book: Mutex::new(Book {
+            offsets: Offsets::default(),
+            settled: settled.1,
+        }),
+    };
+    let mut config = super::client_config(cfg);
+    if !cfg
+        .client
+        .iter()
+        .any(|(k, _)| k == "statistics.interval.ms")
+    {
+        config.set("statistics.interval.ms", STATISTICS_EVERY_MS);
+    }
+    let consumer: BaseConsumer<Ctx> = config
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", cfg.start.as_str())
         .set("enable.partition.eof", "false")
-        .create_with_context(LinkContext(Arc::clone(&link)))
+        .create_with_context(ctx)
         .map_err(|source| GatewayError::Client {
             role: "consumer",
             source,
@@ -195,11 +395,10 @@ pub fn start(
     let run = Run {
         consumer,
         st: State {
-            link,
             source,
             heartbeat: cfg.heartbeat_topic.clone(),
-            offsets: Offsets::default(),
-            settled: unbounded(),
+            heartbeat_timeout: cfg.heartbeat_timeout,
+            settled: settled.0,
             limits: Limits::default(),
         },
     };
@@ -211,25 +410,25 @@ pub fn start(
 }
 
 struct Run {
-    consumer: BaseConsumer<LinkContext>,
+    consumer: BaseConsumer<Ctx>,
     st: State,
 }
 
 /// Everything of the thread's but the consumer (which a polled message borrows).
 struct State {
-    link: Arc<Link>,
     source: Source,
     heartbeat: Option<String>,
-    offsets: Offsets,
-    settled: (Sender<Settled>, Receiver<Settled>),
+    heartbeat_timeout: Duration,
+    settled: Sender<Settled>,
     limits: Limits,
 }
 
 impl Run {
-    fn run(mut self, stop: &AtomicBool) {
+    fn run(self, stop: &AtomicBool) {
         let mut last_beat = Instant::now();
         let mut beat_missing = false;
         let mut probed = Instant::now();
+        let ctx = Arc::clone(self.consumer.context());
         while !stop.load(Ordering::Relaxed) {
             let polled = self.consumer.poll(POLL);
             let gone = match polled {
@@ -241,70 +440,84 @@ impl Run {
                     false
                 }
                 Some(Ok(m)) => {
-                    self.st.link.works();
+                    ctx.link.works();
                     if self.st.heartbeat.as_deref() == Some(m.topic()) {
                         last_beat = Instant::now();
+                        ctx.stats.heartbeat();
                         if beat_missing {
                             info!("kafka consumer: heartbeats on {} again", m.topic());
                             beat_missing = false;
                         }
-                        self.st.offsets.done(m.topic(), m.partition(), m.offset());
+                        ctx.book()
+                            .offsets
+                            .done(m.topic(), m.partition(), m.offset());
                         false
                     } else {
-                        !self.st.submit(&m)
+                        !self.st.submit(&ctx, &m)
                     }
                 }
             };
             if gone {
                 break;
             }
-            self.st.settle();
-            self.commit();
+            self.commit(&ctx);
             if let Some(t) = &self.st.heartbeat {
-                if !beat_missing && last_beat.elapsed() >= HEARTBEAT_SILENCE {
+                let silence = self.st.heartbeat_timeout;
+                if !beat_missing && last_beat.elapsed() >= silence {
                     warn!(
                         "kafka consumer: no heartbeat on {t} for {} s: the stream may be interrupted",
-                        HEARTBEAT_SILENCE.as_secs()
+                        silence.as_secs()
                     );
                     beat_missing = true;
                 }
             }
-            if self.st.link.is_down() && probed.elapsed() >= PROBE_EVERY {
+            if ctx.link.is_down() && probed.elapsed() >= PROBE_EVERY {
                 probed = Instant::now();
                 if self
                     .consumer
                     .fetch_metadata(None, Duration::from_secs(1))
                     .is_ok()
                 {
-                    self.st.link.works();
+                    ctx.link.works();
                 }
             }
         }
         // What is settled by now is committed; the rest is read again next time.
-        self.st.settle();
-        let ready = self.st.ready_list();
-        if let Some(tpl) = ready {
+        let mut book = ctx.book();
+        book.settle();
+        if let Some(tpl) = book.ready_list() {
             if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
                 debug!("kafka consumer: final offset commit failed: {e}");
             }
         }
         info!(
             "kafka consumer stopped ({} messages not yet recorded are read again at the next start)",
-            self.st.offsets.unsettled()
+            book.offsets.unsettled()
         );
+    }
+
+    /// Commit what became settled (asynchronously: the thread does not wait for Kafka).
+    fn commit(&self, ctx: &Ctx) {
+        let mut book = ctx.book();
+        book.settle();
+        if let Some(tpl) = book.ready_list() {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                debug!("kafka consumer: offset commit not sent: {e}");
+            }
+        }
     }
 }
 
 impl State {
     /// Check a message and hand its event to the dispatcher; `false` if the dispatcher
     /// has stopped.
-    fn submit(&mut self, m: &BorrowedMessage<'_>) -> bool {
+    fn submit(&self, ctx: &Ctx, m: &BorrowedMessage<'_>) -> bool {
         let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
         let event = match self.check(m) {
             Ok(e) => e,
             Err(why) => {
                 warn!("kafka {topic} partition {partition} offset {offset}: skipped: {why}");
-                self.offsets.done(topic, partition, offset);
+                ctx.book().offsets.done(topic, partition, offset);
                 return true;
             }
         };
@@ -312,8 +525,8 @@ impl State {
             "received {} from kafka {topic} partition {partition} offset {offset}",
             event.ivorn
         );
-        let token = self.offsets.open(topic, partition, offset);
-        let reply = Reply::Source(Settle::new(self.settled.0.clone(), token));
+        let token = ctx.book().offsets.open(topic, partition, offset);
+        let reply = Reply::Source(Settle::new(self.settled.clone(), token));
         self.source
             .dispatcher
             .send(Msg::Submit {
@@ -338,48 +551,6 @@ impl State {
             offset: m.offset(),
         };
         relayed_event(&doc, payload, origin).map_err(Poison::NotVoevent)
-    }
-
-    /// Take the verdicts that came back.
-    fn settle(&mut self) {
-        while let Ok(s) = self.settled.1.try_recv() {
-            let done = matches!(
-                s.verdict,
-                Verdict::Accepted | Verdict::Rejected(Rejection::Duplicate)
-            );
-            if !done {
-                error!(
-                    "kafka consumer: an event was not recorded ({:?}); its partition's offset stays before it, so it is read again after a restart",
-                    s.verdict
-                );
-            }
-            self.offsets.settle(s.token, done);
-        }
-    }
-
-    fn ready_list(&mut self) -> Option<TopicPartitionList> {
-        let ready = self.offsets.ready();
-        if ready.is_empty() {
-            return None;
-        }
-        let mut tpl = TopicPartitionList::new();
-        for (topic, partition, next) in ready {
-            if let Err(e) = tpl.add_partition_offset(&topic, partition, Offset::Offset(next)) {
-                debug!("kafka consumer: {topic} partition {partition}: {e}");
-            }
-        }
-        Some(tpl)
-    }
-}
-
-impl Run {
-    /// Commit what became settled (asynchronously: the thread does not wait for Kafka).
-    fn commit(&mut self) {
-        if let Some(tpl) = self.st.ready_list() {
-            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-                debug!("kafka consumer: offset commit not sent: {e}");
-            }
-        }
     }
 }
 
@@ -411,6 +582,29 @@ mod tests {
             o.ready().is_empty(),
             "an unrecorded event holds partition 1"
         );
+        assert_eq!(o.unsettled(), 0);
+    }
+
+    /// A revoked partition is forgotten: a verdict on one of its messages that comes
+    /// later commits nothing for it, and the other partitions go on.
+    #[test]
+    fn a_revoked_partition_commits_nothing_more() {
+        let mut o = Offsets::default();
+        let a0 = o.open("t", 0, 7);
+        let a1 = o.open("t", 0, 8);
+        let b0 = o.open("t", 1, 3);
+        o.settle(a0, true);
+        assert_eq!(o.ready(), vec![("t".to_string(), 0, 8)]);
+        let revoked = [("t".to_string(), 0)];
+        assert_eq!(o.unsettled_in(&revoked), 1);
+        assert_eq!(o.forget(&revoked), 1);
+        assert_eq!(o.unsettled_in(&revoked), 0);
+        o.settle(a1, true);
+        o.settle(b0, true);
+        assert_eq!(o.ready(), vec![("t".to_string(), 1, 4)]);
+        // Assigned again later: it starts afresh from what the group committed.
+        o.done("t", 0, 8);
+        assert_eq!(o.ready(), vec![("t".to_string(), 0, 9)]);
         assert_eq!(o.unsettled(), 0);
     }
 }

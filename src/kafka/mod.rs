@@ -13,6 +13,7 @@
 
 pub mod consumer;
 pub mod publisher;
+pub mod stats;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,12 +29,17 @@ use rdkafka::error::KafkaError;
 use crate::cli::{is_secret_setting, KafkaConfig};
 use crate::dispatcher::Msg;
 use crate::store::{Store, StoreError};
+use stats::KafkaStats;
 
 /// `meta` key of the consumer group id created on first use.
 pub const GROUP_ID_KEY: &[u8] = b"kafka_group_id";
 /// `meta` key prefix of the publisher's position (the last archive seq Kafka confirmed),
 /// followed by the topic: a new `--kafka-publish` topic starts from the archive's end.
 pub const PUBLISHED_KEY: &str = "kafka_published_seq:";
+
+/// While a link is down, how often its client asks for metadata to notice it is up
+/// (a consumer without messages, or a publisher without events, hears of it no other way).
+pub const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why the gateway could not start.
 #[derive(Debug)]
@@ -77,7 +83,9 @@ impl std::error::Error for GatewayError {}
 /// debug level.
 pub struct Link {
     role: &'static str,
-    /// Why the link is down (`None`: up, or not known to be down).
+    /// The state the link is down in ("unreachable", "authentication failing", or
+    /// librdkafka's error; `None`: up, or not known to be down). Errors librdkafka reports
+    /// per retry map to the same state, so an outage is one line, however long.
     down: Mutex<Option<String>>,
     /// Topic errors already logged (each is logged once).
     topics: Mutex<std::collections::HashSet<String>>,
@@ -111,17 +119,31 @@ impl Link {
             }
             return;
         }
-        let kind = match code {
+        let state = match code {
+            Some(
+                Code::Authentication
+                | Code::SaslAuthenticationFailed
+                | Code::ClusterAuthorizationFailed
+                | Code::GroupAuthorizationFailed,
+            ) => "authentication failing".to_string(),
+            Some(
+                Code::BrokerTransportFailure
+                | Code::AllBrokersDown
+                | Code::Resolve
+                | Code::BrokerNotAvailable
+                | Code::NetworkException
+                | Code::CoordinatorNotAvailable,
+            ) => "unreachable".to_string(),
             Some(code) => format!("{code:?}"),
             None => error.to_string(),
         };
         let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
-        if down.as_deref() != Some(kind.as_str()) {
+        if down.as_deref() != Some(state.as_str()) {
             warn!(
-                "kafka {}: {error}: {reason} (librdkafka keeps retrying; logged again only when this changes)",
+                "kafka {}: Kafka {state}: {error}: {reason} (librdkafka keeps retrying; logged again only when this changes)",
                 self.role
             );
-            *down = Some(kind);
+            *down = Some(state);
         } else {
             debug!("kafka {}: {error}: {reason}", self.role);
         }
@@ -167,23 +189,8 @@ impl Link {
     }
 }
 
-/// The consumer's context (and the producer's, within its own): the link's state.
+/// The producer's context (within its own): the link's state.
 pub struct LinkContext(pub Arc<Link>);
-
-impl rdkafka::consumer::ConsumerContext for LinkContext {
-    fn commit_callback(
-        &self,
-        result: rdkafka::error::KafkaResult<()>,
-        offsets: &rdkafka::TopicPartitionList,
-    ) {
-        match result {
-            Ok(()) => debug!("kafka {}: committed {offsets:?}", self.0.role),
-            // Not fatal: a later commit carries a higher offset, and a crash before it
-            // only means messages read again, recognised as seen.
-            Err(e) => debug!("kafka {}: offset commit failed: {e}", self.0.role),
-        }
-    }
-}
 
 impl ClientContext for LinkContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
@@ -224,10 +231,11 @@ pub struct Source {
     pub dispatcher: Sender<Msg>,
 }
 
-/// The running gateway: its threads and their stop flags.
+/// The running gateway: its threads and their stop flags, and the consumer's figures.
 pub struct Gateway {
     consumer: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
     publisher: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+    stats: Arc<KafkaStats>,
 }
 
 impl Gateway {
@@ -239,11 +247,12 @@ impl Gateway {
         source: Source,
     ) -> Result<Gateway, GatewayError> {
         info!("kafka settings: {}", shown(cfg));
+        let stats = Arc::new(KafkaStats::new(cfg.heartbeat_topic.is_some()));
         let consumer = match cfg.topics.is_empty() {
             true => None,
             false => {
                 let stop = Arc::new(AtomicBool::new(false));
-                let h = consumer::start(cfg, store, source, Arc::clone(&stop))?;
+                let h = consumer::start(cfg, store, source, Arc::clone(&stats), Arc::clone(&stop))?;
                 Some((stop, h))
             }
         };
@@ -258,7 +267,13 @@ impl Gateway {
         Ok(Gateway {
             consumer,
             publisher,
+            stats,
         })
+    }
+
+    /// The consumer's figures (heartbeat age, assigned topics, lag), for the metrics.
+    pub fn stats(&self) -> Arc<KafkaStats> {
+        Arc::clone(&self.stats)
     }
 
     /// Stop consuming (before the dispatcher stops): no new events come in.
@@ -320,9 +335,9 @@ mod tests {
         assert_eq!(cfg.topics, crate::cli::GCN_TOPICS.to_vec());
         assert!(!format!("{cfg:?}").contains("s3cret"));
         assert!(!shown(&cfg).contains("s3cret"));
-        let c: rdkafka::consumer::BaseConsumer<LinkContext> = client_config(&cfg)
+        let c: rdkafka::consumer::BaseConsumer = client_config(&cfg)
             .set("group.id", "g")
-            .create_with_context(LinkContext(Arc::new(Link::new("consumer"))))
+            .create()
             .expect("librdkafka accepts GCN's OIDC settings");
         drop(c);
     }

@@ -25,7 +25,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 
-use super::{GatewayError, Link, LinkContext, PUBLISHED_KEY};
+use super::{GatewayError, Link, LinkContext, PROBE_EVERY, PUBLISHED_KEY};
 use crate::cli::KafkaConfig;
 use crate::store::Store;
 
@@ -91,6 +91,9 @@ fn producer(cfg: &KafkaConfig, link: &Arc<Link>) -> Result<BaseProducer<Context>
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("compression.type", "zstd")
+        // The statistics are the consumer's (for the metrics); the producer has no use
+        // for them.
+        .set("statistics.interval.ms", "0")
         .create_with_context(Context {
             link: LinkContext(Arc::clone(link)),
             reports: Mutex::new(Vec::new()),
@@ -132,6 +135,7 @@ pub fn start(
         saved_at: Instant::now(),
         in_flight: BTreeSet::new(),
         failed: None,
+        probed: Instant::now(),
     };
     std::thread::Builder::new()
         .name("kafka-publisher".into())
@@ -156,6 +160,8 @@ struct Run {
     in_flight: BTreeSet<u64>,
     /// The oldest seq whose delivery failed, until the thread rewinds to it.
     failed: Option<u64>,
+    /// When the link was last probed while down.
+    probed: Instant,
 }
 
 impl Run {
@@ -174,6 +180,7 @@ impl Run {
             self.reports();
             self.recover(stop);
             self.save(false);
+            self.probe();
         }
         // Give what is in flight a moment to be confirmed, then record the position.
         let _ = self.producer.flush(Duration::from_secs(5));
@@ -301,6 +308,24 @@ impl Run {
         self.sent = f - 1;
         self.failed = None;
         self.update_confirmed();
+    }
+
+    /// While the link is down and nothing is in flight to show it is up again, ask for
+    /// metadata every [`PROBE_EVERY`].
+    fn probe(&mut self) {
+        if !self.link.is_down() || !self.in_flight.is_empty() || self.probed.elapsed() < PROBE_EVERY
+        {
+            return;
+        }
+        self.probed = Instant::now();
+        if self
+            .producer
+            .client()
+            .fetch_metadata(None, Duration::from_secs(1))
+            .is_ok()
+        {
+            self.link.works();
+        }
     }
 
     /// Write the position if it moved (at most every [`SAVE_EVERY`] unless `now`).
