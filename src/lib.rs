@@ -143,6 +143,7 @@
 //! well-formedness to its caller, i.e. most of a parser.
 
 pub mod archive;
+pub mod archive_filters;
 pub mod archive_reader;
 pub mod args;
 pub mod authorconfig;
@@ -154,10 +155,12 @@ pub mod dispatcher;
 pub mod filters;
 pub mod frame;
 pub mod handlers;
+pub mod http;
 pub mod ivoid;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod listener;
+pub mod metrics;
 pub mod netrules;
 pub mod outbox;
 pub mod pruner;
