@@ -1,5 +1,5 @@
 //! The archive's filters as a person writes them (times as ISO 8601 or an age, a role by
-//! name, an XPath expression), turned into an [`archive_reader::Query`]: shared by
+//! name, an XPath expression), turned into an [`crate::archive_reader::Query`]: shared by
 //! `bolide-archive`'s options and the HTTP view's `/events` parameters, so both read
 //! them the same way.
 
