@@ -353,6 +353,9 @@ fn enc(s: &str) -> String {
         .collect()
 }
 
+/// Query parameters, and the bolide-archive options that say the same.
+type Case = (Vec<(&'static str, String)>, Vec<String>);
+
 #[test]
 fn events_agree_with_bolide_archive_filter_by_filter() {
     let (b, h) = start(&[]);
@@ -367,8 +370,7 @@ fn events_agree_with_bolide_archive_filter_by_filter() {
         assert!(submit(b.receive(), e).is_ack());
     }
     let later = bolide::time::utc_timestamp(bolide::time::unix_now() + 3600);
-    // (query parameters, bolide-archive options)
-    let cases: Vec<(Vec<(&str, String)>, Vec<String>)> = vec![
+    let cases: Vec<Case> = vec![
         (vec![], vec![]),
         (vec![("since", "1h".into())], vec!["--since=1h".into()]),
         (
