@@ -10,7 +10,7 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -38,7 +38,13 @@ pub struct HttpServer {
     addr: SocketAddr,
     stopping: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    /// The connection each worker is serving, shut down by [`HttpServer::stop`] so that
+    /// a slow client cannot hold the broker's shutdown for the time limits.
+    serving: Arc<Serving>,
 }
+
+/// One slot per worker: the connection it serves now.
+type Serving = Mutex<Vec<Option<TcpStream>>>;
 
 impl HttpServer {
     /// Bind `cfg.addr` and start the threads.
@@ -49,14 +55,16 @@ impl HttpServer {
         let stopping = Arc::new(AtomicBool::new(false));
         let (tx, rx) = bounded::<(TcpStream, SocketAddr)>(QUEUE);
         let mut threads = Vec::with_capacity(WORKERS + 1);
+        let serving: Arc<Serving> = Arc::new(Mutex::new((0..WORKERS).map(|_| None).collect()));
         for i in 0..WORKERS {
             let rx = rx.clone();
             let ctx = Arc::clone(&ctx);
+            let serving = Arc::clone(&serving);
             threads.push(
                 thread::Builder::new()
                     .name(format!("http {i}"))
                     .stack_size(STACK)
-                    .spawn(move || work(&rx, &ctx))?,
+                    .spawn(move || work(&rx, &ctx, &serving, i))?,
             );
         }
         let whitelist = cfg.whitelist.clone();
@@ -101,6 +109,7 @@ impl HttpServer {
             addr,
             stopping,
             threads,
+            serving,
         })
     }
 
@@ -115,6 +124,16 @@ impl HttpServer {
         self.stopping.store(true, Ordering::Relaxed);
         // Wake the accept thread; its channel's end then stops the workers.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        if let Some(t) = self.threads.last() {
+            while !t.is_finished() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
+        // No connection reaches a worker any more: end those being served.
+        for s in lock(&self.serving).iter().flatten() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
         for t in self.threads.into_iter().rev() {
             let _ = t.join();
         }
@@ -130,11 +149,17 @@ fn refuse(stream: &TcpStream, status: u16, why: &str) {
     let _ = stream.shutdown(Shutdown::Both);
 }
 
-fn work(rx: &Receiver<(TcpStream, SocketAddr)>, ctx: &Arc<Context>) {
+fn lock(s: &Serving) -> std::sync::MutexGuard<'_, Vec<Option<TcpStream>>> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn work(rx: &Receiver<(TcpStream, SocketAddr)>, ctx: &Arc<Context>, serving: &Serving, i: usize) {
     while let Ok((stream, peer)) = rx.recv() {
+        lock(serving)[i] = stream.try_clone().ok();
         if let Err(e) = serve(&stream, peer, ctx) {
             debug!("HTTP peer {peer}: {e}");
         }
+        lock(serving)[i] = None;
         let _ = stream.shutdown(Shutdown::Both);
     }
 }
