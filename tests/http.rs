@@ -631,3 +631,24 @@ fn chromium_renders_the_status_page() {
     eprintln!("status page screenshot: {}", shot.display());
     let _ = std::fs::remove_dir_all(&profile);
 }
+
+#[test]
+fn requests_outside_the_limits_are_refused() {
+    let (_b, h) = start(&[]);
+    let raw = |req: &[u8]| {
+        let mut s = TcpStream::connect(h).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let _ = s.write_all(req);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    assert!(raw(b"POST /metrics HTTP/1.1\r\nHost: t\r\n\r\n").starts_with("HTTP/1.1 405 "));
+    let long = format!(
+        "GET /metrics HTTP/1.1\r\nX-Pad: {}\r\n\r\n",
+        "x".repeat(9000)
+    );
+    assert!(raw(long.as_bytes()).starts_with("HTTP/1.1 431 "));
+    let head = get_on(TcpStream::connect(h).unwrap(), "/healthz").unwrap();
+    assert_eq!(head.text(), "ok\n");
+}

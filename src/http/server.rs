@@ -30,6 +30,8 @@ pub const MAX_HEAD: usize = 8192;
 pub const READ_LIMIT: Duration = Duration::from_secs(5);
 /// Time a client has to take the response.
 pub const WRITE_LIMIT: Duration = Duration::from_secs(10);
+/// Longest wait for a client to close after its response.
+const LINGER: Duration = Duration::from_millis(200);
 /// Stack of the server's threads.
 const STACK: usize = 256 * 1024;
 
@@ -160,7 +162,27 @@ fn work(rx: &Receiver<(TcpStream, SocketAddr)>, ctx: &Arc<Context>, serving: &Se
             debug!("HTTP peer {peer}: {e}");
         }
         lock(serving)[i] = None;
-        let _ = stream.shutdown(Shutdown::Both);
+        linger(&stream);
+    }
+}
+
+/// Close after the client has read the response: send our FIN, then read (and discard)
+/// what it still sends, briefly, so that closing with unread bytes (a request head that
+/// was too long, a body) does not reset the connection before the response arrives.
+fn linger(stream: &TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let deadline = Instant::now() + LINGER;
+    let mut buf = [0u8; 4096];
+    let mut left: usize = 64 * 1024;
+    while left > 0 {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if wait.is_zero() || stream.set_read_timeout(Some(wait)).is_err() {
+            break;
+        }
+        match (&*stream).read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
     }
 }
 
@@ -231,6 +253,9 @@ fn read_head(stream: &TcpStream) -> Result<String, BadRequest> {
         };
         buf.extend_from_slice(&chunk[..n]);
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            if end > MAX_HEAD {
+                return Err(BadRequest::TooLarge);
+            }
             buf.truncate(end);
             return Ok(String::from_utf8_lossy(&buf).into_owned());
         }
