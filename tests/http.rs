@@ -652,3 +652,27 @@ fn requests_outside_the_limits_are_refused() {
     let head = get_on(TcpStream::connect(h).unwrap(), "/healthz").unwrap();
     assert_eq!(head.text(), "ok\n");
 }
+
+#[test]
+fn healthz_is_503_while_the_event_database_cannot_commit() {
+    let (b, h) = start(&["--no-sync", "--eventdb-map-size=96K"]);
+    assert_eq!(get(h, "/healthz").status, 200);
+    let full = (0..2000).any(|i| {
+        let r = submit(b.receive(), &common::make_event(&format!("full-{i}"), 0));
+        assert!(
+            r.is_ack() || r.result() == "Event rejected: storage unavailable",
+            "{}",
+            r.result()
+        );
+        r.is_nak()
+    });
+    assert!(full, "the 96 KiB map never filled");
+    let r = get(h, "/healthz");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(get(h, "/status").json()["healthy"], false);
+    let text = get(h, "/metrics").text();
+    assert!(
+        sample(&text, "bolide_events_rejected_total{reason=\"storage\"}") >= 1.0,
+        "{text}"
+    );
+}
