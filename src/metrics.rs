@@ -7,8 +7,10 @@
 //! [`crate::verdict::REJECTED`] is): the threads that count need no handle to it, and a
 //! reader (an HTTP request) only loads atomics. The only locks here are the two
 //! registries' mutexes, taken to add or remove an entry (at connect and disconnect) or to
-//! clone the list of `Arc`s (a request); no thread that serves events waits on them
-//! otherwise.
+//! clone the list of `Arc`s (a request), and a subscriber's filter list, written by its
+//! thread when the subscriber sends filters and cloned by a request; no thread that
+//! serves events waits on them otherwise. A subscriber's queue length is read through its
+//! [`Outbox`], whose lock the dispatcher holds for one append at a time.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
