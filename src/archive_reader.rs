@@ -14,13 +14,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use lmdb::{Cursor, Environment, EnvironmentFlags, RoTransaction, Transaction};
 use serde::Serialize;
 
 use crate::archive::{self, BadEntry, Entry};
 use crate::filters::{FilterId, FilterTable, InvalidFilter};
-use crate::store::FORMAT;
+use crate::store::{Store, FORMAT};
 use crate::time::utc_timestamp_ms;
 use crate::voevent::EventRole;
 
@@ -198,12 +199,28 @@ const SCAN_INSTEAD_OF_PREFIX: u64 = 20_000;
 
 /// A read-only view of an event database's archive.
 pub struct ArchiveReader {
-    env: Environment,
+    env: Env,
     dbs: archive::Dbs,
     dir: PathBuf,
 }
 
+/// The environment an [`ArchiveReader`] reads: opened read-only by the reader, or the
+/// broker's own (LMDB allows one environment per file and process).
+enum Env {
+    Own(Environment),
+    Broker(Arc<Store>),
+}
+
 impl ArchiveReader {
+    /// A reader of the broker's own event database, in the broker's process.
+    pub fn from_store(store: Arc<Store>) -> ArchiveReader {
+        ArchiveReader {
+            dbs: store.archive_dbs(),
+            dir: store.path().to_path_buf(),
+            env: Env::Broker(store),
+        }
+    }
+
     /// Open the event database in `dir` read-only.
     pub fn open(dir: &Path) -> Result<ArchiveReader, ReadError> {
         if !dir.join("data.mdb").is_file() {
@@ -257,7 +274,7 @@ impl ArchiveReader {
             meta,
         };
         Ok(ArchiveReader {
-            env,
+            env: Env::Own(env),
             dbs,
             dir: dir.to_path_buf(),
         })
@@ -271,7 +288,11 @@ impl ArchiveReader {
     }
 
     fn txn(&self) -> Result<RoTransaction<'_>, ReadError> {
-        self.env.begin_ro_txn().map_err(|e| self.err(e))
+        let env = match &self.env {
+            Env::Own(env) => env,
+            Env::Broker(store) => store.env(),
+        };
+        env.begin_ro_txn().map_err(|e| self.err(e))
     }
 
     /// The archive's identity (16 bytes, created with it).

@@ -25,6 +25,7 @@ use log::{debug, info, warn};
 
 use crate::dispatcher::{Msg, SubscriberHandle};
 use crate::frame::{FrameError, FrameReader};
+use crate::metrics::{DropReason, Registered, SubscriberStat, METRICS};
 use crate::outbox::{Outbox, Waker};
 use crate::sys::NonBlocking;
 use crate::transport::{self, Role};
@@ -91,6 +92,8 @@ struct Peer {
     addr: SocketAddr,
     frames: FrameReader,
     acked: u64,
+    /// What the operator's view shows of this subscriber ([`crate::metrics`]).
+    stat: Registered<SubscriberStat>,
     /// Events sent before the previous tick.
     sent_at_last_tick: u64,
     iamalive_unanswered: bool,
@@ -125,6 +128,7 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
     if ctx.dispatcher.send(Msg::Register { sub, hold }).is_err() {
         return;
     }
+    let stat = METRICS.subscriber(addr, Arc::clone(&out));
     let mut peer = Peer {
         id,
         started: false,
@@ -135,6 +139,7 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
         addr,
         frames: FrameReader::new(MAX_INCOMING),
         acked: 0,
+        stat,
         sent_at_last_tick: 0,
         iamalive_unanswered: false,
     };
@@ -204,6 +209,16 @@ fn serve(peer: &mut Peer, ctx: &BroadcastContext, waker: &Waker) {
             next_tick += ctx.iamalive_interval;
         }
     };
+    let dropped = match &end {
+        End::Closed | End::DroppedByDispatcher => None,
+        End::Dead => Some(DropReason::Dead),
+        End::NotAcking(_) => Some(DropReason::NotAcking),
+        End::Nak(_) => Some(DropReason::Nak),
+        End::Io(_) | End::Garbage(_) => Some(DropReason::Error),
+    };
+    if let Some(r) = dropped {
+        METRICS.dropped(r);
+    }
     match &end {
         End::Closed => info!("subscriber {addr} closed the connection"),
         End::DroppedByDispatcher => debug!("subscriber {addr} dropped by the dispatcher"),
@@ -220,6 +235,7 @@ impl Peer {
     fn count_ack(&mut self) {
         if self.acked < self.out.sent() {
             self.acked += 1;
+            self.stat.acked.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -340,6 +356,7 @@ impl Peer {
                     }
                     ok
                 });
+                self.stat.set_filters(&exprs);
                 if self.started {
                     let _ = ctx.dispatcher.send(Msg::SetFilters { id: self.id, exprs });
                 } else {

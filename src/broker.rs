@@ -95,6 +95,8 @@ pub struct Broker {
     /// The Kafka consumer and publisher threads, if configured.
     #[cfg(feature = "kafka")]
     kafka: Option<crate::kafka::Gateway>,
+    /// The HTTP view (`--http`), if configured.
+    pub http: Option<crate::http::HttpServer>,
 }
 
 /// Capacity of the dispatcher's inbox; senders block when it is full (back-pressure on
@@ -118,6 +120,7 @@ fn spawn<T: Send + 'static, F: FnOnce() -> T + Send + 'static>(
 impl Broker {
     /// Open the store, bind, and start every thread.
     pub fn start(cfg: Config) -> Result<Broker, StartError> {
+        let started_ms = crate::time::unix_now_ms();
         let store = Arc::new(
             Store::open(&StoreConfig {
                 dir: cfg.eventdb.clone(),
@@ -213,6 +216,7 @@ impl Broker {
             author_rules: None,
             #[cfg(feature = "kafka")]
             kafka: None,
+            http: None,
         };
         if let Some(l) = receive {
             let addr = l.local_addr().map_err(StartError::Thread)?;
@@ -307,6 +311,25 @@ impl Broker {
             };
             broker.kafka =
                 Some(crate::kafka::Gateway::start(k, &store, source).map_err(StartError::Kafka)?);
+        }
+        if let Some(h) = &cfg.http {
+            let listeners = [
+                ("authors", broker.receive_addr),
+                ("subscribers", broker.broadcast_addr),
+            ];
+            let listeners = listeners
+                .iter()
+                .filter_map(|(r, a)| a.map(|a| (*r, a)))
+                .collect();
+            let ctx = crate::http::Context::new(Arc::clone(&store), started_ms, listeners);
+            let server = crate::http::HttpServer::start(h, Arc::new(ctx)).map_err(|err| {
+                StartError::Bind {
+                    addr: h.addr,
+                    role: "HTTP",
+                    err,
+                }
+            })?;
+            broker.http = Some(server);
         }
         // A plain subscriber (only --remote) opens no port: no caps to speak of.
         if cfg.receive || cfg.broadcast {
@@ -414,6 +437,10 @@ impl Broker {
             "shutting down: {in_flight} author connections in flight, {} upstream subscriptions",
             self.upstreams.len()
         );
+        // The HTTP view holds the store: it stops first.
+        if let Some(h) = self.http {
+            h.stop();
+        }
         for (_, state) in &self.listeners {
             state.stop();
         }

@@ -84,6 +84,17 @@ pub struct Options {
     #[argh(switch, short = 'q')]
     pub quiet: u8,
 
+    /// serve the operator's view over HTTP on ADDR:PORT (e.g. 127.0.0.1:8080):
+    /// /metrics for Prometheus, /status and /healthz, a status page at /, and the
+    /// archive under /events (default: off)
+    #[argh(option)]
+    pub http: Option<String>,
+
+    /// network allowed to use --http (same forms as --author-whitelist; repeatable;
+    /// default: the loopback networks only)
+    #[argh(option)]
+    pub http_whitelist: Vec<String>,
+
     /// seconds between one-line summaries at info level (connections, events accepted,
     /// duplicates and rejected, copies sent, drops); default 300, 0 disables
     #[argh(option, default = "300")]
@@ -359,6 +370,8 @@ pub enum ConfigError {
     NoKafka { flag: &'static str },
     /// The Kafka options do not add up.
     Kafka { flag: &'static str, why: String },
+    /// `--http` or `--http-whitelist`.
+    Http(crate::http::HttpOptionError),
 }
 
 impl fmt::Display for ConfigError {
@@ -388,6 +401,7 @@ impl fmt::Display for ConfigError {
                 "{flag}: this bolide was built without Kafka support: rebuild with --features kafka"
             ),
             ConfigError::Kafka { flag, why } => write!(f, "{flag}: {why}"),
+            ConfigError::Http(e) => write!(f, "{e}"),
             ConfigError::SaveDir(why) => {
                 write!(f, "--save-event: {why}; give --save-event-directory DIR")
             }
@@ -464,6 +478,8 @@ pub struct Config {
     pub author_rate: Option<Rate>,
     /// The Kafka gateway (`None`: no Kafka option given).
     pub kafka: Option<KafkaConfig>,
+    /// `--http` (`None`: no HTTP view).
+    pub http: Option<crate::http::HttpConfig>,
 }
 
 /// A broker to subscribe to.
@@ -707,6 +723,8 @@ impl Options {
             Some(r) => Some(Rate::parse(&r).ok_or(ConfigError::AuthorRate(r))?),
             None => None,
         };
+        let http = crate::http::config(self.http.as_deref(), &self.http_whitelist)
+            .map_err(ConfigError::Http)?;
         let eventdb = match self.eventdb {
             Some(p) => p,
             None => default_eventdb().ok_or(ConfigError::NoDataDir)?,
@@ -753,6 +771,7 @@ impl Options {
             author_config_strict: self.author_config_strict,
             author_rate,
             kafka,
+            http,
         })
     }
 

@@ -223,6 +223,7 @@ impl Committer {
         queue.settle(batch);
         self.stats.commits += 1;
         self.stats.records += batch.len() as u64;
+        crate::metrics::METRICS.committed(result.is_ok());
         match result {
             Ok(()) => {
                 debug!(

@@ -14,6 +14,7 @@
 //! at least every [`INLINE_BATCH`] records.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,7 @@ use log::{debug, error, info, warn};
 
 use crate::committer::{CommitQueue, Committer, Record, INLINE_BATCH};
 use crate::filters::{Evaluation, FilterId, FilterTable};
+use crate::metrics::{DropReason, METRICS};
 use crate::outbox::{Offer, Outbox};
 use crate::siteconfig::SiteConfig;
 use crate::store::Store;
@@ -269,6 +271,7 @@ impl Dispatcher {
     }
 
     fn submit(&mut self, event: Arc<Event>, reply: Option<Reply>) {
+        let arrived = Instant::now();
         let answer = |reply: Option<Reply>, v: Verdict| {
             if let Some(r) = reply {
                 r.send(v);
@@ -291,6 +294,7 @@ impl Dispatcher {
             }
             Ok(true) => {
                 self.stats.duplicates += 1;
+                METRICS.duplicate(&event.origin);
                 match event.origin {
                     Origin::Author(_) => info!(
                         "rejected {} from {}: previously seen",
@@ -305,6 +309,8 @@ impl Dispatcher {
             }
             Ok(false) => {
                 let n = self.fan_out(&event);
+                METRICS.fanout_latency.observe(arrived.elapsed());
+                METRICS.accepted(&event.origin);
                 self.stats.accepted += 1;
                 info!(
                     "accepted {} ({}) from {}; sent to {n} subscribers",
@@ -313,7 +319,11 @@ impl Dispatcher {
                     event.origin
                 );
                 if let Some(h) = &self.handlers {
-                    if h.try_send(Arc::clone(&event)).is_err() {
+                    let full = h.try_send(Arc::clone(&event)).is_err();
+                    METRICS
+                        .handler_queue
+                        .store(h.len() as u64, Ordering::Relaxed);
+                    if full {
                         warn!(
                             "handlers are {} events behind: {} from {} is NOT passed to --print-event/--save-event/--cmd",
                             crate::handlers::HANDLER_QUEUE,
@@ -446,6 +456,7 @@ impl Dispatcher {
             self.remove(i);
         }
         self.stats.copies += sent as u64;
+        METRICS.copies.fetch_add(sent as u64, Ordering::Relaxed);
         if !self.awaiting.is_empty() {
             self.hold(event);
         }
@@ -469,6 +480,7 @@ impl Dispatcher {
             );
             a.sub.out.shutdown();
             stats.dropped_subscribers += 1;
+            METRICS.dropped(DropReason::TooSlow);
             false
         });
         if !self.awaiting.is_empty() {
@@ -522,6 +534,7 @@ impl Dispatcher {
             held.len()
         );
         self.stats.copies += sent;
+        METRICS.copies.fetch_add(sent, Ordering::Relaxed);
         if !alive {
             self.remove(i);
         }
@@ -605,6 +618,7 @@ fn offer(stats: &mut Stats, s: &SubscriberHandle, event: &Arc<Event>) -> bool {
             );
             s.out.shutdown();
             stats.dropped_subscribers += 1;
+            METRICS.dropped(DropReason::TooSlow);
             false
         }
         Offer::Failed => {

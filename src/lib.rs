@@ -95,6 +95,15 @@
 //!   the commits that append to it ([`store::Store::wait_for_archive`]), and produces
 //!   each event.
 //! * **Handlers** ([`handlers`]): off the dispatcher's path, bounded queues.
+//! * **Operator's view** ([`http`], `--http`): an accept thread that checks
+//!   `--http-whitelist` and four request threads serving `/metrics`, `/status`,
+//!   `/healthz`, a status page and the archive (`/events`, through
+//!   [`archive_reader::ArchiveReader::from_store`]: the broker's own LMDB environment, read
+//!   transactions only). What they show is counted where the work happens, in
+//!   [`metrics::METRICS`]: relaxed atomics, latency histograms of atomic buckets, and a
+//!   small stat struct per subscriber and upstream registered while it is connected; a
+//!   request reads those and never waits on a lock a serving thread holds longer than a
+//!   counter update.
 //! * **Listeners** ([`listener`]): connection threads accept for themselves
 //!   (leader/followers): one holds the accept role and serves what cannot wait on the
 //!   spot; before anything can wait it passes the role to the thread parked last (or a
@@ -122,6 +131,7 @@
 //! | a subscriber socket | its broadcaster thread reads; its [`outbox::Outbox`] writes | `Arc<Outbox>` held by the thread and the dispatcher; one mutex orders their writes |
 //! | connection counts, the listening socket, parked threads | [`listener::ListenerState`] | atomics; the per-address map and the parked list each under a mutex |
 //! | `--author-config` rules in force | [`authorconfig::AuthorRules`] | `Arc` held by the receivers and the broker; the rules behind an `RwLock`, replaced whole on SIGHUP |
+//! | counters, latency histograms, live subscriber and upstream stats | [`metrics::METRICS`] (one per process) | relaxed atomics written by the thread doing the work; the stat lists under a mutex taken at connect, disconnect and by an HTTP request to clone them |
 //! | `--author-rate` buckets | [`ratelimit::RateLimiter`] in the receivers' context | one map keyed by address under a mutex; idle entries forgotten |
 //!
 //! ## Modules
@@ -130,7 +140,8 @@
 //! |---|---|
 //! | wire and formats | [`frame`] (VTP framing), [`transport`] (Transport messages), [`xml`] (hardened parser), [`schema`] + [`xsd`] (VOEvent 2.0 validation), [`ivoid`], [`voevent`] (the event and its checks), [`testevent`] |
 //! | roles, one thread each | [`receiver`] (an author), [`broadcaster`] (a subscriber), [`upstream`] (a `--remote`), `kafka` (consumer and publisher, feature `kafka`), [`dispatcher`], [`committer`], [`pruner`], [`handlers`] |
-//! | what the roles share | [`listener`] (accept, caps, thread reuse), [`ratelimit`] (per-address token buckets), [`outbox`] (a subscriber's write side), [`verdict`] (an author's reply), [`filters`] (XPath), [`store`] (LMDB), [`archive`] (the event log's format and retention), [`archive_reader`] (queries, read-only) |
+//! | what the roles share | [`listener`] (accept, caps, thread reuse), [`ratelimit`] (per-address token buckets), [`outbox`] (a subscriber's write side), [`verdict`] (an author's reply), [`filters`] (XPath), [`store`] (LMDB), [`archive`] (the event log's format and retention), [`archive_reader`] (queries, read-only), [`archive_filters`] (the filters as a person writes them), [`metrics`] (counters) |
+//! | the operator's view | [`http`] (server, `/metrics`, `/status`, the page, `/events`) |
 //! | start-up and configuration | [`broker`] (wiring and shutdown), [`args`] (how every program reads its command line), [`cli`] (bolide's options), [`siteconfig`] and [`authorconfig`] (per-network rules files, on [`netrules`]), [`whitelist`] |
 //! | the operating system | [`sys`] (non-blocking I/O, deadlines, thread names, limits), [`signals`], [`time`] |
 //!
@@ -148,6 +159,7 @@
 //! well-formedness to its caller, i.e. most of a parser.
 
 pub mod archive;
+pub mod archive_filters;
 pub mod archive_reader;
 pub mod args;
 pub mod authorconfig;
@@ -159,10 +171,12 @@ pub mod dispatcher;
 pub mod filters;
 pub mod frame;
 pub mod handlers;
+pub mod http;
 pub mod ivoid;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod listener;
+pub mod metrics;
 pub mod netrules;
 pub mod outbox;
 pub mod pruner;

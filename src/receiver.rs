@@ -131,7 +131,7 @@ pub fn handle(
         }
         Err(e @ FrameError::TooLarge { .. }) => {
             warn!("refused a message from author {peer}: {e}");
-            crate::verdict::count_rejected();
+            crate::verdict::count_rejected(crate::metrics::RejectReason::TooLarge);
             let reason = format!("Event rejected: {e}");
             reply(
                 &stream,
@@ -259,7 +259,10 @@ fn refuse(
     rejection: &Rejection,
     ctx: &ReceiverContext,
 ) {
-    crate::verdict::count_rejected();
+    crate::verdict::count_rejected(
+        crate::metrics::RejectReason::of(rejection)
+            .unwrap_or(crate::metrics::RejectReason::Invalid),
+    );
     reply(
         stream,
         peer,

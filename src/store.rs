@@ -720,6 +720,17 @@ impl Store {
         }
     }
 
+    /// The LMDB environment, for the archive's readers in this process
+    /// ([`crate::archive_reader::ArchiveReader::from_store`]).
+    pub fn env(&self) -> &Environment {
+        &self.env
+    }
+
+    /// The archive's databases in [`Store::env`].
+    pub fn archive_dbs(&self) -> Dbs {
+        self.archive
+    }
+
     /// The archive's counters: next seq, newest time, events and bytes held.
     pub fn archive_counters(&self) -> Counters {
         *self.counters.lock().unwrap_or_else(|e| e.into_inner())

@@ -22,6 +22,7 @@ use log::{debug, info, warn};
 use crate::cli::Remote;
 use crate::dispatcher::Msg;
 use crate::frame::{write_frame, FrameError, FrameReader};
+use crate::metrics::{LinkState, UpstreamStat, METRICS};
 use crate::transport::{self, Role};
 use crate::voevent::upstream_event;
 use crate::xml::{self, Limits};
@@ -103,12 +104,15 @@ pub fn run(remote: Remote, ctx: Arc<UpstreamContext>, stop: Receiver<()>) {
         ^ (remote.port as u64) << 17;
     let mut backoff = Backoff::new(seed);
     let name = remote.to_string();
+    let stat = METRICS.upstream(name.clone());
     loop {
         let started = Instant::now();
+        stat.set(LinkState::Connecting);
         match connect(&remote) {
             Ok(stream) => {
                 info!("subscribed to upstream {name}");
-                let end = session(&stream, &name, &ctx);
+                stat.set(LinkState::Connected);
+                let end = session(&stream, &name, &ctx, &stat);
                 let _ = stream.shutdown(Shutdown::Both);
                 let lived = started.elapsed();
                 match &end {
@@ -129,6 +133,7 @@ pub fn run(remote: Remote, ctx: Arc<UpstreamContext>, stop: Receiver<()>) {
             }
             Err(e) => warn!("cannot connect to upstream {name}: {e}"),
         }
+        stat.set(LinkState::Waiting);
         let delay = backoff.next_delay();
         info!(
             "reconnecting to upstream {name} in {:.1} s",
@@ -155,7 +160,7 @@ fn connect(remote: &Remote) -> io::Result<TcpStream> {
     Err(last)
 }
 
-fn session(stream: &TcpStream, name: &str, ctx: &UpstreamContext) -> End {
+fn session(stream: &TcpStream, name: &str, ctx: &UpstreamContext, stat: &UpstreamStat) -> End {
     let mut frames = FrameReader::new(ctx.max_event_size);
     let mut out = stream;
     if let Err(e) = stream.set_write_timeout(Some(ctx.inactivity)) {
@@ -219,6 +224,7 @@ fn session(stream: &TcpStream, name: &str, ctx: &UpstreamContext) -> End {
                 Ok(ev) => {
                     let ack = transport::ack(&ev.ivorn, local);
                     debug!("received {} from upstream {name}", ev.ivorn);
+                    stat.received();
                     if ctx
                         .dispatcher
                         .send(Msg::Submit {

@@ -28,6 +28,7 @@ use std::time::Instant;
 
 use log::{debug, info, warn};
 
+use crate::metrics::{RejectReason, METRICS};
 use crate::sys::send_dontwait;
 use crate::transport;
 use crate::voevent::{nak_text, Rejection};
@@ -38,8 +39,9 @@ use crate::voevent::{nak_text, Rejection};
 pub static REJECTED: AtomicU64 = AtomicU64::new(0);
 
 /// Count one nak that is not a duplicate's.
-pub fn count_rejected() {
+pub fn count_rejected(reason: crate::metrics::RejectReason) {
     REJECTED.fetch_add(1, Ordering::Relaxed);
+    crate::metrics::METRICS.rejected(reason);
 }
 
 /// The outcome of a submission.
@@ -58,6 +60,8 @@ pub struct ReplyTo {
     ivorn: String,
     local_ivo: Arc<str>,
     deadline: Instant,
+    /// When the event was checked and handed on (the start of its ack latency).
+    checked: Instant,
 }
 
 impl ReplyTo {
@@ -74,6 +78,7 @@ impl ReplyTo {
             ivorn,
             local_ivo,
             deadline,
+            checked: Instant::now(),
         }
     }
 
@@ -103,7 +108,7 @@ impl ReplyTo {
                 // Duplicates are logged by the dispatcher; everything else here.
                 if *r != Rejection::Duplicate {
                     info!("rejected {ivorn} from author {peer}: {r}");
-                    count_rejected();
+                    count_rejected(RejectReason::of(r).unwrap_or(RejectReason::Invalid));
                 }
                 transport::nak(ivorn, Some(&self.local_ivo), &nak_text(r))
             }
@@ -111,7 +116,12 @@ impl ReplyTo {
         let frame = crate::frame::encode(&msg);
         // MSG_MORE holds the reply back until the FIN joins it (module docs).
         match send_dontwait(&stream, &frame, libc::MSG_MORE) {
-            Ok(n) if n == frame.len() => debug!("answered author {peer} for {ivorn}"),
+            Ok(n) if n == frame.len() => {
+                if verdict == Verdict::Accepted {
+                    METRICS.ack_latency.observe(self.checked.elapsed());
+                }
+                debug!("answered author {peer} for {ivorn}")
+            }
             Ok(_) => warn!("could not reply to author {peer}: its connection is not taking data"),
             Err(e) => warn!("could not reply to author {peer}: {e}"),
         }

@@ -18,8 +18,8 @@ use std::process::ExitCode;
 
 use argh::FromArgs;
 use bolide::archive::Entry;
+use bolide::archive_filters::{FilterError, Filters};
 use bolide::archive_reader::{ArchiveReader, EntryJson, Query, ReadError, StatsJson};
-use bolide::voevent::EventRole;
 
 const NAME: &str = "bolide-archive";
 /// Bytes copied out per read transaction: a chunk ends once it holds this much. Large,
@@ -146,70 +146,10 @@ struct StatsArgs {
     json: bool,
 }
 
-/// The filter options as given.
-struct Filters<'a> {
-    since: Option<&'a str>,
-    until: Option<&'a str>,
-    authored_since: Option<&'a str>,
-    authored_until: Option<&'a str>,
-    ivorn_prefixes: &'a [String],
-    ivorn_contains: Option<&'a str>,
-    role: Option<&'a str>,
-    xpath: Option<&'a str>,
-}
-
-impl Filters<'_> {
-    /// The query they stand for, ages counted back from `now_ms`.
-    fn query(&self, now_ms: u64) -> Result<Query, Fail> {
-        let time = |flag: &str, v: Option<&str>| -> Result<Option<u64>, Fail> {
-            let Some(v) = v else { return Ok(None) };
-            let bad = || Fail::Usage(format!("--{flag} '{v}' {NOT_A_TIME}"));
-            parse_time(v, now_ms).map(Some).ok_or_else(bad)
-        };
-        let role = match self.role {
-            Some(r) => Some(EventRole::from_attr(r).ok_or_else(|| {
-                Fail::Usage(format!(
-                    "--role '{r}' is not a role: observation, prediction, utility or test"
-                ))
-            })?),
-            None => None,
-        };
-        if let Some(expr) = self.xpath {
-            bolide::filters::check_xpath(expr).map_err(|why| {
-                Fail::from(ReadError::XPath {
-                    expr: expr.to_string(),
-                    why,
-                })
-            })?;
-        }
-        Ok(Query {
-            since_ms: time("since", self.since)?,
-            until_ms: time("until", self.until)?,
-            authored_since_ms: time("authored-since", self.authored_since)?,
-            authored_until_ms: time("authored-until", self.authored_until)?,
-            ivorn_prefixes: self.ivorn_prefixes.to_vec(),
-            ivorn_contains: self.ivorn_contains.map(str::to_string),
-            role,
-            xpath: self.xpath.map(str::to_string),
-            ..Query::default()
-        })
+impl From<FilterError> for Fail {
+    fn from(e: FilterError) -> Fail {
+        Fail::Usage(e.as_option())
     }
-}
-
-const NOT_A_TIME: &str = "is neither an ISO 8601 UTC time (2026-12-05T12:00:00Z, 2026-12-05) nor an age (90s, 90m, 6h, 7d)";
-
-/// A time as `--since` and the others take it: ISO 8601 (UTC unless it says otherwise),
-/// or an age with its unit (`90s`, `90m`, `6h`, `7d`), counted back from `now_ms`. A bare
-/// number is neither: `20261205` is more likely a mistyped date than seconds.
-fn parse_time(v: &str, now_ms: u64) -> Option<u64> {
-    if let Some(ms) = bolide::time::parse_iso8601_ms(v) {
-        return Some(ms);
-    }
-    if !v.trim_end().ends_with(['s', 'm', 'h', 'd']) {
-        return None;
-    }
-    let secs = bolide::cli::parse_duration_secs(v)?;
-    Some(now_ms.saturating_sub(secs.saturating_mul(1000)))
 }
 
 /// Why a command failed, by exit status.
@@ -491,7 +431,7 @@ mod tests {
                 Event::new(
                     xml.as_bytes(),
                     ivorn,
-                    EventRole::Test,
+                    bolide::voevent::EventRole::Test,
                     doc.root_span.clone(),
                     from,
                 )

@@ -81,6 +81,10 @@ pub struct FanArgs {
     /// threads running the subscribers (default: the number of CPUs, at most 4)
     #[argh(option)]
     pub threads: Option<usize>,
+    /// fetch http://ADDR:PORT/metrics (the broker's --http) every second while sending
+    /// (default: no scraping)
+    #[argh(option)]
+    pub scrape: Option<String>,
 }
 
 const FANOUT: CommandInfo = CommandInfo {

@@ -218,6 +218,7 @@ pub fn run(g: &Args, c: &FanArgs, filtered: bool) -> Result<Report<FanFigures>, 
     if let (Some(s), Some(b)) = (&sampler, b0) {
         s.reset_peak(b.rss_kb);
     }
+    let scraper = c.scrape.as_deref().map(crate::scrape::start).transpose()?;
     let cpu0 = self_cpu_s();
     let expected = shared.expected_deliveries();
     let t0 = Instant::now();
@@ -232,6 +233,9 @@ pub fn run(g: &Args, c: &FanArgs, filtered: bool) -> Result<Report<FanFigures>, 
     // A short grace to catch duplicates or unexpected late copies.
     thread::sleep(Duration::from_millis(200));
     let tool_cpu = self_cpu_s() - cpu0;
+    if let Some((ok, failed)) = scraper.map(crate::scrape::Scraper::finish) {
+        lines.push(format!("  scraped /metrics {ok} times ({failed} failed)"));
+    }
     let broker = sampler.map(|s| BrokerFigures {
         // Before the subscribers connected, and with them idle.
         rss_start: rss_start.unwrap_or(0),

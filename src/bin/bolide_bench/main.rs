@@ -37,6 +37,7 @@ mod ingest;
 mod null_broker;
 mod report;
 mod scan;
+mod scrape;
 mod stats;
 mod subscribers;
 
