@@ -34,7 +34,9 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::stats::{KafkaStats, STATISTICS_EVERY_MS};
-use super::{random_hex, GatewayError, Link, Source, GROUP_ID_KEY, PROBE_EVERY};
+use super::{
+    is_topic_error, link_state, random_hex, GatewayError, Link, Source, GROUP_ID_KEY, PROBE_EVERY,
+};
 use crate::cli::KafkaConfig;
 use crate::dispatcher::Msg;
 use crate::store::Store;
@@ -434,9 +436,16 @@ impl Run {
             let gone = match polled {
                 None => false,
                 Some(Err(e)) => {
-                    // Only errors of a topic or partition come here (client-wide ones go
-                    // to the context); librdkafka names no offset for them.
-                    warn!("kafka consumer: skipped: {}", Poison::Kafka(e));
+                    // librdkafka names no offset here. The link's errors also reach the
+                    // context, which logs them once per state; a topic's are logged once.
+                    let code = e.rdkafka_error_code();
+                    if is_topic_error(code) {
+                        ctx.link.failed(&e, &e.to_string());
+                    } else if link_state(code).is_some() {
+                        debug!("kafka consumer: {e}");
+                    } else {
+                        warn!("kafka consumer: skipped: {}", Poison::Kafka(e));
+                    }
                     false
                 }
                 Some(Ok(m)) => {
