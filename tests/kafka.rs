@@ -353,6 +353,12 @@ fn kill_9_mid_stream_loses_nothing_and_repeats_nothing() {
         second.len(),
         "an event relayed twice after the restart"
     );
+    // Every message reached a subscriber: before the kill, or after the restart.
+    let missed: Vec<String> = (0..50)
+        .map(|i| format!("ivo://bolide.test/stream#kill-{i}"))
+        .filter(|i| !first.contains(i) && !window.contains(i) && !second.contains(i))
+        .collect();
+    assert!(missed.is_empty(), "never relayed: {missed:?}");
     let held = archived_n(&db, 50);
     let distinct: BTreeSet<&String> = held.iter().collect();
     assert_eq!((held.len(), distinct.len()), (50, 50), "{}", b2.log_text());
