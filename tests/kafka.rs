@@ -1018,3 +1018,49 @@ fn two_bolides_in_one_group_share_the_partitions_and_lose_nothing() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// The group's committed offset of `topic` partition 0.
+fn committed(bs: &str, group: &str, topic: &str) -> rdkafka::Offset {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bs)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition(topic, 0);
+    let committed = c.committed_offsets(tpl, Duration::from_secs(5)).unwrap();
+    let offset = committed.find_partition(topic, 0).unwrap().offset();
+    offset
+}
+
+/// SIGTERM while consuming: bolide stops cleanly (exit status 0, the consumer's last
+/// line logged) and the group's committed offset is past every message it recorded.
+#[test]
+fn sigterm_commits_what_is_recorded_and_exits_cleanly() {
+    let topic = "gcn.classic.voevent.SIGTERM";
+    let (_mock, bs, mut b) = bolide_on(
+        topic,
+        &["--kafka-start=earliest", "--kafka-group-id=sigterm-test"],
+    );
+    let mut sub = subscribe(&b);
+    let p = producer(&bs);
+    let events: Vec<(usize, Vec<u8>)> = (0..20)
+        .map(|i| (i, make_event(&format!("term-{i}"), 100)))
+        .collect();
+    produce_spread(&p, topic, 1, &events);
+    assert_eq!(receive(&mut sub, 20, T).len(), 20, "{}", b.log_text());
+    assert_eq!(archived_n(&b.eventdb, 20).len(), 20);
+    let status = b.terminate(T).expect("bolide exits after SIGTERM");
+    assert!(status.success(), "{status}: {}", b.log_text());
+    assert!(
+        b.log_text()
+            .contains("kafka consumer stopped (0 messages not yet recorded"),
+        "{}",
+        b.log_text()
+    );
+    assert_eq!(
+        committed(&bs, "sigterm-test", topic),
+        rdkafka::Offset::Offset(20)
+    );
+    assert_eq!(b.log_count("revoked"), 0, "{}", b.log_text());
+}

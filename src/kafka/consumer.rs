@@ -259,6 +259,9 @@ pub struct Ctx {
     link: Arc<Link>,
     stats: Arc<KafkaStats>,
     book: Mutex<Book>,
+    /// The thread has made its last commit and closes the consumer, which revokes every
+    /// partition: no rebalance to handle.
+    closing: AtomicBool,
 }
 
 impl Ctx {
@@ -292,7 +295,9 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            self.book().revoke(consumer, &partitions_of(tpl));
+            if !self.closing.load(Ordering::Relaxed) {
+                self.book().revoke(consumer, &partitions_of(tpl));
+            }
         }
     }
 
@@ -360,6 +365,7 @@ pub fn start(
             offsets: Offsets::default(),
             settled: settled.1,
         }),
+        closing: AtomicBool::new(false),
     };
     let mut config = super::client_config(cfg);
     if !cfg
@@ -503,6 +509,7 @@ impl Run {
             "kafka consumer stopped ({} messages not yet recorded are read again at the next start)",
             book.offsets.unsettled()
         );
+        ctx.closing.store(true, Ordering::Relaxed);
     }
 
     /// Commit what became settled (asynchronously: the thread does not wait for Kafka).
