@@ -897,6 +897,39 @@ fn an_unreachable_bootstrap_is_one_line_and_the_broker_keeps_working() {
     assert_eq!(warnings(&b), 1, "{}", b.log_text());
 }
 
+/// A login Kafka refuses (SCRAM against the mock cluster, which has no SASL): one
+/// warning that authentication fails, not one per retry, nor a second one for the "all
+/// brokers down" that follows it; the broker serves authors and subscribers meanwhile.
+#[test]
+fn failing_authentication_is_one_line() {
+    let (_mock, _bs, b) = bolide_on(
+        "gcn.classic.voevent.LOGIN",
+        &[
+            "--kafka-option=security.protocol=sasl_plaintext",
+            "--kafka-option=sasl.mechanisms=SCRAM-SHA-256",
+            "--kafka-option=sasl.username=bolide",
+            "--kafka-option=sasl.password=wrong",
+            "--kafka-option=reconnect.backoff.max.ms=200",
+        ],
+    );
+    let mut sub = subscribe(&b);
+    assert!(
+        b.wait_log("kafka consumer: Kafka authentication failing", T),
+        "{}",
+        b.log_text()
+    );
+    let deadline = Instant::now() + T;
+    while b.log_count("kafka consumer: Global error") < 6 {
+        assert!(Instant::now() < deadline, "{}", b.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let e = make_event("login-failing", 10);
+    assert!(submit(b.receive(), &e).is_ack());
+    assert_eq!(receive(&mut sub, 1, T).len(), 1, "{}", b.log_text());
+    assert_eq!(warnings(&b), 1, "{}", b.log_text());
+    assert!(!b.log_text().contains("password=wrong"), "{}", b.log_text());
+}
+
 /// Produce `events` to `topic`, event i to partition i % `partitions`.
 fn produce_spread(p: &BaseProducer, topic: &str, partitions: i32, events: &[(usize, Vec<u8>)]) {
     for (i, e) in events {

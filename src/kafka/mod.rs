@@ -119,7 +119,10 @@ impl Link {
             (None, None) => error.to_string(),
         };
         let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
-        if down.as_deref() != Some(state.as_str()) {
+        // "All brokers down" follows whatever took the last broker down (a failed login,
+        // say): no change of state of its own once the link is down.
+        let consequence = code == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown);
+        if down.as_deref() != Some(state.as_str()) && !(consequence && down.is_some()) {
             warn!(
                 "kafka {}: Kafka {state}: {error}: {reason} (librdkafka keeps retrying; logged again only when this changes)",
                 self.role
