@@ -85,8 +85,9 @@ export SYSTEMD_UNIT
 
 all: release
 
+# FEATURES=kafka builds the Kafka gateway into the release (and so into `make install`).
 release:
-	$(CARGO) build --release --locked
+	$(CARGO) build --release --locked $(if $(FEATURES),--features $(FEATURES))
 
 # The broker on its defaults (ports 8098/8099, event database in the per-user data dir).
 run:

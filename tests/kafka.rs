@@ -297,6 +297,13 @@ fn kill_9_mid_stream_loses_nothing_and_repeats_nothing() {
     assert_eq!(first.len(), 10, "{}", b1.log_text());
     // These ten are recorded: after the restart none of them may come again.
     assert!(archived_n(&db, 10).len() >= 10);
+    let log = b1.log_text();
+    let group = log
+        .split("kafka consumer: group ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .expect("the group id in the log")
+        .to_string();
     b1.kill();
     let first: Vec<String> = first.into_iter().map(|(i, _)| i).collect();
     // What the broker relayed after them, up to the kill, may not be recorded yet
@@ -310,7 +317,7 @@ fn kill_9_mid_stream_loses_nothing_and_repeats_nothing() {
     stream.join().unwrap();
     let b2 = bolide(Some(&db), &bs, &args);
     assert!(
-        b2.log_text().contains("kafka consumer: group bolide-"),
+        group.starts_with("bolide-") && b2.wait_log(&format!("kafka consumer: group {group},"), T),
         "the stored group id is used: {}",
         b2.log_text()
     );
@@ -346,6 +353,12 @@ fn kill_9_mid_stream_loses_nothing_and_repeats_nothing() {
         second.len(),
         "an event relayed twice after the restart"
     );
+    // Every message reached a subscriber: before the kill, or after the restart.
+    let missed: Vec<String> = (0..50)
+        .map(|i| format!("ivo://bolide.test/stream#kill-{i}"))
+        .filter(|i| !first.contains(i) && !window.contains(i) && !second.contains(i))
+        .collect();
+    assert!(missed.is_empty(), "never relayed: {missed:?}");
     let held = archived_n(&db, 50);
     let distinct: BTreeSet<&String> = held.iter().collect();
     assert_eq!((held.len(), distinct.len()), (50, 50), "{}", b2.log_text());
@@ -730,4 +743,346 @@ fn gateway_stats_report_heartbeat_topics_and_lag() {
     assert_eq!(accepted.join().unwrap(), 9);
     drop(store);
     let _ = std::fs::remove_dir_all(&db);
+}
+
+/// Produce one heartbeat (GCN's small JSON) to `gcn.heartbeat` every 200 ms until `stop`.
+fn heartbeats(bs: &str, stop: Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<()> {
+    let p = producer(bs);
+    std::thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let beat = br#"{"alert_datetime": "2026-12-06T00:00:00Z"}"#;
+            produce(&p, "gcn.heartbeat", Some(beat));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+}
+
+/// `--kafka-heartbeat-topic` with `--kafka-heartbeat-timeout`: a silent heartbeat topic
+/// gets one warning (not one per poll), heartbeats coming again get one line, and a new
+/// silence a new warning. Heartbeats are neither relayed nor logged as skipped.
+#[test]
+fn a_silent_heartbeat_topic_is_warned_about_once_per_silence() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let topic = "gcn.classic.voevent.HEARTBEAT";
+    let (mock, bs) = cluster_with(topic, 1);
+    mock.create_topic("gcn.heartbeat", 1, 1).unwrap();
+    let b = bolide(
+        None,
+        &bs,
+        &[
+            "--kafka-topic",
+            topic,
+            "--kafka-heartbeat-topic=gcn.heartbeat",
+            "--kafka-heartbeat-timeout=2s",
+        ],
+    );
+    let mut sub = subscribe(&b);
+    let warning = "kafka consumer: no heartbeat on gcn.heartbeat for 2 s";
+    let again = "kafka consumer: heartbeats on gcn.heartbeat again";
+    assert!(b.wait_log(warning, T), "{}", b.log_text());
+    // The consumer polls every 100 ms: ten rounds later the warning is still one line.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(b.log_count(warning), 1, "{}", b.log_text());
+    let stop = Arc::new(AtomicBool::new(false));
+    let beating = heartbeats(&bs, Arc::clone(&stop));
+    assert!(b.wait_log(again, T), "{}", b.log_text());
+    stop.store(true, Ordering::Relaxed);
+    beating.join().unwrap();
+    let deadline = Instant::now() + T;
+    while b.log_count(warning) < 2 {
+        assert!(Instant::now() < deadline, "{}", b.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(b.log_count(again), 1, "{}", b.log_text());
+    assert_eq!(b.log_count("skipped"), 0, "{}", b.log_text());
+    assert!(sub.next_event(Duration::from_millis(300)).is_none());
+}
+
+/// Kafka unreachable (its broker taken down): one warning for the whole outage however
+/// often librdkafka retries, one "connected again" when it is back. Meanwhile authors get
+/// their acks and subscribers their events; afterwards Kafka's messages flow again.
+#[test]
+fn a_kafka_outage_is_one_line_and_the_broker_keeps_working() {
+    let topic = "gcn.classic.voevent.OUTAGE";
+    let (mock, bs, b) = bolide_on(
+        topic,
+        &[
+            "--kafka-start=earliest",
+            "--kafka-option=reconnect.backoff.max.ms=200",
+            // The group keeps its member through the outage (a session timing out is a
+            // change of state of its own, with its own line).
+            "--kafka-option=session.timeout.ms=45000",
+        ],
+    );
+    let mut sub = subscribe(&b);
+    let p = producer(&bs);
+    let first = make_event("before-outage", 10);
+    produce(&p, topic, Some(&first));
+    assert_eq!(receive(&mut sub, 1, T).len(), 1, "{}", b.log_text());
+    mock.broker_down(1).unwrap();
+    let down = "kafka consumer: Kafka unreachable";
+    assert!(b.wait_log(down, T), "{}", b.log_text());
+    // librdkafka goes on retrying; each failure it reports is logged at debug level only.
+    let retries = |b: &Broker| b.log_count("kafka consumer: Global error");
+    let seen = retries(&b);
+    let deadline = Instant::now() + T;
+    while retries(&b) < seen + 3 {
+        assert!(Instant::now() < deadline, "{}", b.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // An author's event meanwhile: acknowledged and relayed.
+    let during = make_event("during-outage", 10);
+    assert!(submit(b.receive(), &during).is_ack());
+    let got = receive(&mut sub, 1, T);
+    assert_eq!(got.len(), 1, "{}", b.log_text());
+    assert_eq!(got[0].1, during);
+    mock.broker_up(1).unwrap();
+    assert!(
+        b.wait_log("kafka consumer: connected again", T),
+        "{}",
+        b.log_text()
+    );
+    let after = make_event("after-outage", 10);
+    produce(&p, topic, Some(&after));
+    let got = receive(&mut sub, 1, T);
+    assert_eq!(got.len(), 1, "{}", b.log_text());
+    assert_eq!(got[0].1, after);
+    assert_eq!(b.log_count("keeps retrying"), 1, "{}", b.log_text());
+    assert_eq!(b.log_count("connected again"), 1, "{}", b.log_text());
+    assert_eq!(warnings(&b), 1, "{}", b.log_text());
+}
+
+/// The broker's warnings about Kafka.
+fn warnings(b: &Broker) -> usize {
+    b.log_text()
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("kafka"))
+        .count()
+}
+
+/// No Kafka at all (bootstrap servers on a closed loopback port): one warning, however
+/// often librdkafka retries, and the broker serves authors and subscribers.
+#[test]
+fn an_unreachable_bootstrap_is_one_line_and_the_broker_keeps_working() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let b = bolide(
+        None,
+        &closed.to_string(),
+        &[
+            "--kafka-topic=gcn.classic.voevent.NOWHERE",
+            "--kafka-option=reconnect.backoff.max.ms=200",
+        ],
+    );
+    one_warning_while_serving(&b, "kafka consumer: Kafka unreachable");
+}
+
+/// `b` logs the warning `line`, librdkafka retries (its errors reported six more times,
+/// at debug level), an author's event is acknowledged and relayed to a subscriber, and
+/// `line` stays the only warning about Kafka.
+fn one_warning_while_serving(b: &Broker, line: &str) {
+    let mut sub = subscribe(b);
+    assert!(b.wait_log(line, T), "{}", b.log_text());
+    let retries = |b: &Broker| b.log_count("kafka consumer: Global error");
+    let (seen, deadline) = (retries(b), Instant::now() + T);
+    while retries(b) < seen + 6 {
+        assert!(Instant::now() < deadline, "{}", b.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let e = make_event("kafka-down", 10);
+    assert!(submit(b.receive(), &e).is_ack());
+    let got = receive(&mut sub, 1, T);
+    assert_eq!(got.len(), 1, "{}", b.log_text());
+    assert_eq!(got[0].1, e);
+    assert_eq!(b.log_count("keeps retrying"), 1, "{}", b.log_text());
+    assert_eq!(warnings(b), 1, "{}", b.log_text());
+}
+
+/// A login Kafka refuses (SCRAM against the mock cluster, which has no SASL): one
+/// warning that authentication fails, not one per retry, nor a second one for the "all
+/// brokers down" that follows it; the broker serves authors and subscribers meanwhile.
+#[test]
+fn failing_authentication_is_one_line() {
+    let (_mock, _bs, b) = bolide_on(
+        "gcn.classic.voevent.LOGIN",
+        &[
+            "--kafka-option=security.protocol=sasl_plaintext",
+            "--kafka-option=sasl.mechanisms=SCRAM-SHA-256",
+            "--kafka-option=sasl.username=bolide",
+            "--kafka-option=sasl.password=wrong",
+            "--kafka-option=reconnect.backoff.max.ms=200",
+        ],
+    );
+    one_warning_while_serving(&b, "kafka consumer: Kafka authentication failing");
+    assert!(!b.log_text().contains("password=wrong"), "{}", b.log_text());
+}
+
+/// Produce `events` to `topic`, event i to partition i % `partitions`.
+fn produce_spread(p: &BaseProducer, topic: &str, partitions: i32, events: &[(usize, Vec<u8>)]) {
+    for (i, e) in events {
+        let r: BaseRecord<'_, (), [u8]> = BaseRecord::to(topic)
+            .partition(*i as i32 % partitions)
+            .payload(e);
+        p.send(r).map_err(|(e, _)| e).expect("produce");
+    }
+    p.flush(T).expect("flush");
+}
+
+/// Two bolides in one consumer group on a topic of four partitions. When the second
+/// joins, the group rebalances and partitions are taken from the first while messages
+/// keep coming: every message is accepted by one of the two (together: all of them;
+/// after the rebalance each has a share and relays it to its subscriber), and in the end
+/// the group's committed offsets are at the end of every partition.
+#[test]
+fn two_bolides_in_one_group_share_the_partitions_and_lose_nothing() {
+    let topic = "gcn.classic.voevent.GROUP";
+    let (_mock, bs) = cluster_with(topic, 4);
+    let args = [
+        "--kafka-topic",
+        topic,
+        "--kafka-start=earliest",
+        "--kafka-group-id=shared",
+    ];
+    let events: Vec<(usize, Vec<u8>)> = (0..100)
+        .map(|i| (i, make_event(&format!("group-{i}"), 100)))
+        .collect();
+    let ivorn = |i: usize| format!("ivo://bolide.test/stream#group-{i}");
+    let a = bolide(None, &bs, &args);
+    let mut sub_a = subscribe(&a);
+    let p = producer(&bs);
+    produce_spread(&p, topic, 4, &events[..20]);
+    assert_eq!(receive(&mut sub_a, 20, T).len(), 20, "{}", a.log_text());
+    // Messages keep coming while the second bolide joins.
+    let stream = {
+        let events = events[20..60].to_vec();
+        let bs = bs.clone();
+        std::thread::spawn(move || {
+            let p = producer(&bs);
+            for e in events.chunks(2) {
+                produce_spread(&p, topic, 4, e);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let b = bolide(None, &bs, &args);
+    let mut sub_b = subscribe(&b);
+    let shared = "kafka consumer: 2 partitions of 1 topics assigned";
+    for (broker, line) in [
+        (&a, "partitions revoked by a rebalance"),
+        (&b, shared),
+        (&a, shared),
+    ] {
+        assert!(broker.wait_log(line, T), "{}", broker.log_text());
+    }
+    stream.join().unwrap();
+    produce_spread(&p, topic, 4, &events[60..]);
+    let (arch_a, arch_b) = {
+        let deadline = Instant::now() + T;
+        loop {
+            let (x, y) = (archived(&a.eventdb), archived(&b.eventdb));
+            let union: BTreeSet<&String> = x.iter().chain(&y).collect();
+            if union.len() == 100 || Instant::now() > deadline {
+                break (x, y);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let union: BTreeSet<String> = arch_a.iter().chain(&arch_b).cloned().collect();
+    let all: BTreeSet<String> = (0..100).map(ivorn).collect();
+    let missing: Vec<&String> = all.difference(&union).collect();
+    assert!(missing.is_empty(), "lost: {missing:?}");
+    // After the rebalance each bolide has two partitions: a share of the last forty.
+    let last: BTreeSet<String> = (60..100).map(ivorn).collect();
+    for (name, arch) in [("first", &arch_a), ("second", &arch_b)] {
+        let share = arch.iter().filter(|i| last.contains(*i)).count();
+        assert!(share > 0, "the {name} bolide got none of the last 40");
+    }
+    // Each subscriber gets its bolide's share of the last forty.
+    for (name, sub, arch) in [
+        ("first", &mut sub_a, &arch_a),
+        ("second", &mut sub_b, &arch_b),
+    ] {
+        let want: BTreeSet<&String> = arch.iter().filter(|i| last.contains(*i)).collect();
+        let mut got = BTreeSet::new();
+        let deadline = Instant::now() + T;
+        while !want.iter().all(|i| got.contains(*i)) && Instant::now() < deadline {
+            if let Some((i, _)) = sub.next_event(Duration::from_millis(200)) {
+                got.insert(i);
+            }
+        }
+        let not: Vec<&&String> = want.iter().filter(|i| !got.contains(**i)).collect();
+        assert!(not.is_empty(), "the {name} subscriber missed {not:?}");
+    }
+    // The group's committed offsets reach the end of every partition.
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bs)
+        .set("group.id", "shared")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for partition in 0..4 {
+        tpl.add_partition(topic, partition);
+    }
+    let deadline = Instant::now() + T;
+    loop {
+        let committed = c
+            .committed_offsets(tpl.clone(), Duration::from_secs(5))
+            .unwrap();
+        let offsets: Vec<rdkafka::Offset> = (0..4)
+            .map(|p| committed.find_partition(topic, p).unwrap().offset())
+            .collect();
+        if offsets == vec![rdkafka::Offset::Offset(25); 4] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "committed offsets {offsets:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The group's committed offset of `topic` partition 0.
+fn committed(bs: &str, group: &str, topic: &str) -> rdkafka::Offset {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bs)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition(topic, 0);
+    let committed = c.committed_offsets(tpl, Duration::from_secs(5)).unwrap();
+    let offset = committed.find_partition(topic, 0).unwrap().offset();
+    offset
+}
+
+/// SIGTERM while consuming: bolide stops cleanly (exit status 0, the consumer's last
+/// line logged) and the group's committed offset is past every message it recorded.
+#[test]
+fn sigterm_commits_what_is_recorded_and_exits_cleanly() {
+    let topic = "gcn.classic.voevent.SIGTERM";
+    let (_mock, bs, mut b) = bolide_on(
+        topic,
+        &["--kafka-start=earliest", "--kafka-group-id=sigterm-test"],
+    );
+    let mut sub = subscribe(&b);
+    let p = producer(&bs);
+    let events: Vec<(usize, Vec<u8>)> = (0..20)
+        .map(|i| (i, make_event(&format!("term-{i}"), 100)))
+        .collect();
+    produce_spread(&p, topic, 1, &events);
+    assert_eq!(receive(&mut sub, 20, T).len(), 20, "{}", b.log_text());
+    assert_eq!(archived_n(&b.eventdb, 20).len(), 20);
+    let status = b.terminate(T).expect("bolide exits after SIGTERM");
+    assert!(status.success(), "{status}: {}", b.log_text());
+    assert!(
+        b.log_text()
+            .contains("kafka consumer stopped (0 messages not yet recorded"),
+        "{}",
+        b.log_text()
+    );
+    assert_eq!(
+        committed(&bs, "sigterm-test", topic),
+        rdkafka::Offset::Offset(20)
+    );
+    assert_eq!(b.log_count("revoked"), 0, "{}", b.log_text());
 }

@@ -34,7 +34,9 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::stats::{KafkaStats, STATISTICS_EVERY_MS};
-use super::{random_hex, GatewayError, Link, Source, GROUP_ID_KEY, PROBE_EVERY};
+use super::{
+    is_topic_error, link_state, random_hex, GatewayError, Link, Source, GROUP_ID_KEY, PROBE_EVERY,
+};
 use crate::cli::KafkaConfig;
 use crate::dispatcher::Msg;
 use crate::store::Store;
@@ -257,6 +259,9 @@ pub struct Ctx {
     link: Arc<Link>,
     stats: Arc<KafkaStats>,
     book: Mutex<Book>,
+    /// The thread has made its last commit and closes the consumer, which revokes every
+    /// partition: no rebalance to handle.
+    closing: AtomicBool,
 }
 
 impl Ctx {
@@ -290,7 +295,9 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            self.book().revoke(consumer, &partitions_of(tpl));
+            if !self.closing.load(Ordering::Relaxed) {
+                self.book().revoke(consumer, &partitions_of(tpl));
+            }
         }
     }
 
@@ -358,6 +365,7 @@ pub fn start(
             offsets: Offsets::default(),
             settled: settled.1,
         }),
+        closing: AtomicBool::new(false),
     };
     let mut config = super::client_config(cfg);
     if !cfg
@@ -434,9 +442,16 @@ impl Run {
             let gone = match polled {
                 None => false,
                 Some(Err(e)) => {
-                    // Only errors of a topic or partition come here (client-wide ones go
-                    // to the context); librdkafka names no offset for them.
-                    warn!("kafka consumer: skipped: {}", Poison::Kafka(e));
+                    // librdkafka names no offset here. The link's errors also reach the
+                    // context, which logs them once per state; a topic's are logged once.
+                    let code = e.rdkafka_error_code();
+                    if is_topic_error(code) {
+                        ctx.link.failed(&e, &e.to_string());
+                    } else if link_state(code).is_some() {
+                        debug!("kafka consumer: {e}");
+                    } else {
+                        warn!("kafka consumer: skipped: {}", Poison::Kafka(e));
+                    }
                     false
                 }
                 Some(Ok(m)) => {
@@ -494,6 +509,7 @@ impl Run {
             "kafka consumer stopped ({} messages not yet recorded are read again at the next start)",
             book.offsets.unsettled()
         );
+        ctx.closing.store(true, Ordering::Relaxed);
     }
 
     /// Commit what became settled (asynchronously: the thread does not wait for Kafka).

@@ -103,14 +103,8 @@ impl Link {
     /// librdkafka reported a client-wide error (brokers down, transport, authentication;
     /// or a subscribed topic that does not exist, which is no failure of the link).
     pub fn failed(&self, error: &KafkaError, reason: &str) {
-        use rdkafka::types::RDKafkaErrorCode as Code;
         let code = error.rdkafka_error_code();
-        if matches!(
-            code,
-            Some(
-                Code::UnknownTopicOrPartition | Code::UnknownTopic | Code::TopicAuthorizationFailed
-            )
-        ) {
+        if is_topic_error(code) {
             let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
             if topics.insert(reason.to_string()) {
                 warn!("kafka {}: {reason}", self.role);
@@ -119,26 +113,16 @@ impl Link {
             }
             return;
         }
-        let state = match code {
-            Some(
-                Code::Authentication
-                | Code::SaslAuthenticationFailed
-                | Code::ClusterAuthorizationFailed
-                | Code::GroupAuthorizationFailed,
-            ) => "authentication failing".to_string(),
-            Some(
-                Code::BrokerTransportFailure
-                | Code::AllBrokersDown
-                | Code::Resolve
-                | Code::BrokerNotAvailable
-                | Code::NetworkException
-                | Code::CoordinatorNotAvailable,
-            ) => "unreachable".to_string(),
-            Some(code) => format!("{code:?}"),
-            None => error.to_string(),
+        let state = match (link_state(code), code) {
+            (Some(state), _) => state.to_string(),
+            (None, Some(code)) => format!("{code:?}"),
+            (None, None) => error.to_string(),
         };
         let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
-        if down.as_deref() != Some(state.as_str()) {
+        // "All brokers down" follows whatever took the last broker down (a failed login,
+        // say): no change of state of its own once the link is down.
+        let consequence = code == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown);
+        if down.as_deref() != Some(state.as_str()) && !(consequence && down.is_some()) {
             warn!(
                 "kafka {}: Kafka {state}: {error}: {reason} (librdkafka keeps retrying; logged again only when this changes)",
                 self.role
@@ -167,12 +151,13 @@ impl Link {
 
     /// librdkafka's own log lines: connection failures repeat on every retry, so those
     /// (and everything below a warning) go to debug, as do the warnings that a setting
-    /// is for the other kind of client (every `--kafka-option` goes to both); other
-    /// warnings and errors are shown.
+    /// is for the other kind of client (every `--kafka-option` goes to both) and failed
+    /// offset commits (a later commit carries a higher offset; the consumer's commit
+    /// callback logs them); other warnings and errors are shown.
     pub fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         let retried = matches!(
             fac,
-            "FAIL" | "ERROR" | "BROKERFAIL" | "CONNECT" | "SASL" | "CONFWARN"
+            "FAIL" | "ERROR" | "BROKERFAIL" | "CONNECT" | "SASL" | "CONFWARN" | "COMMITFAIL"
         );
         match level {
             RDKafkaLogLevel::Emerg
@@ -186,6 +171,35 @@ impl Link {
             }
             _ => debug!("kafka {}: librdkafka {fac}: {message}", self.role),
         }
+    }
+}
+
+/// An error about one topic (it does not exist, or is not ours to read): logged once per
+/// topic, no failure of the link.
+pub fn is_topic_error(code: Option<rdkafka::types::RDKafkaErrorCode>) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        code,
+        Some(Code::UnknownTopicOrPartition | Code::UnknownTopic | Code::TopicAuthorizationFailed)
+    )
+}
+
+/// The state of the link an error means, if it is one librdkafka reports on every retry:
+/// the cluster unreachable, or authentication failing.
+pub fn link_state(code: Option<rdkafka::types::RDKafkaErrorCode>) -> Option<&'static str> {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    match code? {
+        Code::Authentication
+        | Code::SaslAuthenticationFailed
+        | Code::ClusterAuthorizationFailed
+        | Code::GroupAuthorizationFailed => Some("authentication failing"),
+        Code::BrokerTransportFailure
+        | Code::AllBrokersDown
+        | Code::Resolve
+        | Code::BrokerNotAvailable
+        | Code::NetworkException
+        | Code::CoordinatorNotAvailable => Some("unreachable"),
+        _ => None,
     }
 }
 
@@ -335,8 +349,16 @@ mod tests {
         assert_eq!(cfg.topics, crate::cli::GCN_TOPICS.to_vec());
         assert!(!format!("{cfg:?}").contains("s3cret"));
         assert!(!shown(&cfg).contains("s3cret"));
+        // Nothing leaves the machine: no broker to look up, and the token endpoint (which
+        // librdkafka asks at once) on a closed loopback port. The OIDC method itself is
+        // what a librdkafka built without libcurl refuses.
         let c: rdkafka::consumer::BaseConsumer = client_config(&cfg)
             .set("group.id", "g")
+            .set("bootstrap.servers", "")
+            .set(
+                "sasl.oauthbearer.token.endpoint.url",
+                "https://127.0.0.1:1/oauth2/token",
+            )
             .create()
             .expect("librdkafka accepts GCN's OIDC settings");
         drop(c);
