@@ -26,6 +26,7 @@ use log::{debug, info, warn};
 use crate::dispatcher::{Msg, SubscriberHandle};
 use crate::frame::{FrameError, FrameReader};
 use crate::outbox::{Outbox, Waker};
+use crate::replay::{self, ReplayContext, Resume};
 use crate::sys::NonBlocking;
 use crate::transport::{self, Role};
 
@@ -62,6 +63,8 @@ pub struct BroadcastContext {
     pub max_filter_len: usize,
     /// Time a subscriber may take to finish a message it started sending.
     pub frame_timeout: Duration,
+    /// Catch-ups from the archive (`None`: no archive).
+    pub replay: Option<Arc<ReplayContext>>,
 }
 
 /// Why a subscriber connection ended.
@@ -82,6 +85,10 @@ struct Peer {
     started: bool,
     /// Filters from an authenticate that came before [`Msg::Start`].
     early_filters: Option<Vec<String>>,
+    /// The catch-up position its first answer carried (a bolide subscriber).
+    resume: Option<Resume>,
+    /// The archive's last seq just before it registered (for a catch-up).
+    archive_end: u64,
     /// The subscriber has answered an authenticate at least once.
     answered: bool,
     /// Read side (this thread only).
@@ -122,6 +129,10 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
         imposed: Vec::new(),
     };
     let hold = ctx.queue;
+    let archive_end = ctx
+        .replay
+        .as_ref()
+        .map_or(0, |r| r.store.archive_counters().next_seq.saturating_sub(1));
     if ctx.dispatcher.send(Msg::Register { sub, hold }).is_err() {
         return;
     }
@@ -129,6 +140,8 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
         id,
         started: false,
         early_filters: None,
+        resume: None,
+        archive_end,
         answered: false,
         stream,
         out,
@@ -161,12 +174,19 @@ fn serve(peer: &mut Peer, ctx: &BroadcastContext, waker: &Waker) {
         }
         return;
     }
-    peer.started = true;
-    let exprs = peer.early_filters.take().unwrap_or_default();
-    let id = peer.id;
-    if ctx.dispatcher.send(Msg::Start { id, exprs }).is_err() {
-        return;
+    if let (Some(r), Some(resume)) = (&ctx.replay, peer.resume.take()) {
+        if let Err(stop) = catch_up(peer, ctx, r, &resume) {
+            info!("subscriber {addr}: catch-up ended: {stop}");
+            return;
+        }
+    } else {
+        let exprs = peer.early_filters.take().unwrap_or_default();
+        let id = peer.id;
+        if ctx.dispatcher.send(Msg::Start { id, exprs }).is_err() {
+            return;
+        }
     }
+    peer.started = true;
     let connected = Instant::now();
     let mut next_tick = connected + ctx.iamalive_interval;
     let end = loop {
@@ -212,6 +232,45 @@ fn serve(peer: &mut Peer, ctx: &BroadcastContext, waker: &Waker) {
         End::Nak(iv) => warn!("nak received from subscriber {addr} for {iv}; terminating connection"),
         End::Io(e) => warn!("subscriber {addr}: {e}; dropping connection"),
         End::Garbage(e) => warn!("subscriber {addr}: {e}; dropping connection"),
+    }
+}
+
+/// Replay the archive after the subscriber's position, then hand it over to live fan-out
+/// ([`replay`]).
+fn catch_up(
+    peer: &mut Peer,
+    ctx: &BroadcastContext,
+    r: &ReplayContext,
+    resume: &Resume,
+) -> Result<u64, replay::Stop> {
+    let out = Arc::clone(&peer.out);
+    let sub = replay::Subscriber {
+        id: peer.id,
+        addr: peer.addr,
+        out: &out,
+        dispatcher: &ctx.dispatcher,
+        local_ivo: &ctx.local_ivo,
+        end: peer.archive_end,
+        queue: ctx.queue,
+        tell_position: true,
+    };
+    let exprs = peer.early_filters.clone().unwrap_or_default();
+    replay::catch_up(r, &sub, resume, &exprs, &mut Replaying { peer, ctx })
+}
+
+/// The subscriber's connection while it is caught up.
+struct Replaying<'a> {
+    peer: &'a mut Peer,
+    ctx: &'a BroadcastContext,
+}
+
+impl replay::Link for Replaying<'_> {
+    fn drain(&mut self) -> bool {
+        self.peer.read_incoming(self.ctx).is_ok()
+    }
+
+    fn filters(&mut self) -> Vec<String> {
+        self.peer.early_filters.clone().unwrap_or_default()
     }
 }
 
@@ -344,6 +403,9 @@ impl Peer {
                     let _ = ctx.dispatcher.send(Msg::SetFilters { id: self.id, exprs });
                 } else {
                     self.early_filters = Some(exprs);
+                    if let (None, Some(p)) = (&self.resume, msg.position) {
+                        self.resume = Some(Resume::parse(&p));
+                    }
                 }
             }
             None => info!(
@@ -434,6 +496,7 @@ mod tests {
             max_filters: 8,
             max_filter_len: 1024,
             frame_timeout: Duration::from_secs(10),
+            replay: None,
         });
         let session = std::thread::Builder::new()
             .stack_size(crate::listener::CONNECTION_STACK)

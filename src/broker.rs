@@ -25,6 +25,7 @@ use crate::listener::{self, Caps, Handoff, Kind, ListenerState};
 use crate::pruner;
 use crate::ratelimit::RateLimiter;
 use crate::receiver::{self, ReceiverContext};
+use crate::replay::ReplayContext;
 use crate::siteconfig::SiteConfig;
 use crate::store::{Store, StoreConfig, StoreError};
 use crate::upstream::{self, UpstreamContext};
@@ -157,7 +158,7 @@ impl Broker {
         let handlers = handlers::start(cfg.handlers.clone()).map_err(StartError::Handlers)?;
         let (dispatch_tx, dispatch_rx) = bounded(DISPATCH_QUEUE);
         // Under --no-sync the dispatcher commits itself (committer module docs).
-        let (commit_queue, committer) = if cfg.no_sync {
+        let (commit_queue, committer): (Arc<committer::CommitQueue>, _) = if cfg.no_sync {
             (committer::CommitQueue::inline(), None)
         } else {
             let queue = committer::CommitQueue::new();
@@ -192,9 +193,10 @@ impl Broker {
             };
             let store = Arc::clone(&store);
             let handlers = handlers.map(|h| h.tx);
+            let queue = Arc::clone(&commit_queue);
             // Built on its own thread: its filter table (sxd-xpath) is not Send.
             spawn("dispatcher", 1 << 20, move || {
-                Dispatcher::new(settings, store, commit_queue, handlers).run(dispatch_rx)
+                Dispatcher::new(settings, store, queue, handlers).run(dispatch_rx)
             })?
         };
         let mut broker = Broker {
@@ -264,6 +266,14 @@ impl Broker {
                 max_filters: cfg.max_filters,
                 max_filter_len: cfg.max_filter_length,
                 frame_timeout: cfg.frame_timeout,
+                replay: cfg.archive.map(|_| {
+                    Arc::new(ReplayContext {
+                        store: Arc::clone(&store),
+                        commits: Arc::clone(&commit_queue),
+                        max_age_secs: cfg.replay_max_age_secs,
+                        max_events: cfg.replay_max_events,
+                    })
+                }),
             });
             broker.listen(
                 l,
@@ -283,6 +293,7 @@ impl Broker {
                 inactivity: cfg.remote_timeout,
                 frame_timeout: cfg.frame_timeout,
                 dispatcher: dispatch_tx.clone(),
+                store: Arc::clone(&store),
             });
             for remote in &cfg.remotes {
                 let (stop_tx, stop_rx) = bounded::<()>(0);

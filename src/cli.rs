@@ -237,6 +237,15 @@ pub struct Options {
     #[argh(option, default = "30")]
     pub write_timeout: u64,
 
+    /// oldest events a catch-up replays: seconds, or a number with s, m, h or d
+    /// (default 24h)
+    #[argh(option)]
+    pub replay_max_age: Option<String>,
+
+    /// most events a catch-up replays (default 10000)
+    #[argh(option, default = "crate::replay::DEFAULT_MAX_EVENTS")]
+    pub replay_max_events: u64,
+
     /// bootstrap servers of a Kafka cluster (HOST:PORT,...) to consume --kafka-topic from and to
     /// --kafka-publish to (needs a bolide built with the kafka feature)
     #[argh(option)]
@@ -438,6 +447,9 @@ pub struct Config {
     pub max_unacked: u64,
     pub subscriber_queue: usize,
     pub write_timeout: Duration,
+    /// `--replay-max-age` (seconds) and `--replay-max-events`.
+    pub replay_max_age_secs: u64,
+    pub replay_max_events: u64,
     pub remotes: Vec<Remote>,
     pub filters: Vec<String>,
     pub remote_timeout: Duration,
@@ -731,6 +743,14 @@ impl Options {
             max_unacked: self.max_unacked,
             subscriber_queue: self.subscriber_queue,
             write_timeout: positive(self.write_timeout, "--write-timeout")?,
+            replay_max_age_secs: match &self.replay_max_age {
+                None => crate::replay::DEFAULT_MAX_AGE_SECS,
+                Some(a) => parse_duration_secs(a).ok_or(ConfigError::Range {
+                    flag: "--replay-max-age",
+                    why: "must be a number of seconds, or a number with s, m, h or d (e.g. 24h)",
+                })?,
+            },
+            replay_max_events: self.replay_max_events,
             remotes,
             filters: self.filter,
             remote_timeout: positive(self.remote_timeout, "--remote-timeout")?,

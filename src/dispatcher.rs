@@ -49,6 +49,20 @@ struct Awaiting {
     held: Vec<Arc<Event>>,
     /// Most events held; one more drops the subscriber, as a full backlog does.
     limit: usize,
+    /// It is being read a catch-up from the archive ([`Msg::Replaying`]): `held` is a
+    /// window of the latest events instead, its oldest half let go when full.
+    window: bool,
+    /// The window let events go: it no longer reaches back to the registration.
+    trimmed: bool,
+}
+
+/// The dispatcher's answer to [`Msg::Replaying`]: what a catch-up needs to know.
+pub struct ReplayPlan {
+    /// Filters `--subscriber-config` imposes on the subscriber.
+    pub imposed: Vec<String>,
+    /// Records admitted to the commit queue so far: once that many are settled, every
+    /// event accepted before the subscriber registered is in the archive.
+    pub fence: u64,
 }
 
 /// Everything sent to the dispatcher.
@@ -67,6 +81,20 @@ pub enum Msg {
     /// configured limits), or the wait for it ended (none): the events held for it are
     /// filtered and offered, in order, and every later event goes to it like to any other.
     Start { id: u64, exprs: Vec<String> },
+    /// Awaited subscriber `id` is being read a catch-up from the archive
+    /// ([`crate::replay`]): the events held for it become a window of the latest `hold`.
+    Replaying { id: u64, answer: Sender<ReplayPlan> },
+    /// The catch-up of awaited subscriber `id` read the archive to its end; `after` is the
+    /// key of the last entry it read. If the events held for it reach back to that entry
+    /// (or to its registration, when `after` is older), it goes live as with
+    /// [`Msg::Start`] with the held events after `after`, and `answer` gets `true`;
+    /// otherwise `false`: read on.
+    HandOver {
+        id: u64,
+        exprs: Vec<String>,
+        after: Option<Key>,
+        answer: Sender<bool>,
+    },
     /// A subscriber (re)authenticated with these filter expressions (already cut to the
     /// configured limits); they replace its previous ones.
     SetFilters { id: u64, exprs: Vec<String> },
@@ -220,9 +248,25 @@ impl Dispatcher {
                         sub,
                         held: Vec::new(),
                         limit: hold,
+                        window: false,
+                        trimmed: false,
                     });
                 }
                 Msg::Start { id, exprs } => self.start(id, exprs),
+                Msg::Replaying { id, answer } => {
+                    if let Some(a) = self.awaiting.iter_mut().find(|a| a.sub.id == id) {
+                        a.window = true;
+                        let imposed = self.settings.site.imposed(a.sub.peer.ip()).to_vec();
+                        let fence = self.committer.admitted();
+                        let _ = answer.send(ReplayPlan { imposed, fence });
+                    }
+                }
+                Msg::HandOver {
+                    id,
+                    exprs,
+                    after,
+                    answer,
+                } => self.hand_over(id, exprs, after, answer),
                 Msg::SetFilters { id, exprs } => self.set_filters(id, exprs),
                 Msg::SiteConfig(site) => {
                     self.settings.site = site;
@@ -457,6 +501,12 @@ impl Dispatcher {
     fn hold(&mut self, event: &Arc<Event>) {
         let stats = &mut self.stats;
         self.awaiting.retain_mut(|a| {
+            if a.held.len() >= a.limit && a.window {
+                // The catch-up reads these from the archive; HandOver tells if it must
+                // read further.
+                a.held.drain(..a.held.len().div_ceil(2));
+                a.trimmed = true;
+            }
             if a.held.len() < a.limit {
                 a.held.push(Arc::clone(event));
                 return true;
@@ -478,6 +528,28 @@ impl Dispatcher {
                 self.awaiting.len()
             );
         }
+    }
+
+    /// The catch-up of awaited subscriber `id` read the archive up to the entry with key
+    /// `after` ([`Msg::HandOver`]). Archive order is acceptance order, and the catch-up
+    /// read every event accepted before the subscriber registered (its fence): so if
+    /// `after` is among the held events, those after it are exactly what it has not
+    /// read; if not, and the held events reach back to the registration, they all are.
+    fn hand_over(&mut self, id: u64, exprs: Vec<String>, after: Option<Key>, answer: Sender<bool>) {
+        // Not there: dropped while awaited; the dropped answer tells the catch-up.
+        let Some(a) = self.awaiting.iter_mut().find(|a| a.sub.id == id) else {
+            return;
+        };
+        match after.and_then(|k| a.held.iter().position(|e| e.key == k)) {
+            Some(i) => drop(a.held.drain(..=i)),
+            None if !a.trimmed => {}
+            None => {
+                let _ = answer.send(false);
+                return;
+            }
+        }
+        let _ = answer.send(true);
+        self.start(id, exprs);
     }
 
     /// The filters of awaited subscriber `id` are known: install them, offer it the events

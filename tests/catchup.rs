@@ -1,0 +1,207 @@
+//! Catch-up after a disconnect between bolide brokers (`bolide-position`): a broker that
+//! was killed, an upstream that restarted, an upstream whose database was wiped.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const T: Duration = Duration::from_secs(30);
+
+fn remote(port: u16) -> String {
+    format!("--remote=127.0.0.1:{port}")
+}
+
+fn port(p: u16) -> String {
+    format!("--broadcast-port={p}")
+}
+
+/// Wait until `needle` appears in at least `n` log lines.
+fn wait_count(b: &Broker, needle: &str, n: usize) -> bool {
+    let deadline = Instant::now() + T;
+    while Instant::now() < deadline {
+        if b.log_count(needle) >= n {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn ivorn(local: &str) -> String {
+    format!("ivo://bolide.test/stream#{local}")
+}
+
+/// Submit events `tag-0` .. `tag-{n-1}` to `addr`; their ivorns in order.
+fn submit_all(addr: std::net::SocketAddr, tag: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let local = format!("{tag}-{i}");
+            assert!(submit(addr, &make_event(&local, 0)).is_ack(), "{local}");
+            ivorn(&local)
+        })
+        .collect()
+}
+
+/// A test-role event (never replayed).
+fn test_event(local: &str) -> Vec<u8> {
+    String::from_utf8(make_event(local, 0))
+        .unwrap()
+        .replace("role=\"observation\"", "role=\"test\"")
+        .into_bytes()
+}
+
+/// The next `n` events `sub` receives, in order; panics on a duplicate or a timeout.
+fn receive(sub: &mut Subscriber, n: usize) -> Vec<String> {
+    let mut got: Vec<String> = Vec::with_capacity(n);
+    while got.len() < n {
+        let (iv, _) = sub
+            .next_event(T)
+            .unwrap_or_else(|| panic!("only {} of {n} events arrived: {got:?}", got.len()));
+        assert!(!got.contains(&iv), "{iv} delivered twice");
+        got.push(iv);
+    }
+    got
+}
+
+fn no_more(sub: &mut Subscriber) {
+    if let Some((iv, _)) = sub.next_event(Duration::from_millis(1500)) {
+        panic!("an extra delivery: {iv}");
+    }
+}
+
+fn restart(db: &Path, extra: &[&str]) -> Broker {
+    Broker::start_with_db(db, extra, true)
+}
+
+/// A → B → C, a subscriber on C. B is killed with SIGKILL, A accepts 200 events (and a
+/// few test events), B restarts: B catches up from A, C from B, and the subscriber gets
+/// the 200 once each, in A's order, and no test event.
+#[test]
+fn a_killed_broker_catches_up_in_order() {
+    let (pa, pb) = (free_port(), free_port());
+    let a = Broker::start(&["--no-sync", &port(pa)]);
+    let db_b = scratch("eventdb-b");
+    let mut b = restart(&db_b, &[&port(pb), &remote(pa)]);
+    let c = Broker::start(&["--no-sync", &remote(pb)]);
+    let mut sub = Subscriber::connect(c.broadcast(), Behaviour::Healthy);
+    sub.authenticate(&[]);
+    assert!(wait_count(&a, "caught up", 1), "{}", a.log_text());
+    assert!(wait_count(&b, "caught up", 1), "{}", b.log_text());
+    assert!(wait_count(&c, "(1 subscribers)", 1), "{}", c.log_text());
+    let warm = submit_all(a.receive(), "warm", 5);
+    assert_eq!(receive(&mut sub, 5), warm);
+    assert!(
+        b.wait_log(&format!(":{} saved", warm[4]), T),
+        "{}",
+        b.log_text()
+    );
+    b.kill();
+    let mut sent = Vec::new();
+    for i in 0..200 {
+        if i % 70 == 0 {
+            let t = format!("test-{i}");
+            assert!(submit(a.receive(), &test_event(&t)).is_ack());
+        }
+        sent.extend(submit_all(a.receive(), &format!("missed{i}"), 1));
+    }
+    let b = restart(&db_b, &[&port(pb), &remote(pa)]);
+    assert_eq!(receive(&mut sub, 200), sent);
+    no_more(&mut sub);
+    assert!(
+        a.log_text()
+            .contains("catching up from archive seq 6 (position "),
+        "{}",
+        a.log_text()
+    );
+    // Live events flow on after the catch-up.
+    let live = submit_all(a.receive(), "live", 3);
+    assert_eq!(receive(&mut sub, 3), live);
+    drop(b);
+    let _ = std::fs::remove_dir_all(&db_b);
+}
+
+/// A restarts (SIGTERM) while B stays up, with authors before and after: B catches up
+/// on what A accepted before B reconnected, and its subscriber misses nothing.
+#[test]
+fn an_upstream_restart_loses_nothing() {
+    let pa = free_port();
+    let db_a = scratch("eventdb-a");
+    let mut a = restart(&db_a, &["--no-sync", &port(pa)]);
+    let b = Broker::start(&["--no-sync", &remote(pa)]);
+    let mut sub = Subscriber::connect(b.broadcast(), Behaviour::Healthy);
+    sub.authenticate(&[]);
+    assert!(wait_count(&a, "caught up", 1), "{}", a.log_text());
+    assert!(wait_count(&b, "(1 subscribers)", 1), "{}", b.log_text());
+    let before = submit_all(a.receive(), "before", 20);
+    assert_eq!(receive(&mut sub, 20), before);
+    assert!(a.terminate(T).is_some_and(|s| s.success()));
+    let a = restart(&db_a, &["--no-sync", &port(pa)]);
+    // B is still backing off: these are accepted before it reconnects.
+    let after = submit_all(a.receive(), "after", 30);
+    assert_eq!(receive(&mut sub, 30), after);
+    let live = submit_all(a.receive(), "later", 5);
+    assert_eq!(receive(&mut sub, 5), live);
+    no_more(&mut sub);
+    assert_eq!(b.log_count("an event was not recorded"), 0);
+    drop(a);
+    let _ = std::fs::remove_dir_all(&db_a);
+}
+
+/// A's database is wiped while B is down: B's position names an archive A no longer has,
+/// so A replays only the latest --replay-max-events, once, and B stays subscribed.
+#[test]
+fn a_wiped_upstream_gives_a_bounded_replay() {
+    let (pa, pb) = (free_port(), free_port());
+    let db_a = scratch("eventdb-a");
+    let db_b = scratch("eventdb-b");
+    let mut a = restart(&db_a, &["--no-sync", &port(pa)]);
+    let mut b = restart(&db_b, &["--no-sync", &port(pb), &remote(pa)]);
+    assert!(wait_count(&a, "caught up", 1), "{}", a.log_text());
+    submit_all(a.receive(), "old", 3);
+    assert!(wait_count(
+        &b,
+        "accepted ivo://bolide.test/stream#old-2 ",
+        1
+    ));
+    b.kill();
+    a.kill();
+    std::fs::remove_dir_all(&db_a).unwrap();
+    let a = restart(&db_a, &["--no-sync", &port(pa), "--replay-max-events=5"]);
+    let fresh = submit_all(a.receive(), "fresh", 12);
+    let b = restart(&db_b, &["--no-sync", &port(pb), &remote(pa)]);
+    assert!(wait_count(&a, "caught up", 1), "{}", a.log_text());
+    for iv in &fresh[7..] {
+        assert!(
+            wait_count(&b, &format!("accepted {iv} "), 1),
+            "{iv}: {}",
+            b.log_text()
+        );
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    for iv in &fresh[..7] {
+        assert_eq!(b.log_count(&format!("accepted {iv} ")), 0, "{iv} replayed");
+    }
+    assert_eq!(
+        a.log_count("position in another archive"),
+        1,
+        "{}",
+        a.log_text()
+    );
+    assert_eq!(b.log_count("subscribed to upstream"), 1, "{}", b.log_text());
+    assert_eq!(b.log_count("closed the connection"), 0, "{}", b.log_text());
+    // And the new position holds: live events flow, a restart of B replays nothing.
+    let live = submit_all(a.receive(), "live", 2);
+    assert!(wait_count(&b, &format!("accepted {} ", live[1]), 1));
+    drop(b);
+    let b = restart(&db_b, &["--no-sync", &port(pb), &remote(pa)]);
+    assert!(wait_count(&a, "caught up", 2), "{}", a.log_text());
+    assert!(wait_count(&b, "subscribed to upstream", 1));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(b.log_count("accepted "), 0, "{}", b.log_text());
+    drop((a, b));
+    let _ = std::fs::remove_dir_all(&db_a);
+    let _ = std::fs::remove_dir_all(&db_b);
+}
