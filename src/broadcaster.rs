@@ -89,6 +89,8 @@ struct Peer {
     resume: Option<Resume>,
     /// The archive's last seq just before it registered (for a catch-up).
     archive_end: u64,
+    /// Its last ack, when it is resumed by address (`--resume-subscribers`).
+    acks: Option<replay::Acked>,
     /// The subscriber has answered an authenticate at least once.
     answered: bool,
     /// Read side (this thread only).
@@ -142,6 +144,11 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
         early_filters: None,
         resume: None,
         archive_end,
+        acks: ctx
+            .replay
+            .as_ref()
+            .filter(|r| r.resumes(addr.ip()))
+            .map(|_| replay::Acked::new(addr.ip())),
         answered: false,
         stream,
         out,
@@ -174,8 +181,14 @@ fn serve(peer: &mut Peer, ctx: &BroadcastContext, waker: &Waker) {
         }
         return;
     }
-    if let (Some(r), Some(resume)) = (&ctx.replay, peer.resume.take()) {
-        if let Err(stop) = catch_up(peer, ctx, r, &resume) {
+    // A bolide names its position; one resumed by address has it kept here.
+    let resume = match (&ctx.replay, peer.resume.take()) {
+        (Some(r), Some(resume)) => Some((r, resume, true)),
+        (Some(r), None) if peer.acks.is_some() => Some((r, r.stored(addr.ip()), false)),
+        _ => None,
+    };
+    if let Some((r, resume, tell)) = resume {
+        if let Err(stop) = catch_up(peer, ctx, r, &resume, tell) {
             info!("subscriber {addr}: catch-up ended: {stop}");
             return;
         }
@@ -213,6 +226,9 @@ fn serve(peer: &mut Peer, ctx: &BroadcastContext, waker: &Waker) {
             }
             break end;
         }
+        if let (Some(a), Some(r)) = (&mut peer.acks, &ctx.replay) {
+            a.save(r, false);
+        }
         if peer.frames.stalled(ctx.frame_timeout) {
             let (have, want) = peer.frames.partial().unwrap_or((0, 0));
             break End::Garbage(FrameError::Stalled { have, want }.to_string());
@@ -224,6 +240,9 @@ fn serve(peer: &mut Peer, ctx: &BroadcastContext, waker: &Waker) {
             next_tick += ctx.iamalive_interval;
         }
     };
+    if let (Some(a), Some(r)) = (&mut peer.acks, &ctx.replay) {
+        a.save(r, true);
+    }
     match &end {
         End::Closed => info!("subscriber {addr} closed the connection"),
         End::DroppedByDispatcher => debug!("subscriber {addr} dropped by the dispatcher"),
@@ -242,6 +261,7 @@ fn catch_up(
     ctx: &BroadcastContext,
     r: &ReplayContext,
     resume: &Resume,
+    tell_position: bool,
 ) -> Result<u64, replay::Stop> {
     let out = Arc::clone(&peer.out);
     let sub = replay::Subscriber {
@@ -252,7 +272,7 @@ fn catch_up(
         local_ivo: &ctx.local_ivo,
         end: peer.archive_end,
         queue: ctx.queue,
-        tell_position: true,
+        tell_position,
     };
     let exprs = peer.early_filters.clone().unwrap_or_default();
     replay::catch_up(r, &sub, resume, &exprs, &mut Replaying { peer, ctx })
@@ -353,6 +373,9 @@ impl Peer {
         // recognised from their start tag; only other messages are parsed.
         match transport::quick_role(payload) {
             Some(Role::Ack) => {
+                if let Some(a) = &mut self.acks {
+                    a.acked(payload);
+                }
                 self.count_ack();
                 return Ok(());
             }
@@ -370,7 +393,12 @@ impl Peer {
             }
         };
         match msg.role {
-            Some(Role::Ack) => self.count_ack(),
+            Some(Role::Ack) => {
+                if let Some(a) = &mut self.acks {
+                    a.acked(payload);
+                }
+                self.count_ack();
+            }
             Some(Role::IAmAlive) => self.iamalive_unanswered = false,
             Some(Role::Nak) => {
                 return Err(End::Nak(msg.origin.unwrap_or_default()));

@@ -272,6 +272,7 @@ impl Broker {
                         commits: Arc::clone(&commit_queue),
                         max_age_secs: cfg.replay_max_age_secs,
                         max_events: cfg.replay_max_events,
+                        by_address: cfg.resume_subscribers.clone(),
                     })
                 }),
             });

@@ -246,6 +246,11 @@ pub struct Options {
     #[argh(option, default = "crate::replay::DEFAULT_MAX_EVENTS")]
     pub replay_max_events: u64,
 
+    /// network (whitelist syntax) whose subscribers get, on reconnecting, the events
+    /// accepted since the last one their address acknowledged (repeatable)
+    #[argh(option)]
+    pub resume_subscribers: Vec<String>,
+
     /// bootstrap servers of a Kafka cluster (HOST:PORT,...) to consume --kafka-topic from and to
     /// --kafka-publish to (needs a bolide built with the kafka feature)
     #[argh(option)]
@@ -450,6 +455,8 @@ pub struct Config {
     /// `--replay-max-age` (seconds) and `--replay-max-events`.
     pub replay_max_age_secs: u64,
     pub replay_max_events: u64,
+    /// `--resume-subscribers` (`None`: not given).
+    pub resume_subscribers: Option<Whitelist>,
     pub remotes: Vec<Remote>,
     pub filters: Vec<String>,
     pub remote_timeout: Duration,
@@ -751,6 +758,15 @@ impl Options {
                 })?,
             },
             replay_max_events: self.replay_max_events,
+            resume_subscribers: match self.resume_subscribers.is_empty() {
+                true => None,
+                false => Some(Whitelist::parse(&self.resume_subscribers).map_err(|err| {
+                    ConfigError::Network {
+                        flag: "--resume-subscribers",
+                        err,
+                    }
+                })?),
+            },
             remotes,
             filters: self.filter,
             remote_timeout: positive(self.remote_timeout, "--remote-timeout")?,

@@ -52,7 +52,7 @@
 //! apply to every replay. Test events are never replayed.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,6 +66,7 @@ use crate::outbox::{Offer, Outbox};
 use crate::store::{Store, StoreError};
 use crate::transport;
 use crate::voevent::{Event, EventRole, Key};
+use crate::whitelist::Whitelist;
 
 /// Default `--replay-max-age`: a day.
 pub const DEFAULT_MAX_AGE_SECS: u64 = 86_400;
@@ -86,6 +87,94 @@ pub struct ReplayContext {
     pub max_age_secs: u64,
     /// `--replay-max-events`.
     pub max_events: u64,
+    /// `--resume-subscribers`: subscribers from these networks are resumed by address
+    /// (`None`: none).
+    pub by_address: Option<Whitelist>,
+}
+
+impl ReplayContext {
+    /// Whether a subscriber from `ip` is resumed by its address.
+    pub fn resumes(&self, ip: IpAddr) -> bool {
+        self.by_address.as_ref().is_some_and(|w| w.allows(ip))
+    }
+
+    /// The position stored for subscribers from `ip` (none yet: [`Resume::Fresh`]).
+    pub fn stored(&self, ip: IpAddr) -> Resume {
+        match self.store.meta_get(&address_key(ip)) {
+            Ok(Some(v)) => Resume::parse(&String::from_utf8_lossy(&v)),
+            Ok(None) => Resume::Fresh,
+            Err(e) => Resume::Unknown(e.to_string()),
+        }
+    }
+}
+
+/// The `meta` key of the position of subscribers from `ip` (`--resume-subscribers`).
+pub fn address_key(ip: IpAddr) -> Vec<u8> {
+    format!("subscriber_position:{}", crate::whitelist::normalize(ip)).into_bytes()
+}
+
+/// How often at most a subscriber's acknowledged position is written.
+const SAVE_ACKED_EVERY: Duration = Duration::from_millis(500);
+
+/// The last event a subscriber resumed by address acknowledged, kept for its address
+/// (`--resume-subscribers`): every VTP subscriber acks each event with its ivorn, in the
+/// order sent, so the last ack names how far it got. The ivorn becomes a seq (the newest
+/// archived event with that ivorn) when it is saved, which waits for the event's commit.
+pub struct Acked {
+    ip: IpAddr,
+    ivorn: Option<String>,
+    saved_at: Option<std::time::Instant>,
+}
+
+impl Acked {
+    pub fn new(ip: IpAddr) -> Acked {
+        Acked {
+            ip,
+            ivorn: None,
+            saved_at: None,
+        }
+    }
+
+    /// The subscriber sent this `ack`.
+    pub fn acked(&mut self, payload: &[u8]) {
+        if let Ok(m) = transport::parse(payload) {
+            self.ivorn = m.origin.filter(|o| !o.is_empty());
+        }
+    }
+
+    /// Write the position if it moved (at most every [`SAVE_ACKED_EVERY`] unless
+    /// `force`); an ivorn not archived yet is tried again later.
+    pub fn save(&mut self, ctx: &ReplayContext, force: bool) {
+        if self.ivorn.is_none()
+            || (!force
+                && self
+                    .saved_at
+                    .is_some_and(|t| t.elapsed() < SAVE_ACKED_EVERY))
+        {
+            return;
+        }
+        self.saved_at = Some(std::time::Instant::now());
+        let ivorn = self.ivorn.as_deref().unwrap_or_default();
+        let seq = match ctx.store.archive_seq_of(ivorn, None) {
+            Ok(Some(seq)) => seq,
+            Ok(None) => return,
+            Err(e) => return warn!("subscriber {}: position not found: {e}", self.ip),
+        };
+        let at = Position {
+            archive: ctx.store.archive_id(),
+            at: At::Seq(seq),
+        };
+        match ctx
+            .store
+            .meta_put(&address_key(self.ip), at.to_string().as_bytes())
+        {
+            Ok(()) => {
+                debug!("subscriber {}: position {at} ({ivorn}) saved", self.ip);
+                self.ivorn = None;
+            }
+            Err(e) => warn!("subscriber {}: position not saved: {e}", self.ip),
+        }
+    }
 }
 
 /// Where in an archive a subscriber stopped.
@@ -234,7 +323,7 @@ fn start_after(ctx: &ReplayContext, sub: &Subscriber<'_>, resume: &Resume) -> (u
     }
     let seq = match &pos.at {
         At::Seq(s) => *s,
-        At::Event { key, ivorn } => match ctx.store.archive_seq_of(ivorn, key) {
+        At::Event { key, ivorn } => match ctx.store.archive_seq_of(ivorn, Some(key)) {
             Ok(Some(s)) => s,
             Ok(None) => return bounded(&format!("{ivorn} is no longer archived")),
             Err(e) => return bounded(&format!("position not found ({e})")),

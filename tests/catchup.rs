@@ -1,5 +1,6 @@
-//! Catch-up after a disconnect between bolide brokers (`bolide-position`): a broker that
-//! was killed, an upstream that restarted, an upstream whose database was wiped.
+//! Catch-up after a disconnect: between bolide brokers (`bolide-position`: a broker that
+//! was killed, an upstream that restarted, an upstream whose database was wiped), and for
+//! plain VTP subscribers resumed by address (`--resume-subscribers`).
 
 mod common;
 
@@ -204,4 +205,52 @@ fn a_wiped_upstream_gives_a_bounded_replay() {
     drop((a, b));
     let _ = std::fs::remove_dir_all(&db_a);
     let _ = std::fs::remove_dir_all(&db_b);
+}
+
+/// A plain VTP subscriber from a `--resume-subscribers` network reconnects after 100
+/// events were accepted: it gets exactly those that pass its filter, in order, then live
+/// ones; a subscriber from another address gets nothing replayed.
+#[test]
+fn subscribers_resumed_by_address_get_what_they_missed() {
+    let here = std::net::Ipv4Addr::new(127, 0, 0, 1);
+    let elsewhere = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let b = Broker::start(&["--no-sync", "--resume-subscribers=127.0.0.1/32"]);
+    let mut sub = Subscriber::connect_from(here, b.broadcast(), Behaviour::Healthy);
+    let mut other = Subscriber::connect_from(elsewhere, b.broadcast(), Behaviour::Healthy);
+    assert!(wait_count(&b, "(2 subscribers)", 1), "{}", b.log_text());
+    let first = submit_all(b.receive(), "first", 10);
+    assert_eq!(receive(&mut sub, 10), first);
+    assert_eq!(receive(&mut other, 10), first);
+    assert!(
+        b.wait_log(&format!("({}) saved", first[9]), T),
+        "{}",
+        b.log_text()
+    );
+    drop((sub, other));
+    assert!(wait_count(&b, "(0 subscribers)", 1), "{}", b.log_text());
+    // Half of the missed events carry Packet_Type 1, which the filter selects.
+    let mut missed = Vec::new();
+    for i in 0..100 {
+        let local = format!("missed-{i}");
+        let mut ev = String::from_utf8(make_event(&local, 0)).unwrap();
+        if i % 2 == 1 {
+            ev = ev.replace("value=\"0\"", "value=\"1\"");
+            missed.push(ivorn(&local));
+        }
+        assert!(submit(b.receive(), ev.as_bytes()).is_ack());
+    }
+    let mut sub = Subscriber::connect_from(here, b.broadcast(), Behaviour::Healthy);
+    sub.authenticate(&["//Param[@name='Packet_Type' and @value='1']"]);
+    let mut other = Subscriber::connect_from(elsewhere, b.broadcast(), Behaviour::Healthy);
+    assert_eq!(receive(&mut sub, 50), missed);
+    let live = submit_all(b.receive(), "live", 1);
+    // Packet_Type 0: filtered out for `sub`, delivered to `other`.
+    assert_eq!(receive(&mut other, 1), live);
+    let mut ev = String::from_utf8(make_event("live-1", 0)).unwrap();
+    ev = ev.replace("value=\"0\"", "value=\"1\"");
+    assert!(submit(b.receive(), ev.as_bytes()).is_ack());
+    assert_eq!(receive(&mut sub, 1), vec![ivorn("live-1")]);
+    no_more(&mut sub);
+    assert_eq!(receive(&mut other, 1), vec![ivorn("live-1")]);
+    no_more(&mut other);
 }
