@@ -87,6 +87,8 @@ pub struct Broker {
     /// The committer thread (`None` under `--no-sync`: the dispatcher commits).
     committer: Option<JoinHandle<committer::CommitStats>>,
     pruner: (Sender<()>, JoinHandle<()>),
+    /// The handlers, stopped after the last commit (they follow the archive).
+    handlers: Option<handlers::Handlers>,
     listeners: Vec<(Kind, Arc<ListenerState>)>,
     upstreams: Vec<Sender<()>>,
     store: Arc<Store>,
@@ -155,7 +157,9 @@ impl Broker {
             per_address,
         };
 
-        let handlers = handlers::start(cfg.handlers.clone()).map_err(StartError::Handlers)?;
+        let follow = cfg.archive.map(|_| Arc::clone(&store));
+        let mut handlers =
+            handlers::start(cfg.handlers.clone(), follow).map_err(StartError::Handlers)?;
         let (dispatch_tx, dispatch_rx) = bounded(DISPATCH_QUEUE);
         // Under --no-sync the dispatcher commits itself (committer module docs).
         let (commit_queue, committer): (Arc<committer::CommitQueue>, _) = if cfg.no_sync {
@@ -192,7 +196,7 @@ impl Broker {
                 broadcast: cfg.broadcast,
             };
             let store = Arc::clone(&store);
-            let handlers = handlers.map(|h| h.tx);
+            let handlers = handlers.as_mut().and_then(|h| h.tx.take());
             let queue = Arc::clone(&commit_queue);
             // Built on its own thread: its filter table (sxd-xpath) is not Send.
             spawn("dispatcher", 1 << 20, move || {
@@ -208,6 +212,7 @@ impl Broker {
             dispatcher,
             committer,
             pruner,
+            handlers,
             listeners: Vec::new(),
             upstreams: Vec::new(),
             store: Arc::clone(&store),
@@ -463,6 +468,9 @@ impl Broker {
             "{} events accepted in {commits} commits of the event database",
             stats.accepted
         );
+        if let Some(h) = self.handlers {
+            h.stop();
+        }
         // Everything is committed: the publisher produces the rest and records its
         // position.
         #[cfg(feature = "kafka")]

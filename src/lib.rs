@@ -103,7 +103,10 @@
 //!   the first message not yet answered. A publisher thread reads the archive after its
 //!   position (the last seq Kafka confirmed, kept in `meta`), woken by the commits that
 //!   append to it ([`store::Store::wait_for_archive`]), and produces each event.
-//! * **Handlers** ([`handlers`]): off the dispatcher's path, bounded queues.
+//! * **Handlers** ([`handlers`]): off the dispatcher's path, bounded queues. With the
+//!   archive on, their thread is a reader of the archive with a position in `meta`
+//!   (woken by commits like the Kafka publisher), so a crash never loses an event for
+//!   them; with `--no-archive` the dispatcher hands them each new event.
 //! * **Listeners** ([`listener`]): connection threads accept for themselves
 //!   (leader/followers): one holds the accept role and serves what cannot wait on the
 //!   spot; before anything can wait it passes the role to the thread parked last (or a
@@ -128,6 +131,7 @@
 //! | LMDB environment ([`store::Store`]): dedup records and archive | `Arc<Store>` | read txns on the dispatcher and the Kafka publisher, writes on committer, pruner and (its position, in `meta`) the publisher; the archive's counters under one mutex held by the writer |
 //! | Kafka offsets settled / the publisher's position | the `kafka-consumer` / `kafka-publisher` thread | verdicts on a channel; the position in `meta` |
 //! | an upstream's catch-up position | its upstream thread | verdicts on a channel; the position in `meta` |
+//! | the handlers' position in the archive | the handler thread | `--cmd` completions on a channel; the position in `meta` |
 //! | a catch-up (reading the archive for one subscriber) | that subscriber's broadcaster thread | read txns; `Msg::Replaying` / `Msg::HandOver` with the dispatcher, which holds the live events meanwhile |
 //! | a subscriber socket | its broadcaster thread reads; its [`outbox::Outbox`] writes | `Arc<Outbox>` held by the thread and the dispatcher; one mutex orders their writes |
 //! | connection counts, the listening socket, parked threads | [`listener::ListenerState`] | atomics; the per-address map and the parked list each under a mutex |

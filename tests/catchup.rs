@@ -254,3 +254,96 @@ fn subscribers_resumed_by_address_get_what_they_missed() {
     assert_eq!(receive(&mut other, 1), vec![ivorn("live-1")]);
     no_more(&mut other);
 }
+
+/// Handlers after `kill -9` under load: on restart every event acked before the kill is
+/// saved exactly once and passed to `--cmd` at least once.
+#[test]
+fn handlers_catch_up_after_a_crash() {
+    use std::os::unix::fs::PermissionsExt;
+    let work = scratch("handlers-crash");
+    let saved = work.join("saved");
+    let got = work.join("cmd.log");
+    let cmd = work.join("record.sh");
+    std::fs::write(
+        &cmd,
+        format!(
+            "#!/bin/sh\ngrep -o 'ivorn=\"[^\"]*\"' >> {}\n",
+            got.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&cmd, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let db = work.join("eventdb");
+    let args = [
+        "--save-event".to_string(),
+        format!("--save-event-directory={}", saved.display()),
+        format!("--cmd={}", cmd.display()),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut b = restart(&db, &args);
+    let addr = b.receive();
+    let load = std::thread::spawn(move || {
+        let mut acked = Vec::new();
+        for i in 0.. {
+            let local = format!("crash{i}");
+            let Ok(s) = std::net::TcpStream::connect(addr) else {
+                break;
+            };
+            let wire = bolide::frame::encode(&make_event(&local, 0));
+            let reply = exchange_on(s, &wire, Duration::from_secs(5));
+            if !reply.is_ack() {
+                break;
+            }
+            acked.push(local);
+        }
+        acked
+    });
+    assert!(wait_count(
+        &b,
+        "accepted ivo://bolide.test/stream#crash150 ",
+        1
+    ));
+    b.kill();
+    let mut acked = load.join().unwrap();
+    let b = restart(&db, &args);
+    acked.extend(
+        submit_all(b.receive(), "after", 3)
+            .iter()
+            .map(|iv| iv.rsplit('#').next().unwrap().to_string()),
+    );
+    let file =
+        |local: &str| saved.join(format!("ivo__bolide.test_stream{}", local.replace('-', "")));
+    let deadline = Instant::now() + T;
+    let all_done = || {
+        let log = std::fs::read_to_string(&got).unwrap_or_default();
+        acked
+            .iter()
+            .all(|l| file(l).exists() && log.contains(&format!("#{l}\"")))
+    };
+    while !all_done() {
+        assert!(
+            Instant::now() < deadline,
+            "not every acked event was handled: {}",
+            b.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let names: Vec<String> = std::fs::read_dir(&saved)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.ends_with('_')),
+        "a second file: {names:?}"
+    );
+    for l in &acked {
+        assert_eq!(std::fs::read(file(l)).unwrap(), make_event(l, 0), "{l}");
+    }
+    assert!(
+        b.log_text().contains("not yet handled)"),
+        "{}",
+        b.log_text()
+    );
+    drop(b);
+    let _ = std::fs::remove_dir_all(&work);
+}
