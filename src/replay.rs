@@ -357,11 +357,20 @@ pub fn catch_up(
         "subscriber {addr}: catching up from archive seq {} ({why})",
         after + 1
     );
+    let here = Position {
+        archive: ctx.store.archive_id(),
+        at: At::Seq(after),
+    };
+    if !sub.tell_position && *resume == Resume::Fresh {
+        // Resumed by address, seen for the first time: from here on, until it acks.
+        if let Err(e) = ctx
+            .store
+            .meta_put(&address_key(addr.ip()), here.to_string().as_bytes())
+        {
+            warn!("subscriber {addr}: position not saved: {e}");
+        }
+    }
     if sub.tell_position {
-        let here = Position {
-            archive: ctx.store.archive_id(),
-            at: At::Seq(after),
-        };
         let hello = transport::iamalive_at(sub.local_ivo, &here.to_string());
         sub.out.push_control(crate::frame::encode(&hello));
         flush(sub)?;

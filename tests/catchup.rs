@@ -253,6 +253,17 @@ fn subscribers_resumed_by_address_get_what_they_missed() {
     no_more(&mut sub);
     assert_eq!(receive(&mut other, 1), vec![ivorn("live-1")]);
     no_more(&mut other);
+    // A first-time subscriber from a new address that never acks: its position is where
+    // it connected, so what it missed comes on reconnecting.
+    let third = std::net::Ipv4Addr::new(127, 0, 0, 3);
+    let b = Broker::start(&["--no-sync", "--resume-subscribers=127.0.0.3/32"]);
+    let mut silent = Subscriber::connect_from(third, b.broadcast(), Behaviour::NoAck);
+    assert!(wait_count(&b, "(1 subscribers)", 1), "{}", b.log_text());
+    drop(silent);
+    assert!(wait_count(&b, "(0 subscribers)", 1), "{}", b.log_text());
+    let missed = submit_all(b.receive(), "unseen", 5);
+    silent = Subscriber::connect_from(third, b.broadcast(), Behaviour::Healthy);
+    assert_eq!(receive(&mut silent, 5), missed);
 }
 
 /// Handlers after `kill -9` under load: on restart every event acked before the kill is
