@@ -797,6 +797,68 @@ mod tests {
         assert_eq!((stats.accepted, stats.duplicates, stats.commits), (1, 1, 1));
     }
 
+    /// A catch-up's hand-over: while the window of held events no longer reaches back to
+    /// the last entry the catch-up read, it is told to read on; once it does, exactly the
+    /// held events after that entry are sent, in order.
+    #[test]
+    fn hand_over_sends_the_held_events_after_the_last_entry_read() {
+        let f = Fixture::new("handover");
+        let (tx, rx) = unbounded();
+        let store = Arc::clone(&f.store);
+        let queue = CommitQueue::inline();
+        let t = std::thread::spawn(move || Dispatcher::new(settings(), store, queue, None).run(rx));
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, peer) = l.accept().unwrap();
+        let (out, _waker) = Outbox::new(server, 16);
+        let sub = SubscriberHandle {
+            id: 1,
+            peer,
+            out,
+            filters: Vec::new(),
+            imposed: Vec::new(),
+        };
+        tx.send(Msg::Register { sub, hold: 4 }).unwrap();
+        let (ptx, prx) = crossbeam_channel::bounded(1);
+        tx.send(Msg::Replaying { id: 1, answer: ptx }).unwrap();
+        prx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let (mut keys, mut authors) = (Vec::new(), Vec::new());
+        for i in 0..10 {
+            let (msg, author) = submit(i);
+            if let Msg::Submit { event, .. } = &msg {
+                keys.push(event.key);
+            }
+            tx.send(msg).unwrap();
+            authors.push(author);
+        }
+        let hand_over = |after: Option<Key>| {
+            let (atx, arx) = crossbeam_channel::bounded(1);
+            let msg = Msg::HandOver {
+                id: 1,
+                exprs: Vec::new(),
+                after,
+                answer: atx,
+            };
+            tx.send(msg).unwrap();
+            arx.recv_timeout(Duration::from_secs(10)).unwrap()
+        };
+        // A window of 4 keeps events 6..=9 of the ten: 2 and "nothing read" are too old.
+        assert!(!hand_over(Some(keys[2])));
+        assert!(!hand_over(None));
+        assert!(hand_over(Some(keys[7])));
+        client
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut frames = crate::frame::FrameReader::new(1 << 20);
+        for i in [8, 9] {
+            let f = frames.read_frame(&mut &client).unwrap();
+            assert_eq!(f, format!("<VOEvent ivorn='ivo://x.y/z#{i}'/>").as_bytes());
+        }
+        assert!(frames.read_frame(&mut &client).is_err(), "an extra event");
+        tx.send(Msg::Shutdown).unwrap();
+        t.join().unwrap();
+    }
+
     /// With a committer thread's queue the dispatcher commits nothing itself.
     #[test]
     fn committer_thread_queue_is_left_to_the_committer() {

@@ -358,3 +358,32 @@ fn handlers_catch_up_after_a_crash() {
     drop(b);
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// A subscriber that stops reading during its catch-up is dropped by the write deadline,
+/// as for live events, and the other subscribers and authors never wait for it.
+#[test]
+fn a_subscriber_that_stops_reading_during_its_catch_up_is_dropped() {
+    let b = Broker::start(&[
+        "--no-sync",
+        "--resume-subscribers=127.0.0.1/32",
+        "--write-timeout=1",
+    ]);
+    let here = std::net::Ipv4Addr::new(127, 0, 0, 1);
+    let mut stalled = Subscriber::connect_from(here, b.broadcast(), Behaviour::Healthy);
+    assert!(wait_count(&b, "(1 subscribers)", 1), "{}", b.log_text());
+    drop(stalled);
+    assert!(wait_count(&b, "(0 subscribers)", 1), "{}", b.log_text());
+    // Far more than the socket buffers hold.
+    for i in 0..300 {
+        assert!(submit(b.receive(), &make_event(&format!("big-{i}"), 60_000)).is_ack());
+    }
+    stalled = Subscriber::connect_from(here, b.broadcast(), Behaviour::Healthy);
+    assert!(wait_count(&b, "catching up from archive seq", 2));
+    let elsewhere = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let mut other = Subscriber::connect_from(elsewhere, b.broadcast(), Behaviour::Healthy);
+    let live = submit_all(b.receive(), "live", 3);
+    assert_eq!(receive(&mut other, 3), live);
+    assert!(wait_count(&b, "during its catch-up", 1), "{}", b.log_text());
+    assert!(wait_count(&b, "catch-up ended", 1), "{}", b.log_text());
+    drop(stalled);
+}
