@@ -92,6 +92,16 @@ pub fn file_name(ivorn: &str) -> String {
 /// it is free. The file appears atomically (written to a temporary name, synced, then
 /// hard-linked into place; the link fails rather than replace an existing file).
 pub fn save(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<PathBuf> {
+    save_as(dir, name, bytes, false)
+}
+
+/// [`save`], except that a file of that name (or one with `_` appended) already holding
+/// these very bytes is this event, saved before: its path is returned, nothing written.
+pub fn save_once(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<PathBuf> {
+    save_as(dir, name, bytes, true)
+}
+
+fn save_as(dir: &Path, name: &str, bytes: &[u8], once: bool) -> io::Result<PathBuf> {
     static SEQ: AtomicUsize = AtomicUsize::new(0);
     let tmp = dir.join(format!(
         ".{name}.{}.{}.tmp",
@@ -112,7 +122,8 @@ pub fn save(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<PathBuf> {
                 Ok(()) => return Ok(target),
                 // The same bytes under this name: this event, saved already.
                 Err(e)
-                    if e.kind() == io::ErrorKind::AlreadyExists
+                    if once
+                        && e.kind() == io::ErrorKind::AlreadyExists
                         && fs::read(&target).is_ok_and(|b| b == bytes) =>
                 {
                     return Ok(target)
@@ -377,7 +388,7 @@ fn handle(
             }
         }
         if let Some(dir) = &cfg.save_dir {
-            match save(dir, &file_name(&ev.ivorn), ev.payload()) {
+            match save_once(dir, &file_name(&ev.ivorn), ev.payload()) {
                 Ok(p) => debug!("saved {} as {}", ev.ivorn, p.display()),
                 Err(e) => error!(
                     "--save-event: cannot save {} in {}: {e}",
