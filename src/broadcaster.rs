@@ -27,6 +27,7 @@ use crate::dispatcher::{Msg, SubscriberHandle};
 use crate::frame::{FrameError, FrameReader};
 use crate::metrics::{DropReason, Registered, SubscriberStat, METRICS};
 use crate::outbox::{Outbox, Waker};
+use crate::replay::{self, ReplayContext, Resume};
 use crate::sys::NonBlocking;
 use crate::transport::{self, Role};
 
@@ -63,6 +64,8 @@ pub struct BroadcastContext {
     pub max_filter_len: usize,
     /// Time a subscriber may take to finish a message it started sending.
     pub frame_timeout: Duration,
+    /// Catch-ups from the archive (`None`: no archive).
+    pub replay: Option<Arc<ReplayContext>>,
 }
 
 /// Why a subscriber connection ended.
@@ -83,6 +86,12 @@ struct Peer {
     started: bool,
     /// Filters from an authenticate that came before [`Msg::Start`].
     early_filters: Option<Vec<String>>,
+    /// The catch-up position its first answer carried (a bolide subscriber).
+    resume: Option<Resume>,
+    /// The archive's last seq just before it registered (for a catch-up).
+    archive_end: u64,
+    /// Its last ack, when it is resumed by address (`--resume-subscribers`).
+    acks: Option<replay::Acked>,
     /// The subscriber has answered an authenticate at least once.
     answered: bool,
     /// Read side (this thread only).
@@ -125,6 +134,10 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
         imposed: Vec::new(),
     };
     let hold = ctx.queue;
+    let archive_end = ctx
+        .replay
+        .as_ref()
+        .map_or(0, |r| r.store.archive_counters().next_seq.saturating_sub(1));
     if ctx.dispatcher.send(Msg::Register { sub, hold }).is_err() {
         return;
     }
@@ -133,6 +146,13 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
         id,
         started: false,
         early_filters: None,
+        resume: None,
+        archive_end,
+        acks: ctx
+            .replay
+            .as_ref()
+            .filter(|r| r.resumes(addr.ip()))
+            .map(|_| replay::Acked::new(addr.ip())),
         answered: false,
         stream,
         out,
@@ -166,12 +186,25 @@ fn serve(peer: &mut Peer, ctx: &BroadcastContext, waker: &Waker) {
         }
         return;
     }
-    peer.started = true;
-    let exprs = peer.early_filters.take().unwrap_or_default();
-    let id = peer.id;
-    if ctx.dispatcher.send(Msg::Start { id, exprs }).is_err() {
-        return;
+    // A bolide names its position; one resumed by address has it kept here.
+    let resume = match (&ctx.replay, peer.resume.take()) {
+        (Some(r), Some(resume)) => Some((r, resume, true)),
+        (Some(r), None) if peer.acks.is_some() => Some((r, r.stored(addr.ip()), false)),
+        _ => None,
+    };
+    if let Some((r, resume, tell)) = resume {
+        if let Err(stop) = catch_up(peer, ctx, r, &resume, tell) {
+            info!("subscriber {addr}: catch-up ended: {stop}");
+            return;
+        }
+    } else {
+        let exprs = peer.early_filters.take().unwrap_or_default();
+        let id = peer.id;
+        if ctx.dispatcher.send(Msg::Start { id, exprs }).is_err() {
+            return;
+        }
     }
+    peer.started = true;
     let connected = Instant::now();
     let mut next_tick = connected + ctx.iamalive_interval;
     let end = loop {
@@ -198,6 +231,9 @@ fn serve(peer: &mut Peer, ctx: &BroadcastContext, waker: &Waker) {
             }
             break end;
         }
+        if let (Some(a), Some(r)) = (&mut peer.acks, &ctx.replay) {
+            a.save(r, false);
+        }
         if peer.frames.stalled(ctx.frame_timeout) {
             let (have, want) = peer.frames.partial().unwrap_or((0, 0));
             break End::Garbage(FrameError::Stalled { have, want }.to_string());
@@ -219,6 +255,9 @@ fn serve(peer: &mut Peer, ctx: &BroadcastContext, waker: &Waker) {
     if let Some(r) = dropped {
         METRICS.dropped(r);
     }
+    if let (Some(a), Some(r)) = (&mut peer.acks, &ctx.replay) {
+        a.save(r, true);
+    }
     match &end {
         End::Closed => info!("subscriber {addr} closed the connection"),
         End::DroppedByDispatcher => debug!("subscriber {addr} dropped by the dispatcher"),
@@ -227,6 +266,46 @@ fn serve(peer: &mut Peer, ctx: &BroadcastContext, waker: &Waker) {
         End::Nak(iv) => warn!("nak received from subscriber {addr} for {iv}; terminating connection"),
         End::Io(e) => warn!("subscriber {addr}: {e}; dropping connection"),
         End::Garbage(e) => warn!("subscriber {addr}: {e}; dropping connection"),
+    }
+}
+
+/// Replay the archive after the subscriber's position, then hand it over to live fan-out
+/// ([`replay`]).
+fn catch_up(
+    peer: &mut Peer,
+    ctx: &BroadcastContext,
+    r: &ReplayContext,
+    resume: &Resume,
+    tell_position: bool,
+) -> Result<u64, replay::Stop> {
+    let out = Arc::clone(&peer.out);
+    let sub = replay::Subscriber {
+        id: peer.id,
+        addr: peer.addr,
+        out: &out,
+        dispatcher: &ctx.dispatcher,
+        local_ivo: &ctx.local_ivo,
+        end: peer.archive_end,
+        queue: ctx.queue,
+        tell_position,
+    };
+    let exprs = peer.early_filters.clone().unwrap_or_default();
+    replay::catch_up(r, &sub, resume, &exprs, &mut Replaying { peer, ctx })
+}
+
+/// The subscriber's connection while it is caught up.
+struct Replaying<'a> {
+    peer: &'a mut Peer,
+    ctx: &'a BroadcastContext,
+}
+
+impl replay::Link for Replaying<'_> {
+    fn drain(&mut self) -> bool {
+        self.peer.read_incoming(self.ctx).is_ok()
+    }
+
+    fn filters(&mut self) -> Vec<String> {
+        self.peer.early_filters.clone().unwrap_or_default()
     }
 }
 
@@ -310,6 +389,9 @@ impl Peer {
         // recognised from their start tag; only other messages are parsed.
         match transport::quick_role(payload) {
             Some(Role::Ack) => {
+                if let Some(a) = &mut self.acks {
+                    a.acked(payload);
+                }
                 self.count_ack();
                 return Ok(());
             }
@@ -327,7 +409,12 @@ impl Peer {
             }
         };
         match msg.role {
-            Some(Role::Ack) => self.count_ack(),
+            Some(Role::Ack) => {
+                if let Some(a) = &mut self.acks {
+                    a.acked(payload);
+                }
+                self.count_ack();
+            }
             Some(Role::IAmAlive) => self.iamalive_unanswered = false,
             Some(Role::Nak) => {
                 return Err(End::Nak(msg.origin.unwrap_or_default()));
@@ -361,6 +448,9 @@ impl Peer {
                     let _ = ctx.dispatcher.send(Msg::SetFilters { id: self.id, exprs });
                 } else {
                     self.early_filters = Some(exprs);
+                    if let (None, Some(p)) = (&self.resume, msg.position) {
+                        self.resume = Some(Resume::parse(&p));
+                    }
                 }
             }
             None => info!(
@@ -451,6 +541,7 @@ mod tests {
             max_filters: 8,
             max_filter_len: 1024,
             frame_timeout: Duration::from_secs(10),
+            replay: None,
         });
         let session = std::thread::Builder::new()
             .stack_size(crate::listener::CONNECTION_STACK)

@@ -25,6 +25,7 @@ use crate::listener::{self, Caps, Handoff, Kind, ListenerState};
 use crate::pruner;
 use crate::ratelimit::RateLimiter;
 use crate::receiver::{self, ReceiverContext};
+use crate::replay::ReplayContext;
 use crate::siteconfig::SiteConfig;
 use crate::store::{Store, StoreConfig, StoreError};
 use crate::upstream::{self, UpstreamContext};
@@ -86,6 +87,8 @@ pub struct Broker {
     /// The committer thread (`None` under `--no-sync`: the dispatcher commits).
     committer: Option<JoinHandle<committer::CommitStats>>,
     pruner: (Sender<()>, JoinHandle<()>),
+    /// The handlers, stopped after the last commit (they follow the archive).
+    handlers: Option<handlers::Handlers>,
     listeners: Vec<(Kind, Arc<ListenerState>)>,
     upstreams: Vec<Sender<()>>,
     store: Arc<Store>,
@@ -157,10 +160,12 @@ impl Broker {
             per_address,
         };
 
-        let handlers = handlers::start(cfg.handlers.clone()).map_err(StartError::Handlers)?;
+        let follow = cfg.archive.map(|_| Arc::clone(&store));
+        let mut handlers =
+            handlers::start(cfg.handlers.clone(), follow).map_err(StartError::Handlers)?;
         let (dispatch_tx, dispatch_rx) = bounded(DISPATCH_QUEUE);
         // Under --no-sync the dispatcher commits itself (committer module docs).
-        let (commit_queue, committer) = if cfg.no_sync {
+        let (commit_queue, committer): (Arc<committer::CommitQueue>, _) = if cfg.no_sync {
             (committer::CommitQueue::inline(), None)
         } else {
             let queue = committer::CommitQueue::new();
@@ -194,10 +199,11 @@ impl Broker {
                 broadcast: cfg.broadcast,
             };
             let store = Arc::clone(&store);
-            let handlers = handlers.map(|h| h.tx);
+            let handlers = handlers.as_mut().and_then(|h| h.tx.take());
+            let queue = Arc::clone(&commit_queue);
             // Built on its own thread: its filter table (sxd-xpath) is not Send.
             spawn("dispatcher", 1 << 20, move || {
-                Dispatcher::new(settings, store, commit_queue, handlers).run(dispatch_rx)
+                Dispatcher::new(settings, store, queue, handlers).run(dispatch_rx)
             })?
         };
         let mut broker = Broker {
@@ -209,6 +215,7 @@ impl Broker {
             dispatcher,
             committer,
             pruner,
+            handlers,
             listeners: Vec::new(),
             upstreams: Vec::new(),
             store: Arc::clone(&store),
@@ -268,6 +275,15 @@ impl Broker {
                 max_filters: cfg.max_filters,
                 max_filter_len: cfg.max_filter_length,
                 frame_timeout: cfg.frame_timeout,
+                replay: cfg.archive.map(|_| {
+                    Arc::new(ReplayContext {
+                        store: Arc::clone(&store),
+                        commits: Arc::clone(&commit_queue),
+                        max_age_secs: cfg.replay_max_age_secs,
+                        max_events: cfg.replay_max_events,
+                        by_address: cfg.resume_subscribers.clone(),
+                    })
+                }),
             });
             broker.listen(
                 l,
@@ -287,6 +303,7 @@ impl Broker {
                 inactivity: cfg.remote_timeout,
                 frame_timeout: cfg.frame_timeout,
                 dispatcher: dispatch_tx.clone(),
+                store: Arc::clone(&store),
             });
             for remote in &cfg.remotes {
                 let (stop_tx, stop_rx) = bounded::<()>(0);
@@ -478,6 +495,9 @@ impl Broker {
             "{} events accepted in {commits} commits of the event database",
             stats.accepted
         );
+        if let Some(h) = self.handlers {
+            h.stop();
+        }
         // Everything is committed: the publisher produces the rest and records its
         // position.
         #[cfg(feature = "kafka")]

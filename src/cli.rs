@@ -248,6 +248,20 @@ pub struct Options {
     #[argh(option, default = "30")]
     pub write_timeout: u64,
 
+    /// oldest events a catch-up replays: seconds, or a number with s, m, h or d
+    /// (default 24h)
+    #[argh(option)]
+    pub replay_max_age: Option<String>,
+
+    /// most events a catch-up replays (default 10000)
+    #[argh(option, default = "crate::replay::DEFAULT_MAX_EVENTS")]
+    pub replay_max_events: u64,
+
+    /// network (whitelist syntax) whose subscribers get, on reconnecting, the events
+    /// accepted since the last one their address acknowledged (repeatable)
+    #[argh(option)]
+    pub resume_subscribers: Vec<String>,
+
     /// bootstrap servers of a Kafka cluster (HOST:PORT,...) to consume --kafka-topic from and to
     /// --kafka-publish to (needs a bolide built with the kafka feature)
     #[argh(option)]
@@ -457,6 +471,11 @@ pub struct Config {
     pub max_unacked: u64,
     pub subscriber_queue: usize,
     pub write_timeout: Duration,
+    /// `--replay-max-age` (seconds) and `--replay-max-events`.
+    pub replay_max_age_secs: u64,
+    pub replay_max_events: u64,
+    /// `--resume-subscribers` (`None`: not given).
+    pub resume_subscribers: Option<Whitelist>,
     pub remotes: Vec<Remote>,
     pub filters: Vec<String>,
     pub remote_timeout: Duration,
@@ -754,6 +773,23 @@ impl Options {
             max_unacked: self.max_unacked,
             subscriber_queue: self.subscriber_queue,
             write_timeout: positive(self.write_timeout, "--write-timeout")?,
+            replay_max_age_secs: match &self.replay_max_age {
+                None => crate::replay::DEFAULT_MAX_AGE_SECS,
+                Some(a) => parse_duration_secs(a).ok_or(ConfigError::Range {
+                    flag: "--replay-max-age",
+                    why: "must be a number of seconds, or a number with s, m, h or d (e.g. 24h)",
+                })?,
+            },
+            replay_max_events: self.replay_max_events,
+            resume_subscribers: match self.resume_subscribers.is_empty() {
+                true => None,
+                false => Some(Whitelist::parse(&self.resume_subscribers).map_err(|err| {
+                    ConfigError::Network {
+                        flag: "--resume-subscribers",
+                        err,
+                    }
+                })?),
+            },
             remotes,
             filters: self.filter,
             remote_timeout: positive(self.remote_timeout, "--remote-timeout")?,

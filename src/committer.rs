@@ -67,6 +67,10 @@ struct QueueState {
     closed: bool,
     /// Committed by the dispatcher itself: nobody waits on the condition variable.
     inline: bool,
+    /// Records ever admitted, and ever settled (committed or failed), in admission order:
+    /// a catch-up waits until `settled` reaches an earlier `admitted` ([`crate::replay`]).
+    admitted: u64,
+    settled: u64,
 }
 
 impl CommitQueue {
@@ -110,6 +114,7 @@ impl CommitQueue {
             return false;
         }
         st.pending.insert(record.key);
+        st.admitted += 1;
         let was_empty = st.records.is_empty();
         st.records.push(record);
         if was_empty && !st.inline {
@@ -163,6 +168,18 @@ impl CommitQueue {
         for r in batch {
             st.pending.remove(&r.key);
         }
+        st.settled += batch.len() as u64;
+    }
+
+    /// Records admitted so far.
+    pub fn admitted(&self) -> u64 {
+        self.lock().admitted
+    }
+
+    /// Records settled so far: every record admitted before the `n`-th is settled once
+    /// this reaches `n`.
+    pub fn settled(&self) -> u64 {
+        self.lock().settled
     }
 }
 

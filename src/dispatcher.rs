@@ -51,6 +51,20 @@ struct Awaiting {
     held: Vec<Arc<Event>>,
     /// Most events held; one more drops the subscriber, as a full backlog does.
     limit: usize,
+    /// It is being read a catch-up from the archive ([`Msg::Replaying`]): `held` is a
+    /// window of the latest events instead, its oldest half let go when full.
+    window: bool,
+    /// The window let events go: it no longer reaches back to the registration.
+    trimmed: bool,
+}
+
+/// The dispatcher's answer to [`Msg::Replaying`]: what a catch-up needs to know.
+pub struct ReplayPlan {
+    /// Filters `--subscriber-config` imposes on the subscriber.
+    pub imposed: Vec<String>,
+    /// Records admitted to the commit queue so far: once that many are settled, every
+    /// event accepted before the subscriber registered is in the archive.
+    pub fence: u64,
 }
 
 /// Everything sent to the dispatcher.
@@ -69,6 +83,20 @@ pub enum Msg {
     /// configured limits), or the wait for it ended (none): the events held for it are
     /// filtered and offered, in order, and every later event goes to it like to any other.
     Start { id: u64, exprs: Vec<String> },
+    /// Awaited subscriber `id` is being read a catch-up from the archive
+    /// ([`crate::replay`]): the events held for it become a window of the latest `hold`.
+    Replaying { id: u64, answer: Sender<ReplayPlan> },
+    /// The catch-up of awaited subscriber `id` read the archive to its end; `after` is the
+    /// key of the last entry it read. If the events held for it reach back to that entry
+    /// (or to its registration, when `after` is older), it goes live as with
+    /// [`Msg::Start`] with the held events after `after`, and `answer` gets `true`;
+    /// otherwise `false`: read on.
+    HandOver {
+        id: u64,
+        exprs: Vec<String>,
+        after: Option<Key>,
+        answer: Sender<bool>,
+    },
     /// A subscriber (re)authenticated with these filter expressions (already cut to the
     /// configured limits); they replace its previous ones.
     SetFilters { id: u64, exprs: Vec<String> },
@@ -222,9 +250,25 @@ impl Dispatcher {
                         sub,
                         held: Vec::new(),
                         limit: hold,
+                        window: false,
+                        trimmed: false,
                     });
                 }
                 Msg::Start { id, exprs } => self.start(id, exprs),
+                Msg::Replaying { id, answer } => {
+                    if let Some(a) = self.awaiting.iter_mut().find(|a| a.sub.id == id) {
+                        a.window = true;
+                        let imposed = self.settings.site.imposed(a.sub.peer.ip()).to_vec();
+                        let fence = self.committer.admitted();
+                        let _ = answer.send(ReplayPlan { imposed, fence });
+                    }
+                }
+                Msg::HandOver {
+                    id,
+                    exprs,
+                    after,
+                    answer,
+                } => self.hand_over(id, exprs, after, answer),
                 Msg::SetFilters { id, exprs } => self.set_filters(id, exprs),
                 Msg::SiteConfig(site) => {
                     self.settings.site = site;
@@ -468,6 +512,12 @@ impl Dispatcher {
     fn hold(&mut self, event: &Arc<Event>) {
         let stats = &mut self.stats;
         self.awaiting.retain_mut(|a| {
+            if a.held.len() >= a.limit && a.window {
+                // The catch-up reads these from the archive; HandOver tells if it must
+                // read further.
+                a.held.drain(..a.held.len().div_ceil(2));
+                a.trimmed = true;
+            }
             if a.held.len() < a.limit {
                 a.held.push(Arc::clone(event));
                 return true;
@@ -490,6 +540,28 @@ impl Dispatcher {
                 self.awaiting.len()
             );
         }
+    }
+
+    /// The catch-up of awaited subscriber `id` read the archive up to the entry with key
+    /// `after` ([`Msg::HandOver`]). Archive order is acceptance order, and the catch-up
+    /// read every event accepted before the subscriber registered (its fence): so if
+    /// `after` is among the held events, those after it are exactly what it has not
+    /// read; if not, and the held events reach back to the registration, they all are.
+    fn hand_over(&mut self, id: u64, exprs: Vec<String>, after: Option<Key>, answer: Sender<bool>) {
+        // Not there: dropped while awaited; the dropped answer tells the catch-up.
+        let Some(a) = self.awaiting.iter_mut().find(|a| a.sub.id == id) else {
+            return;
+        };
+        match after.and_then(|k| a.held.iter().position(|e| e.key == k)) {
+            Some(i) => drop(a.held.drain(..=i)),
+            None if !a.trimmed => {}
+            None => {
+                let _ = answer.send(false);
+                return;
+            }
+        }
+        let _ = answer.send(true);
+        self.start(id, exprs);
     }
 
     /// The filters of awaited subscriber `id` are known: install them, offer it the events
@@ -737,6 +809,68 @@ mod tests {
         tx.send(Msg::Shutdown).unwrap();
         let stats = t.join().unwrap();
         assert_eq!((stats.accepted, stats.duplicates, stats.commits), (1, 1, 1));
+    }
+
+    /// A catch-up's hand-over: while the window of held events no longer reaches back to
+    /// the last entry the catch-up read, it is told to read on; once it does, exactly the
+    /// held events after that entry are sent, in order.
+    #[test]
+    fn hand_over_sends_the_held_events_after_the_last_entry_read() {
+        let f = Fixture::new("handover");
+        let (tx, rx) = unbounded();
+        let store = Arc::clone(&f.store);
+        let queue = CommitQueue::inline();
+        let t = std::thread::spawn(move || Dispatcher::new(settings(), store, queue, None).run(rx));
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, peer) = l.accept().unwrap();
+        let (out, _waker) = Outbox::new(server, 16);
+        let sub = SubscriberHandle {
+            id: 1,
+            peer,
+            out,
+            filters: Vec::new(),
+            imposed: Vec::new(),
+        };
+        tx.send(Msg::Register { sub, hold: 4 }).unwrap();
+        let (ptx, prx) = crossbeam_channel::bounded(1);
+        tx.send(Msg::Replaying { id: 1, answer: ptx }).unwrap();
+        prx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let (mut keys, mut authors) = (Vec::new(), Vec::new());
+        for i in 0..10 {
+            let (msg, author) = submit(i);
+            if let Msg::Submit { event, .. } = &msg {
+                keys.push(event.key);
+            }
+            tx.send(msg).unwrap();
+            authors.push(author);
+        }
+        let hand_over = |after: Option<Key>| {
+            let (atx, arx) = crossbeam_channel::bounded(1);
+            let msg = Msg::HandOver {
+                id: 1,
+                exprs: Vec::new(),
+                after,
+                answer: atx,
+            };
+            tx.send(msg).unwrap();
+            arx.recv_timeout(Duration::from_secs(10)).unwrap()
+        };
+        // A window of 4 keeps events 6..=9 of the ten: 2 and "nothing read" are too old.
+        assert!(!hand_over(Some(keys[2])));
+        assert!(!hand_over(None));
+        assert!(hand_over(Some(keys[7])));
+        client
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut frames = crate::frame::FrameReader::new(1 << 20);
+        for i in [8, 9] {
+            let f = frames.read_frame(&mut &client).unwrap();
+            assert_eq!(f, format!("<VOEvent ivorn='ivo://x.y/z#{i}'/>").as_bytes());
+        }
+        assert!(frames.read_frame(&mut &client).is_err(), "an extra event");
+        tx.send(Msg::Shutdown).unwrap();
+        t.join().unwrap();
     }
 
     /// With a committer thread's queue the dispatcher commits nothing itself.

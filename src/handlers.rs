@@ -9,13 +9,24 @@
 //! waits, its own queue fills, and the dispatcher logs each event it cannot hand over), each child gets the raw bytes on standard
 //! input, its output is logged at debug, a non-zero exit at warn, and a child still
 //! running after `--cmd-timeout` is killed and logged.
+//!
+//! With the archive on (the default) the handlers do not take events from the dispatcher:
+//! their thread is a reader of the archive with a position, like the Kafka publisher. It
+//! reads the entries after its position as commits append them ([`Store::wait_for_archive`])
+//! and handles each in order; the position (`meta` key [`POSITION_KEY`]) is the seq before
+//! the oldest event whose `--cmd` children have not all ended, written at most every
+//! [`SAVE_EVERY`] and when the broker stops. So after a crash or `kill -9`, every archived
+//! event not yet handled is handled, in order, before new ones (at least once: an event
+//! handled just before the crash can be handled again). `--save-event` never writes a
+//! second file for the same bytes: a file of that name with those bytes already there is
+//! the event saved. The first start handles the events accepted from then on.
 
 use std::fmt;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -23,7 +34,15 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use log::{debug, error, info, warn};
 
+use crate::store::Store;
 use crate::voevent::Event;
+
+/// The `meta` key of the handlers' position in the archive (big-endian seq).
+pub const POSITION_KEY: &[u8] = b"handled_seq";
+/// How often at most the position is written.
+pub const SAVE_EVERY: Duration = Duration::from_millis(200);
+/// Most archive entries read per read transaction.
+const READ_CHUNK: usize = 64;
 
 /// Events waiting for the handler thread before new ones are refused (with a log line).
 pub const HANDLER_QUEUE: usize = 10_000;
@@ -73,6 +92,16 @@ pub fn file_name(ivorn: &str) -> String {
 /// it is free. The file appears atomically (written to a temporary name, synced, then
 /// hard-linked into place; the link fails rather than replace an existing file).
 pub fn save(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<PathBuf> {
+    save_as(dir, name, bytes, false)
+}
+
+/// [`save`], except that a file of that name (or one with `_` appended) already holding
+/// these very bytes is this event, saved before: its path is returned, nothing written.
+pub fn save_once(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<PathBuf> {
+    save_as(dir, name, bytes, true)
+}
+
+fn save_as(dir: &Path, name: &str, bytes: &[u8], once: bool) -> io::Result<PathBuf> {
     static SEQ: AtomicUsize = AtomicUsize::new(0);
     let tmp = dir.join(format!(
         ".{name}.{}.{}.tmp",
@@ -91,6 +120,14 @@ pub fn save(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<PathBuf> {
             let target = dir.join(&candidate);
             match fs::hard_link(&tmp, &target) {
                 Ok(()) => return Ok(target),
+                // The same bytes under this name: this event, saved already.
+                Err(e)
+                    if once
+                        && e.kind() == io::ErrorKind::AlreadyExists
+                        && fs::read(&target).is_ok_and(|b| b == bytes) =>
+                {
+                    return Ok(target)
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => candidate.push('_'),
                 Err(e) => return Err(e),
             }
@@ -100,9 +137,21 @@ pub fn save(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<PathBuf> {
     result
 }
 
-/// A running handler stage: the sender the dispatcher uses.
+/// A running handler stage: the sender the dispatcher uses (`None`: the handlers follow
+/// the archive), and the archive follower's stop flag and thread.
 pub struct Handlers {
-    pub tx: Sender<Arc<Event>>,
+    pub tx: Option<Sender<Arc<Event>>>,
+    follower: Option<(Arc<AtomicBool>, thread::JoinHandle<()>)>,
+}
+
+impl Handlers {
+    /// Stop following the archive and record the position (after the last commit).
+    pub fn stop(self) {
+        if let Some((stop, t)) = self.follower {
+            stop.store(true, Ordering::Relaxed);
+            let _ = t.join();
+        }
+    }
 }
 
 /// Why the handlers could not start.
@@ -162,9 +211,12 @@ fn check_save_dir(dir: &Path) -> Result<(), HandlerError> {
     fs::remove_file(&probe).map_err(err)
 }
 
-/// Start the handler thread (and the `--cmd` runners). Returns `None` if no handler is
-/// configured.
-pub fn start(cfg: HandlerConfig) -> Result<Option<Handlers>, HandlerError> {
+/// Start the handler thread (and the `--cmd` runners), following the archive in `store`
+/// if given. Returns `None` if no handler is configured.
+pub fn start(
+    cfg: HandlerConfig,
+    store: Option<Arc<Store>>,
+) -> Result<Option<Handlers>, HandlerError> {
     if !cfg.any() {
         return Ok(None);
     }
@@ -189,17 +241,117 @@ pub fn start(cfg: HandlerConfig) -> Result<Option<Handlers>, HandlerError> {
         }
         Some((jtx, backlog))
     };
-    thread::Builder::new()
+    let builder = thread::Builder::new()
         .name("handlers".into())
-        .stack_size(256 * 1024)
-        .spawn(move || run(rx, cfg, cmd_tx))
+        .stack_size(256 * 1024);
+    let Some(store) = store else {
+        builder
+            .spawn(move || run(rx, cfg, cmd_tx))
+            .map_err(HandlerError::Thread)?;
+        return Ok(Some(Handlers {
+            tx: Some(tx),
+            follower: None,
+        }));
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let t = builder
+        .spawn(move || follow(&store, &cfg, cmd_tx, &flag))
         .map_err(HandlerError::Thread)?;
-    Ok(Some(Handlers { tx }))
+    Ok(Some(Handlers {
+        tx: None,
+        follower: Some((stop, t)),
+    }))
 }
 
 struct Job {
     cmd: PathBuf,
     event: Arc<Event>,
+    /// Told the event's seq when the child ended (archive follower).
+    done: Option<(u64, Sender<u64>)>,
+}
+
+/// The archive follower's position, as stored.
+pub fn position(store: &Store) -> Option<u64> {
+    store
+        .meta_get(POSITION_KEY)
+        .ok()
+        .flatten()
+        .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
+}
+
+/// Thread body with the archive on: handle each archived event after the position, in
+/// order, until `stop`.
+fn follow(
+    store: &Store,
+    cfg: &HandlerConfig,
+    cmds: Option<(Sender<Job>, Arc<AtomicUsize>)>,
+    stop: &AtomicBool,
+) {
+    let end = store.archive_counters().next_seq.saturating_sub(1);
+    let mut saved = match store.meta_get_or_insert(POSITION_KEY, || end.to_be_bytes().to_vec()) {
+        Ok(v) => v.try_into().map(u64::from_be_bytes).unwrap_or(end),
+        Err(e) => {
+            error!(
+                "handlers: position unreadable ({e}); handling events from archive seq {} on",
+                end + 1
+            );
+            end
+        }
+    };
+    info!(
+        "handlers: handling archived events from seq {} on ({} not yet handled)",
+        saved + 1,
+        end.saturating_sub(saved)
+    );
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<u64>();
+    // Seqs whose --cmd children have not all ended, and how many are left.
+    let mut running: std::collections::BTreeMap<u64, usize> = Default::default();
+    let mut read = saved;
+    let mut saved_at = Instant::now();
+    let mut batch: Vec<(u64, Arc<Event>)> = Vec::with_capacity(READ_CHUNK);
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        if !stopping {
+            store.wait_for_archive(read, SAVE_EVERY / 2);
+            let result = store.read_archive(read + 1, |e| {
+                batch.push((e.seq, Arc::new(Event::archived(e))));
+                batch.len() < READ_CHUNK
+            });
+            if let Err(e) = result {
+                error!("handlers: cannot read the archive: {e}");
+                thread::sleep(Duration::from_secs(1));
+            }
+        }
+        for (seq, ev) in batch.drain(..) {
+            read = seq;
+            let done = Some((seq, done_tx.clone()));
+            let jobs = handle(&ev, cfg, &cmds, &done);
+            if jobs > 0 {
+                running.insert(seq, jobs);
+            }
+        }
+        while let Ok(seq) = done_rx.try_recv() {
+            if let Some(left) = running.get_mut(&seq) {
+                *left -= 1;
+                if *left == 0 {
+                    running.remove(&seq);
+                }
+            }
+        }
+        let position = running.keys().next().map_or(read, |s| s - 1);
+        if position != saved && (stopping || saved_at.elapsed() >= SAVE_EVERY) {
+            match store.meta_put(POSITION_KEY, &position.to_be_bytes()) {
+                Ok(()) => saved = position,
+                Err(e) => warn!("handlers: position not saved: {e}"),
+            }
+            saved_at = Instant::now();
+        }
+        if stopping {
+            info!("handlers stopped at archive seq {saved}");
+            return;
+        }
+    }
 }
 
 fn run(
@@ -208,6 +360,19 @@ fn run(
     cmds: Option<(Sender<Job>, Arc<AtomicUsize>)>,
 ) {
     for ev in rx {
+        handle(&ev, &cfg, &cmds, &None);
+    }
+}
+
+/// Print, save and queue the `--cmd` jobs of one event; the number of jobs queued.
+fn handle(
+    ev: &Arc<Event>,
+    cfg: &HandlerConfig,
+    cmds: &Option<(Sender<Job>, Arc<AtomicUsize>)>,
+    done: &Option<(u64, Sender<u64>)>,
+) -> usize {
+    let mut jobs = 0;
+    {
         if cfg.print_event {
             let out = io::stdout();
             let mut out = out.lock();
@@ -223,7 +388,7 @@ fn run(
             }
         }
         if let Some(dir) = &cfg.save_dir {
-            match save(dir, &file_name(&ev.ivorn), ev.payload()) {
+            match save_once(dir, &file_name(&ev.ivorn), ev.payload()) {
                 Ok(p) => debug!("saved {} as {}", ev.ivorn, p.display()),
                 Err(e) => error!(
                     "--save-event: cannot save {} in {}: {e}",
@@ -242,19 +407,27 @@ fn run(
                         cmd.display()
                     );
                 }
-                let _ = jtx.send(Job {
+                let job = Job {
                     cmd: cmd.clone(),
-                    event: Arc::clone(&ev),
-                });
+                    event: Arc::clone(ev),
+                    done: done.clone(),
+                };
+                if jtx.send(job).is_ok() {
+                    jobs += 1;
+                }
             }
         }
     }
+    jobs
 }
 
 fn run_jobs(rx: Receiver<Job>, timeout: Duration, backlog: Arc<AtomicUsize>) {
     for job in rx {
         backlog.fetch_sub(1, Ordering::SeqCst);
         run_one(&job.cmd, &job.event, timeout);
+        if let Some((seq, tx)) = job.done {
+            let _ = tx.send(seq);
+        }
     }
 }
 

@@ -81,8 +81,21 @@
 //!   of its socket and its counters (acked, iamalive outstanding), writes whatever backlog
 //!   the dispatcher left in its outbox (blocking, under the write deadline), and drops
 //!   itself by the decision table's rules; the dispatcher drops it if its backlog is full.
+//! * **Catch-up** ([`replay`]): a subscriber that names its position in the archive (a
+//!   bolide, with the `bolide-position` Param of its authenticate answer) is sent, by its
+//!   own broadcaster thread, the archived events after it that pass its filters, a chunk
+//!   of at most its queue at a time, then handed over to live fan-out. The hand-over is
+//!   exact although fan-out happens before the commit gives an event its seq: archive
+//!   order is acceptance order; the dispatcher holds the events accepted since the
+//!   subscriber registered (`Msg::Replaying` makes that a window of the latest ones) and
+//!   gives a fence (records admitted so far) that the replay waits to see settled, so it
+//!   reads everything accepted before the registration; at the archive's end
+//!   `Msg::HandOver` names the last entry read, and the dispatcher sends the held events
+//!   after it, or, if its window no longer reaches back that far, has the replay read on.
 //! * **Upstream** ([`upstream`]): one thread per `--remote`, the subscriber state
-//!   machine with backoff; its events take the author path from the dispatcher on.
+//!   machine with backoff; its events take the author path from the dispatcher on, each
+//!   with a [`verdict::Settle`] so that its position in the upstream's archive (in `meta`)
+//!   moves past an event only once the event is settled here.
 //! * **Kafka gateway** (`kafka`, cargo feature `kafka`): a consumer thread, one more
 //!   source like an upstream, whose events travel with a [`verdict::Settle`] instead of
 //!   an author's connection: the committer (or the dispatcher, for a duplicate) answers it
@@ -94,7 +107,10 @@
 //!   archive after its position (the last seq Kafka confirmed, kept in `meta`), woken by
 //!   the commits that append to it ([`store::Store::wait_for_archive`]), and produces
 //!   each event.
-//! * **Handlers** ([`handlers`]): off the dispatcher's path, bounded queues.
+//! * **Handlers** ([`handlers`]): off the dispatcher's path, bounded queues. With the
+//!   archive on, their thread is a reader of the archive with a position in `meta`
+//!   (woken by commits like the Kafka publisher), so a crash never loses an event for
+//!   them; with `--no-archive` the dispatcher hands them each new event.
 //! * **Operator's view** ([`http`], `--http`): an accept thread that checks
 //!   `--http-whitelist` and four request threads serving `/metrics`, `/status`,
 //!   `/healthz`, a status page and the archive (`/events`, through
@@ -128,6 +144,9 @@
 //! | LMDB environment ([`store::Store`]): dedup records and archive | `Arc<Store>` | read txns on the dispatcher and the Kafka publisher, writes on committer, pruner and (its position, in `meta`) the publisher; the archive's counters under one mutex held by the writer |
 //! | Kafka offsets settled / the publisher's position | the `kafka-consumer` / `kafka-publisher` thread | verdicts on a channel; the offsets under a mutex shared with the consumer's rebalance callbacks (same thread); the position in `meta` |
 //! | Kafka gateway figures (`KafkaStats`) | updated on the `kafka-consumer` thread | `Arc`; under a mutex held only to copy values |
+//! | an upstream's catch-up position | its upstream thread | verdicts on a channel; the position in `meta` |
+//! | the handlers' position in the archive | the handler thread | `--cmd` completions on a channel; the position in `meta` |
+//! | a catch-up (reading the archive for one subscriber) | that subscriber's broadcaster thread | read txns; `Msg::Replaying` / `Msg::HandOver` with the dispatcher, which holds the live events meanwhile |
 //! | a subscriber socket | its broadcaster thread reads; its [`outbox::Outbox`] writes | `Arc<Outbox>` held by the thread and the dispatcher; one mutex orders their writes |
 //! | connection counts, the listening socket, parked threads | [`listener::ListenerState`] | atomics; the per-address map and the parked list each under a mutex |
 //! | `--author-config` rules in force | [`authorconfig::AuthorRules`] | `Arc` held by the receivers and the broker; the rules behind an `RwLock`, replaced whole on SIGHUP |
@@ -140,7 +159,7 @@
 //! |---|---|
 //! | wire and formats | [`frame`] (VTP framing), [`transport`] (Transport messages), [`xml`] (hardened parser), [`schema`] + [`xsd`] (VOEvent 2.0 validation), [`ivoid`], [`voevent`] (the event and its checks), [`testevent`] |
 //! | roles, one thread each | [`receiver`] (an author), [`broadcaster`] (a subscriber), [`upstream`] (a `--remote`), `kafka` (consumer and publisher, feature `kafka`), [`dispatcher`], [`committer`], [`pruner`], [`handlers`] |
-//! | what the roles share | [`listener`] (accept, caps, thread reuse), [`ratelimit`] (per-address token buckets), [`outbox`] (a subscriber's write side), [`verdict`] (an author's reply), [`filters`] (XPath), [`store`] (LMDB), [`archive`] (the event log's format and retention), [`archive_reader`] (queries, read-only), [`archive_filters`] (the filters as a person writes them), [`metrics`] (counters) |
+//! | what the roles share | [`listener`] (accept, caps, thread reuse), [`ratelimit`] (per-address token buckets), [`outbox`] (a subscriber's write side), [`replay`] (a subscriber's catch-up from the archive), [`verdict`] (an author's reply), [`filters`] (XPath), [`store`] (LMDB), [`archive`] (the event log's format and retention), [`archive_reader`] (queries, read-only), [`archive_filters`] (the filters as a person writes them), [`metrics`] (counters) |
 //! | the operator's view | [`http`] (server, `/metrics`, `/status`, the page, `/events`) |
 //! | start-up and configuration | [`broker`] (wiring and shutdown), [`args`] (how every program reads its command line), [`cli`] (bolide's options), [`siteconfig`] and [`authorconfig`] (per-network rules files, on [`netrules`]), [`whitelist`] |
 //! | the operating system | [`sys`] (non-blocking I/O, deadlines, thread names, limits), [`signals`], [`time`] |
@@ -182,6 +201,7 @@ pub mod outbox;
 pub mod pruner;
 pub mod ratelimit;
 pub mod receiver;
+pub mod replay;
 pub mod schema;
 pub mod signals;
 pub mod siteconfig;

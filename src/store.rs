@@ -772,6 +772,44 @@ impl Store {
         Ok(n)
     }
 
+    /// The seq of the newest archived event with this ivorn (and this dedup key, if
+    /// given), found through `by_ivorn` (`None`: not in the archive, e.g. not committed
+    /// yet or deleted by retention).
+    pub fn archive_seq_of(
+        &self,
+        ivorn: &str,
+        key: Option<&Key>,
+    ) -> Result<Option<u64>, StoreError> {
+        let txn = self.env.begin_ro_txn().map_err(|e| self.err(e))?;
+        let mut cursor = txn
+            .open_ro_cursor(self.archive.by_ivorn)
+            .map_err(|e| self.err(e))?;
+        let prefix = archive::ivorn_key(ivorn, 0);
+        let prefix = &prefix[..prefix.len() - 8];
+        let mut found = None;
+        for item in cursor.iter_from(prefix) {
+            let (k, _) = item.map_err(|e| self.err(e))?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            let Some(seq) = archive::seq_of_ivorn_key(k).filter(|_| k.len() == prefix.len() + 8)
+            else {
+                continue;
+            };
+            match txn.get(self.archive.archive, &seq.to_be_bytes()) {
+                Ok(v) => {
+                    let e = archive::decode(seq, v).map_err(|e| self.corrupt(e.to_string()))?;
+                    if e.ivorn == ivorn && key.map_or(true, |k| e.key == *k) {
+                        found = Some(seq);
+                    }
+                }
+                Err(lmdb::Error::NotFound) => {}
+                Err(e) => return Err(self.err(e)),
+            }
+        }
+        Ok(found)
+    }
+
     /// A value of the `meta` database (`None` if absent). Keys of other modules live
     /// there beside the format and the archive's counters (e.g. the Kafka gateway's
     /// group id and published position).

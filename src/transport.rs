@@ -167,7 +167,15 @@ pub enum Meta<'a> {
     Result(&'a str),
     /// `Param name="xpath-filter"` per filter; an empty list gives `<Meta/>`.
     Filters(&'a [String]),
+    /// The filters, then bolide's catch-up position ([`POSITION_PARAM`]).
+    Position(&'a [String], &'a str),
 }
+
+/// The `Param` with which bolide brokers exchange catch-up positions ([`crate::replay`]):
+/// a subscriber's authenticate response carries where it stopped, an upstream's
+/// `iamalive` where the events that follow it start. Other brokers ignore it (Comet reads
+/// only `xpath-filter` Params).
+pub const POSITION_PARAM: &str = "bolide-position";
 
 /// Serialize a Transport message exactly as Comet does. `response` is omitted when `None`
 /// or empty (Comet omits it when it has no local IVOID).
@@ -205,16 +213,29 @@ pub fn build(
         Meta::Filters([]) => s.push_str("  <Meta/>\n"),
         Meta::Filters(filters) => {
             s.push_str("  <Meta>\n");
-            for f in filters {
-                s.push_str("    <Param name=\"xpath-filter\" value=\"");
-                escape_attr(f, &mut s);
-                s.push_str("\"/>\n");
-            }
+            push_params("xpath-filter", filters.iter().map(String::as_str), &mut s);
+            s.push_str("  </Meta>\n");
+        }
+        Meta::Position(filters, position) => {
+            s.push_str("  <Meta>\n");
+            push_params("xpath-filter", filters.iter().map(String::as_str), &mut s);
+            push_params(POSITION_PARAM, [position], &mut s);
             s.push_str("  </Meta>\n");
         }
     }
     s.push_str("</trn:Transport>\n");
     s.into_bytes()
+}
+
+/// One `<Param name="…" value="…"/>` line per value.
+fn push_params<'v>(name: &str, values: impl IntoIterator<Item = &'v str>, s: &mut String) {
+    for v in values {
+        s.push_str("    <Param name=\"");
+        s.push_str(name);
+        s.push_str("\" value=\"");
+        escape_attr(v, s);
+        s.push_str("\"/>\n");
+    }
 }
 
 /// `iamalive` from a broker to a subscriber.
@@ -261,6 +282,35 @@ pub fn authenticate_response(origin: &str, local_ivo: Option<&str>, filters: &[S
     )
 }
 
+/// A bolide subscriber's answer to an `authenticate`: its filters and its catch-up
+/// position (empty: none yet).
+pub fn authenticate_response_at(
+    origin: &str,
+    local_ivo: Option<&str>,
+    filters: &[String],
+    position: &str,
+) -> Vec<u8> {
+    build(
+        Role::Authenticate,
+        origin,
+        local_ivo,
+        &crate::time::utc_now(),
+        Meta::Position(filters, position),
+    )
+}
+
+/// `iamalive` to a bolide subscriber, telling it the position the events that follow
+/// start after.
+pub fn iamalive_at(local_ivo: &str, position: &str) -> Vec<u8> {
+    build(
+        Role::IAmAlive,
+        local_ivo,
+        None,
+        &crate::time::utc_now(),
+        Meta::Position(&[], position),
+    )
+}
+
 /// `ack` for the event `ivorn`.
 pub fn ack(ivorn: &str, local_ivo: Option<&str>) -> Vec<u8> {
     build(
@@ -297,6 +347,8 @@ pub struct Message {
     /// Filters, both forms: `Meta/Param[@name="xpath-filter"]/@value` and
     /// `Meta/filter[@type="xpath"]` text, in document order.
     pub filters: Vec<String>,
+    /// `Meta/Param[@name="bolide-position"]/@value` ([`POSITION_PARAM`]).
+    pub position: Option<String>,
 }
 
 /// Why a payload is not a usable Transport message.
@@ -355,6 +407,9 @@ pub fn from_document(doc: &Document<'_>) -> Result<Message, TransportError> {
                             if let Some(v) = doc.attr(mc, "value") {
                                 m.filters.push(v.to_string());
                             }
+                        }
+                        "Param" if doc.attr(mc, "name") == Some(POSITION_PARAM) => {
+                            m.position = doc.attr(mc, "value").map(str::to_string);
                         }
                         "filter" if doc.attr(mc, "type") == Some("xpath") => {
                             m.filters.push(me.text.to_string());

@@ -10,6 +10,18 @@
 //! to 60 s; the backoff resets only after a connection stayed up for [`HEALTHY_AFTER`], so
 //! an upstream that accepts and closes at once (a whitelist refusal) costs at most one
 //! attempt per backoff step, never a reconnect storm.
+//!
+//! Catch-up ([`crate::replay`]): the thread keeps, in the event database's `meta` (key
+//! [`position_key`]), its position in the upstream's archive, and sends it in every
+//! authenticate response ([`transport::POSITION_PARAM`]; empty until it has one). A bolide
+//! upstream answers with an `iamalive` naming its archive and the seq the events that
+//! follow start after, then replays what came after the position, then live events; each
+//! event received is the next position (archive, key, ivorn). A position moves past an
+//! event only once the dispatcher settled it here (committed, or already known), in the
+//! order received, so a crash never leaves it ahead of what this broker holds: at worst
+//! some events come again and are recognised as seen. It is written at most every
+//! [`SAVE_EVERY`] and when a session ends. Other upstreams (Comet) ignore the Param and
+//! never name an archive: no position is kept for them.
 
 use std::io;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
@@ -23,8 +35,12 @@ use crate::cli::Remote;
 use crate::dispatcher::Msg;
 use crate::frame::{write_frame, FrameError, FrameReader};
 use crate::metrics::{LinkState, UpstreamStat, METRICS};
+use crate::replay::{At, Position};
+use crate::store::Store;
 use crate::transport::{self, Role};
+use crate::verdict::{Reply, Settle, Settled, Verdict};
 use crate::voevent::upstream_event;
+use crate::voevent::{Event, Rejection};
 use crate::xml::{self, Limits};
 
 /// First reconnect delay.
@@ -48,6 +64,191 @@ pub struct UpstreamContext {
     /// Time the upstream may take to finish a message it started sending.
     pub frame_timeout: Duration,
     pub dispatcher: Sender<Msg>,
+    /// Where positions are kept.
+    pub store: Arc<Store>,
+}
+
+/// How often at most the position is written to the event database.
+pub const SAVE_EVERY: Duration = Duration::from_millis(200);
+/// How long a session's end waits for the verdicts on its last events.
+const SETTLE_AT_END: Duration = Duration::from_secs(2);
+
+/// The `meta` key of the catch-up position in upstream `name` (`host:port`).
+pub fn position_key(name: &str) -> Vec<u8> {
+    format!("upstream_position:{name}").into_bytes()
+}
+
+/// One step of the stream from an upstream, in the order received.
+struct Mark {
+    /// The submission's token (`None`: a position the upstream named, nothing to wait for).
+    token: Option<u64>,
+    settled: bool,
+    failed: bool,
+    position: String,
+}
+
+/// This thread's position in its upstream's archive.
+struct Tracker {
+    store: Arc<Store>,
+    key: Vec<u8>,
+    name: String,
+    /// Every event up to here is settled in this broker.
+    current: String,
+    saved: String,
+    saved_at: Instant,
+    /// The upstream's archive in this session, once it named it.
+    archive: Option<[u8; 16]>,
+    tx: Sender<Settled>,
+    rx: Receiver<Settled>,
+    next_token: u64,
+    marks: std::collections::VecDeque<Mark>,
+    /// An event failed to be recorded here: the position stays before it until the
+    /// upstream names a new start (next session).
+    frozen: bool,
+}
+
+impl Tracker {
+    fn new(store: Arc<Store>, name: &str) -> Tracker {
+        let key = position_key(name);
+        let current = match store.meta_get(&key) {
+            Ok(v) => v
+                .and_then(|v| String::from_utf8(v).ok())
+                .unwrap_or_default(),
+            Err(e) => {
+                warn!("upstream {name}: catch-up position unreadable ({e}); starting without");
+                String::new()
+            }
+        };
+        let (tx, rx) = crossbeam_channel::unbounded();
+        Tracker {
+            store,
+            key,
+            name: name.to_string(),
+            saved: current.clone(),
+            current,
+            saved_at: Instant::now(),
+            archive: None,
+            tx,
+            rx,
+            next_token: 0,
+            marks: Default::default(),
+            frozen: false,
+        }
+    }
+
+    /// The upstream named the position the events that follow start after.
+    fn named(&mut self, text: &str) {
+        let Some(p) = Position::parse(text) else {
+            warn!(
+                "upstream {}: unreadable position {text:?}; ignored",
+                self.name
+            );
+            return;
+        };
+        debug!("upstream {}: events follow position {p}", self.name);
+        self.archive = Some(p.archive);
+        self.marks.push_back(Mark {
+            token: None,
+            settled: true,
+            failed: false,
+            position: text.to_string(),
+        });
+        self.pump(true);
+    }
+
+    /// `event` is about to be submitted: the reply that settles its mark (`None`: no
+    /// archive named, no position kept).
+    fn received(&mut self, event: &Event) -> Option<Reply> {
+        let archive = self.archive?;
+        let token = self.next_token;
+        self.next_token += 1;
+        let at = At::Event {
+            key: event.key,
+            ivorn: event.ivorn.clone(),
+        };
+        self.marks.push_back(Mark {
+            token: Some(token),
+            settled: false,
+            failed: false,
+            position: Position { archive, at }.to_string(),
+        });
+        Some(Reply::Source(Settle::new(self.tx.clone(), token)))
+    }
+
+    /// Whether verdicts are awaited or the position is not saved yet.
+    fn unsaved(&self) -> bool {
+        !self.marks.is_empty() || self.current != self.saved
+    }
+
+    /// Take the verdicts that came, advance, and save if due.
+    fn pump(&mut self, force: bool) {
+        while let Ok(s) = self.rx.try_recv() {
+            self.settle(s);
+        }
+        self.advance();
+        self.save(force);
+    }
+
+    fn settle(&mut self, s: Settled) {
+        if let Some(m) = self.marks.iter_mut().find(|m| m.token == Some(s.token)) {
+            m.settled = true;
+            m.failed = !matches!(
+                s.verdict,
+                Verdict::Accepted | Verdict::Rejected(Rejection::Duplicate)
+            );
+        }
+    }
+
+    fn advance(&mut self) {
+        while self.marks.front().is_some_and(|m| m.settled) {
+            let m = self.marks.pop_front().expect("a front mark");
+            if m.token.is_none() {
+                self.frozen = false;
+            } else if m.failed && !self.frozen {
+                warn!(
+                    "upstream {}: an event was not recorded here; the catch-up position stays before it until the next connection",
+                    self.name
+                );
+                self.frozen = true;
+            }
+            if !self.frozen {
+                self.current = m.position;
+            }
+        }
+    }
+
+    fn save(&mut self, force: bool) {
+        if self.current == self.saved || (!force && self.saved_at.elapsed() < SAVE_EVERY) {
+            return;
+        }
+        match self.store.meta_put(&self.key, self.current.as_bytes()) {
+            Ok(()) => {
+                debug!(
+                    "upstream {}: catch-up position {} saved",
+                    self.name, self.current
+                );
+                self.saved.clone_from(&self.current);
+            }
+            Err(e) => warn!("upstream {}: catch-up position not saved: {e}", self.name),
+        }
+        self.saved_at = Instant::now();
+    }
+
+    /// A session ended: wait a little for the verdicts on its last events, then save.
+    fn end_session(&mut self) {
+        let deadline = Instant::now() + SETTLE_AT_END;
+        while self.marks.iter().any(|m| !m.settled) {
+            match self
+                .rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(s) => self.settle(s),
+                Err(_) => break,
+            }
+        }
+        self.pump(true);
+        self.archive = None;
+    }
 }
 
 /// Why a session with an upstream ended.
@@ -105,6 +306,7 @@ pub fn run(remote: Remote, ctx: Arc<UpstreamContext>, stop: Receiver<()>) {
     let mut backoff = Backoff::new(seed);
     let name = remote.to_string();
     let stat = METRICS.upstream(name.clone());
+    let mut tracker = Tracker::new(Arc::clone(&ctx.store), &name);
     loop {
         let started = Instant::now();
         stat.set(LinkState::Connecting);
@@ -112,8 +314,9 @@ pub fn run(remote: Remote, ctx: Arc<UpstreamContext>, stop: Receiver<()>) {
             Ok(stream) => {
                 info!("subscribed to upstream {name}");
                 stat.set(LinkState::Connected);
-                let end = session(&stream, &name, &ctx, &stat);
+                let end = session(&stream, &name, &ctx, &stat, &mut tracker);
                 let _ = stream.shutdown(Shutdown::Both);
+                tracker.end_session();
                 let lived = started.elapsed();
                 match &end {
                     End::Closed => warn!(
@@ -160,7 +363,13 @@ fn connect(remote: &Remote) -> io::Result<TcpStream> {
     Err(last)
 }
 
-fn session(stream: &TcpStream, name: &str, ctx: &UpstreamContext, stat: &UpstreamStat) -> End {
+fn session(
+    stream: &TcpStream,
+    name: &str,
+    ctx: &UpstreamContext,
+    stat: &UpstreamStat,
+    tracker: &mut Tracker,
+) -> End {
     let mut frames = FrameReader::new(ctx.max_event_size);
     let mut out = stream;
     if let Err(e) = stream.set_write_timeout(Some(ctx.inactivity)) {
@@ -169,12 +378,20 @@ fn session(stream: &TcpStream, name: &str, ctx: &UpstreamContext, stat: &Upstrea
     let local = ctx.local_ivo.as_deref();
     let mut last_good = Instant::now();
     loop {
-        let frame = match frames.read_frame_deadlines(
-            stream,
-            last_good + ctx.inactivity,
-            ctx.frame_timeout,
-        ) {
+        let idle = last_good + ctx.inactivity;
+        // While a position waits to be settled or saved, wake to do it.
+        let wake = match tracker.unsaved() {
+            true => idle.min(Instant::now() + SAVE_EVERY),
+            false => idle,
+        };
+        let frame = match frames.read_frame_deadlines(stream, wake, ctx.frame_timeout) {
             Ok(f) => f,
+            Err(FrameError::TimedOut | FrameError::Stalled { .. })
+                if Instant::now() < idle && !frames.stalled(ctx.frame_timeout) =>
+            {
+                tracker.pump(false);
+                continue;
+            }
             Err(FrameError::Closed) => return End::Closed,
             Err(FrameError::TimedOut) => return End::Silent(ctx.inactivity),
             Err(e) => return End::Frame(e),
@@ -202,6 +419,9 @@ fn session(stream: &TcpStream, name: &str, ctx: &UpstreamContext, stat: &Upstrea
                 match m.role {
                     Some(Role::IAmAlive) => {
                         debug!("iamalive from upstream {name}");
+                        if let Some(p) = &m.position {
+                            tracker.named(p);
+                        }
                         transport::iamalive_response(origin, local)
                     }
                     Some(Role::Authenticate) => {
@@ -209,7 +429,12 @@ fn session(stream: &TcpStream, name: &str, ctx: &UpstreamContext, stat: &Upstrea
                             "authenticate from upstream {name}; sending {} filters",
                             ctx.filters.len()
                         );
-                        transport::authenticate_response(origin, local, &ctx.filters)
+                        transport::authenticate_response_at(
+                            origin,
+                            local,
+                            &ctx.filters,
+                            &tracker.current,
+                        )
                     }
                     _ => {
                         info!(
@@ -225,11 +450,12 @@ fn session(stream: &TcpStream, name: &str, ctx: &UpstreamContext, stat: &Upstrea
                     let ack = transport::ack(&ev.ivorn, local);
                     debug!("received {} from upstream {name}", ev.ivorn);
                     stat.received();
+                    let reply = tracker.received(&ev);
                     if ctx
                         .dispatcher
                         .send(Msg::Submit {
                             event: Arc::new(ev),
-                            reply: None,
+                            reply,
                         })
                         .is_err()
                     {
@@ -253,6 +479,7 @@ fn session(stream: &TcpStream, name: &str, ctx: &UpstreamContext, stat: &Upstrea
         if let Err(e) = write_frame(&mut out, &reply) {
             return End::Io(e);
         }
+        tracker.pump(false);
     }
 }
 

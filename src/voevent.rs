@@ -125,6 +125,20 @@ impl Event {
         }
     }
 
+    /// An archived event read back for a catch-up ([`crate::replay`]): its exact bytes and
+    /// stored key, nothing parsed or hashed again.
+    pub fn archived(e: &crate::archive::Entry<'_>) -> Event {
+        Event {
+            frame: crate::frame::encode(e.bytes),
+            ivorn: e.ivorn.to_string(),
+            role: e.role,
+            key: e.key,
+            origin: Origin::Local,
+            author_ivorn: None,
+            authored: None,
+        }
+    }
+
     /// Take `Who/AuthorIVORN` and `Who/Date` from the event's document.
     pub fn with_who(mut self, doc: &Document<'_>) -> Event {
         let text = |parent, name| {

@@ -107,6 +107,19 @@ fn filter_counts() {
     fanout_like("filter", 125);
 }
 
+#[test]
+fn catchup_counts() {
+    let broker = common::Broker::start(&["-q", "--resume-subscribers=127.0.0.1"]);
+    let (code, json, all) = bench(&broker, &["catchup", "--count=200"]);
+    assert!(json.contains("\"mode\":\"catchup\""), "{all}");
+    assert_eq!(int(&json, "received"), 200, "{all}");
+    for k in ["lost", "duplicates", "out_of_order"] {
+        assert_eq!(int(&json, k), 0, "{k}: {all}");
+    }
+    assert!(json.contains("\"events_per_s\":"), "{json}");
+    assert_eq!(code, 0, "{all}");
+}
+
 /// `bolide-bench null-broker`, killed on drop.
 struct NullBroker(Child);
 

@@ -78,7 +78,7 @@ fn bolide_bench_man_page_matches_help() {
     check_with(
         env!("CARGO_BIN_EXE_bolide-bench"),
         "man/bolide-bench.1",
-        &["ingest", "fanout", "filter", "null-broker"],
+        &["ingest", "fanout", "filter", "catchup", "null-broker"],
     );
 }
 

@@ -435,6 +435,45 @@ fn pygcn_listen_receives_and_acks_bolide_events() {
     assert_eq!(b.log_count("disconnected"), 0, "{log}");
 }
 
+/// pygcn cannot say where it stopped: with --resume-subscribers its address's last ack
+/// is kept, and a pygcn-listen started again saves the events it missed meanwhile.
+#[test]
+fn pygcn_reconnecting_saves_what_it_missed() {
+    let Some(bin) = peers("pygcn_reconnecting_saves_what_it_missed") else {
+        return;
+    };
+    let dir = scratch("interop-pygcn-resume");
+    let b = Broker::start(&["--no-sync", "--resume-subscribers=127.0.0.0/8"]);
+    let name = |i: usize| dir.join(format!("ivo%3A%2F%2Fbolide.test%2Fstream%23pg-{i}"));
+    let args = [format!("127.0.0.1:{}", b.broadcast().port())];
+    let listen = Peer::start(&bin, "pygcn-listen", &args, &dir);
+    assert!(b.wait_log("(1 subscribers)", T), "{}", listen.text());
+    let first = make_event("pg-0", 0);
+    assert!(submit(b.receive(), &first).is_ack());
+    assert_eq!(wait_file(&name(0)), first);
+    assert!(
+        b.wait_log("(ivo://bolide.test/stream#pg-0) saved", T),
+        "{}",
+        b.log_text()
+    );
+    drop(listen);
+    assert!(b.wait_log("(0 subscribers)", T), "{}", b.log_text());
+    let missed: Vec<Vec<u8>> = (1..=5).map(|i| make_event(&format!("pg-{i}"), 0)).collect();
+    for ev in &missed {
+        assert!(submit(b.receive(), ev).is_ack());
+    }
+    let listen = Peer::start(&bin, "pygcn-listen", &args, &dir);
+    for (i, ev) in missed.iter().enumerate() {
+        assert_eq!(&wait_file(&name(i + 1)), ev, "{}", listen.text());
+    }
+    assert_eq!(
+        b.log_count("caught up: 5 events replayed"),
+        1,
+        "{}",
+        b.log_text()
+    );
+}
+
 /// The comet-sendvo command lines compared, H, P and F standing for the host, the port
 /// and the event's file, and whether the event goes on standard input.
 const SPELLINGS: &[(&[&str], bool)] = &[

@@ -344,6 +344,21 @@ impl Subscriber {
     /// Connect and wait for the broker's `authenticate`.
     pub fn connect(addr: SocketAddr, behaviour: Behaviour) -> Subscriber {
         let stream = TcpStream::connect(addr).expect("connect to broadcast port");
+        Subscriber::over(stream, behaviour)
+    }
+
+    /// Connect from the local address `from` (see [`connect_from`]).
+    pub fn connect_from(
+        from: std::net::Ipv4Addr,
+        addr: SocketAddr,
+        behaviour: Behaviour,
+    ) -> Subscriber {
+        let stream = connect_from(from, addr).expect("connect to broadcast port");
+        Subscriber::over(stream, behaviour)
+    }
+
+    /// Wait on `stream` for the broker's `authenticate`.
+    fn over(stream: TcpStream, behaviour: Behaviour) -> Subscriber {
         let mut s = Subscriber {
             stream,
             frames: FrameReader::new(16 << 20),

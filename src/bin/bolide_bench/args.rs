@@ -39,6 +39,7 @@ pub enum Mode {
     Ingest(IngestArgs),
     Fanout(Fan<false>),
     Filter(Fan<true>),
+    Catchup(crate::catchup::CatchupArgs),
     NullBroker(NullBrokerArgs),
 }
 

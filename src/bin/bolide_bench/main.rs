@@ -8,6 +8,8 @@
 //!   ([`fanout`]).
 //! * `filter`: fanout where the subscribers install XPath filters (4 distinct
 //!   expressions, round-robin); exactly the matching events must arrive ([`fanout`]).
+//! * `catchup`: a subscriber that reconnects after N events; the time to receive them
+//!   from the broker's catch-up, and the events lost or duplicated ([`catchup`]).
 //! * `null-broker`: not a load generator but the other end: a broker doing only the
 //!   unavoidable socket work, to measure the machine's floor ([`null_broker`]).
 //!
@@ -31,6 +33,7 @@ use serde::Serialize;
 
 mod args;
 mod author;
+mod catchup;
 mod event;
 mod fanout;
 mod ingest;
@@ -60,7 +63,7 @@ fn main() -> ExitCode {
     match &args.mode {
         None => {
             eprintln!(
-                "bolide-bench: give a mode: ingest, fanout, filter or null-broker (see --help)"
+                "bolide-bench: give a mode: ingest, fanout, filter, catchup or null-broker (see --help)"
             );
             ExitCode::from(2)
         }
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         Some(Mode::Ingest(a)) => finish(ingest::run(&args, a)),
         Some(Mode::Fanout(Fan(a))) => finish(fanout::run(&args, a, false)),
         Some(Mode::Filter(Fan(a))) => finish(fanout::run(&args, a, true)),
+        Some(Mode::Catchup(a)) => finish(catchup::run(&args, a)),
     }
 }
 
