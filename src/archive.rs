@@ -6,16 +6,17 @@
 //! | database      | key                                      | value |
 //! |---------------|------------------------------------------|-------|
 //! | `archive`     | seq: 8-byte big-endian, from 1, never reused | an [`Entry`]'s metadata ([`encode_meta_into`]) |
-//! | `event_bytes` | seq                                      | the event's bytes ([`put_bytes`]) |
+//! | `event_bytes` | seq + 4-byte big-endian part number, from 0 | the event's bytes, in parts ([`put_bytes`]) |
 //! | `by_ivorn`    | ivorn bytes (at most [`IVORN_KEY_MAX`]) + seq | empty |
 //!
 //! An entry's metadata (times, role, source, ivorn, `Who`, size: about 150 bytes) is a
 //! record apart from its bytes, so listings, statistics, time searches and retention read
 //! small records packed many to a page and never the bytes. The bytes are LZ4-compressed
 //! (a block, `lz4_flex`) when that makes them smaller, behind a one-byte codec: VOEvent
-//! XML shrinks to about half, which halves the pages each event writes (a typical 4-5 KB
-//! event takes one 4 KiB overflow page instead of two) at a cost of microseconds; reading
-//! restores the exact bytes.
+//! XML shrinks to about half at a cost of microseconds; reading restores the exact bytes.
+//! They are stored in parts of at most [`PART`] bytes, which LMDB keeps inside its leaf
+//! pages (four to a page, appended in seq order, so the pages fill up) rather than in
+//! overflow pages of their own, whose unused ends would be written with every event.
 //!
 //! `seq` is the broker's acceptance order. The acceptance time in each entry never goes
 //! backwards (a clock stepped back repeats the last time), so seq order is time order and
@@ -51,6 +52,10 @@ const LENGTHS_AT: usize = 1 + 8 + 1 + 1 + 32 + 4;
 /// block.
 const CODEC_RAW: u8 = 0;
 const CODEC_LZ4: u8 = 1;
+/// Most bytes of one `event_bytes` value: four such values and their 12-byte keys fill a
+/// 4 KiB leaf page, and none needs an overflow page (LMDB moves a value to overflow pages
+/// once it takes more than about half a page).
+pub const PART: usize = 1000;
 
 pub const ARCHIVE_DB: &str = "archive";
 pub const BYTES_DB: &str = "event_bytes";
@@ -341,8 +346,16 @@ pub fn pack(payload: &[u8]) -> Vec<u8> {
     packed
 }
 
-/// Store `payload` as the bytes of entry `seq` ([`pack`]); `flags`: `APPEND` when `seq`
-/// is the highest.
+/// The `event_bytes` key of part `part` of entry `seq`.
+fn part_key(seq: u64, part: u32) -> [u8; 12] {
+    let mut k = [0; 12];
+    k[..8].copy_from_slice(&seq.to_be_bytes());
+    k[8..].copy_from_slice(&part.to_be_bytes());
+    k
+}
+
+/// Store `payload` as the bytes of entry `seq` ([`pack`]), in parts of at most [`PART`]
+/// bytes; `flags`: `APPEND` when `seq` is the highest.
 pub fn put_bytes(
     txn: &mut RwTransaction<'_>,
     db: Database,
@@ -350,24 +363,53 @@ pub fn put_bytes(
     payload: &[u8],
     flags: WriteFlags,
 ) -> lmdb::Result<()> {
-    txn.put(db, &seq.to_be_bytes(), &pack(payload), flags)
+    for (i, part) in pack(payload).chunks(PART).enumerate() {
+        txn.put(db, &part_key(seq, i as u32), &part, flags)?;
+    }
+    Ok(())
 }
 
-/// The exact bytes of `e` from its stored `event_bytes` value: borrowed from it, or
-/// decompressed into `buf`.
+/// Delete the bytes of entry `seq` (every part); how many parts there were.
+pub fn delete_bytes(txn: &mut RwTransaction<'_>, db: Database, seq: u64) -> lmdb::Result<u32> {
+    let mut part = 0;
+    loop {
+        match txn.del(db, &part_key(seq, part), None) {
+            Ok(()) => part += 1,
+            Err(lmdb::Error::NotFound) => return Ok(part),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The exact bytes of `e` from its stored `event_bytes` value (its parts joined): borrowed
+/// from it, or decompressed into `buf`.
 pub fn unpack<'b>(
     e: &Entry<'_>,
     stored: &'b [u8],
     buf: &'b mut Vec<u8>,
 ) -> Result<&'b [u8], BadEntry> {
-    let bad = |why| BadEntry { seq: e.seq, why };
     match stored.split_first() {
         Some((&CODEC_RAW, bytes)) if bytes.len() == e.size => Ok(bytes),
+        _ => {
+            unpack_into(e, stored, buf)?;
+            Ok(&buf[..])
+        }
+    }
+}
+
+/// The exact bytes of `e` from its stored `event_bytes` value, into `buf`.
+fn unpack_into(e: &Entry<'_>, stored: &[u8], buf: &mut Vec<u8>) -> Result<(), BadEntry> {
+    let bad = |why| BadEntry { seq: e.seq, why };
+    buf.clear();
+    match stored.split_first() {
+        Some((&CODEC_RAW, bytes)) if bytes.len() == e.size => {
+            buf.extend_from_slice(bytes);
+            Ok(())
+        }
         Some((&CODEC_LZ4, packed)) => {
-            buf.clear();
             buf.resize(e.size, 0);
             match lz4_flex::block::decompress_into(packed, buf) {
-                Ok(n) if n == e.size => Ok(&buf[..]),
+                Ok(n) if n == e.size => Ok(()),
                 _ => Err(bad("its compressed bytes are damaged")),
             }
         }
@@ -384,17 +426,30 @@ pub fn with_bytes<'b, T: Transaction>(
     e: &Entry<'b>,
     buf: &'b mut Vec<u8>,
 ) -> Result<Entry<'b>, ReadFail> {
-    let stored = match txn.get(dbs.bytes, &e.seq.to_be_bytes()) {
-        Ok(v) => v,
-        Err(lmdb::Error::NotFound) => {
+    let cursor = txn.open_ro_cursor(dbs.bytes)?;
+    let mut parts: Vec<&'b [u8]> = Vec::new();
+    let mut item = cursor.get(Some(&part_key(e.seq, 0)), None, lmdb_sys::MDB_SET_RANGE);
+    loop {
+        match item {
+            Ok((Some(k), v)) if k.len() == 12 && k[..8] == e.seq.to_be_bytes() => parts.push(v),
+            Ok(_) | Err(lmdb::Error::NotFound) => break,
+            Err(err) => return Err(ReadFail::Lmdb(err)),
+        }
+        item = cursor.get(None, None, lmdb_sys::MDB_NEXT);
+    }
+    let bytes = match parts[..] {
+        [] => {
             return Err(ReadFail::Bad(BadEntry {
                 seq: e.seq,
                 why: "its bytes are missing",
             }))
         }
-        Err(err) => return Err(ReadFail::Lmdb(err)),
+        [one] => unpack(e, one, buf)?,
+        _ => {
+            unpack_into(e, &parts.concat(), buf)?;
+            &buf[..]
+        }
     };
-    let bytes = unpack(e, stored, buf)?;
     Ok(Entry { bytes, ..e.clone() })
 }
 
@@ -553,11 +608,10 @@ pub fn evict_oldest(
     let mut freed = 0;
     for (seq, ikey, len) in &victims {
         txn.del(dbs.archive, &seq.to_be_bytes(), None)?;
-        for (db, key) in [(dbs.bytes, &seq.to_be_bytes()[..]), (dbs.by_ivorn, ikey)] {
-            match txn.del(db, &key, None) {
-                Ok(()) | Err(lmdb::Error::NotFound) => {}
-                Err(e) => return Err(e),
-            }
+        delete_bytes(txn, dbs.bytes, *seq)?;
+        match txn.del(dbs.by_ivorn, ikey, None) {
+            Ok(()) | Err(lmdb::Error::NotFound) => {}
+            Err(e) => return Err(e),
         }
         c.count = c.count.saturating_sub(1);
         c.bytes = c.bytes.saturating_sub(*len);

@@ -104,6 +104,10 @@ const DATA_FILE: &str = "data.mdb";
 const TRIM_EVERY_MS: u64 = 1000;
 /// Most archive entries deleted by retention inside one insert transaction.
 const EVICT_PER_COMMIT: usize = 256;
+/// Pages the archive keeps free beyond the reserve, for a transaction that deletes its
+/// oldest entries: it copies the B-tree pages it changes (a path through each of its
+/// databases and LMDB's free list) before any page it frees can be reused.
+const EVICT_PAGES: usize = 24;
 /// The file a writing [`Store`] holds an exclusive `flock` on.
 pub const LOCK_FILE: &str = "bolide.lock";
 
@@ -676,8 +680,8 @@ impl Store {
         Ok(())
     }
 
-    /// Pages the archive entries of `events` take: each value (header, strings, bytes)
-    /// in overflow pages, plus its two keys.
+    /// Pages the archive entries of `events` take, at most: each event's bytes as if
+    /// uncompressed, its metadata and keys.
     fn batch_pages(&self, events: &[&Event]) -> usize {
         let page = self.page_size.max(1);
         events
@@ -696,7 +700,11 @@ impl Store {
         let pages = self.batch_pages(events);
         let mut force = force;
         for _ in 0..64 {
-            if force == 0 && self.headroom(n, pages).map_err(|e| self.err(e))? {
+            if force == 0
+                && self
+                    .headroom(n, pages + EVICT_PAGES)
+                    .map_err(|e| self.err(e))?
+            {
                 return Ok(true);
             }
             let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
