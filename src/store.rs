@@ -83,8 +83,8 @@ const FORMAT_3: &[u8] = b"bolide-eventdb-3";
 pub const UPGRADE_CHUNK: usize = 2000;
 /// Default size of the memory map, i.e. the maximum size of `data.mdb`: 4 GiB, which
 /// holds 30 days of a busy network's archive (GCN sent about 2 000 VOEvents a day of
-/// 2-10 KB: at most 60 000 events, each at most three 4 KiB pages, about 0.7 GiB) several
-/// times over, besides the dedup records.
+/// 2-10 KB: at most 60 000 events, at most 0.6 GiB as they came and about half that
+/// stored compressed) several times over, besides the dedup records.
 pub const DEFAULT_MAP_SIZE: usize = 4 << 30;
 /// Default lifetime of a record: 30 days.
 pub const DEFAULT_TTL_SECS: u64 = 30 * 86_400;
