@@ -247,7 +247,7 @@ impl ArchiveReader {
             let txn = env.begin_ro_txn().map_err(lmdb)?;
             match txn.get(meta, &b"format") {
                 Ok(v) if v == FORMAT => {}
-                Ok(v) if v.starts_with(b"bolide-eventdb-") && v < FORMAT => {
+                Ok(v) if format_number(v).is_some_and(|n| Some(n) < format_number(FORMAT)) => {
                     return Err(foreign(format!(
                         "an event database of format {:?}, older than this tool reads: start this version of bolide on it once to upgrade it",
                         String::from_utf8_lossy(v)
@@ -587,6 +587,14 @@ impl ArchiveReader {
     }
 }
 
+/// The number of an event database format (`bolide-eventdb-N`), if it is one.
+fn format_number(v: &[u8]) -> Option<u32> {
+    std::str::from_utf8(v.strip_prefix(b"bolide-eventdb-")?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// Whether `e`'s metadata passes every filter of `q` but XPath.
 fn matches(q: &Query, e: &Entry<'_>) -> bool {
     if q.since_ms.is_some_and(|t| e.accepted_ms < t)
@@ -726,6 +734,28 @@ mod tests {
             ..Query::default()
         };
         assert_eq!(list(&r, &q), oracle(&|i, _| i % 50 == 0));
+        // Without bytes: metadata only, sizes kept; an XPath still sees the bytes.
+        for xpath in [None, q.xpath.clone()] {
+            let q = Query {
+                without_bytes: true,
+                xpath,
+                ..Query::default()
+            };
+            let mut n = 0;
+            r.query(&q, |e| {
+                let want = events[e.seq as usize - 1].payload();
+                assert_eq!(e.size, want.len());
+                let bytes: &[u8] = if q.xpath.is_some() { want } else { &[] };
+                assert_eq!(e.bytes, bytes);
+                n += 1;
+                true
+            })
+            .unwrap();
+            assert!(n > 0);
+        }
+        assert_eq!(format_number(b"bolide-eventdb-12"), Some(12));
+        assert!(format_number(b"bolide-eventdb-3") < format_number(FORMAT));
+        assert!(format_number(b"bolide-eventdb-12") > format_number(FORMAT));
         assert!(matches!(
             r.query(
                 &Query {
