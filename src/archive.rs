@@ -3,10 +3,20 @@
 //! written in the same transaction as the events' dedup records ([`crate::store`]), so an
 //! `ack` means the event is archived too. [`crate::archive_reader`] reads it.
 //!
-//! | database   | key                                      | value |
-//! |------------|------------------------------------------|-------|
-//! | `archive`  | seq: 8-byte big-endian, from 1, never reused | an [`Entry`] ([`encode`]) |
-//! | `by_ivorn` | ivorn bytes (at most [`IVORN_KEY_MAX`]) + seq | empty |
+//! | database      | key                                      | value |
+//! |---------------|------------------------------------------|-------|
+//! | `archive`     | seq: 8-byte big-endian, from 1, never reused | an [`Entry`]'s metadata ([`encode_meta_into`]) |
+//! | `event_bytes` | seq + 4-byte big-endian part number, from 0 | the event's bytes, in parts ([`put_bytes`]) |
+//! | `by_ivorn`    | ivorn bytes (at most [`IVORN_KEY_MAX`]) + seq | empty |
+//!
+//! An entry's metadata (times, role, source, ivorn, `Who`, size: about 150 bytes) is a
+//! record apart from its bytes, so listings, statistics, time searches and retention read
+//! small records packed many to a page and never the bytes. The bytes are LZ4-compressed
+//! (a block, `lz4_flex`) when that makes them smaller, behind a one-byte codec: VOEvent
+//! XML shrinks to about half at a cost of microseconds; reading restores the exact bytes.
+//! They are stored in parts of at most [`PART`] bytes, which LMDB keeps inside its leaf
+//! pages (four to a page, appended in seq order, so the pages fill up) rather than in
+//! overflow pages of their own, whose unused ends would be written with every event.
 //!
 //! `seq` is the broker's acceptance order. The acceptance time in each entry never goes
 //! backwards (a clock stepped back repeats the last time), so seq order is time order and
@@ -26,16 +36,29 @@ use lmdb::{Cursor, Database, RwTransaction, Transaction, WriteFlags};
 
 use crate::voevent::{Event, EventRole, Key, Origin};
 
+pub mod v1;
+
 /// Longest ivorn prefix kept in a `by_ivorn` key (LMDB keys are at most 511 bytes; 8
 /// more hold the seq). Longer ivorns share the prefix; the entry holds the whole ivorn.
 pub const IVORN_KEY_MAX: usize = 480;
-/// Version byte of an encoded [`Entry`].
-const ENTRY_VERSION: u8 = 1;
-/// Fixed part of an encoded entry: version, accepted ms, role, source kind, key, four
-/// string lengths.
-const HEADER: usize = 1 + 8 + 1 + 1 + 32 + 4 * 4;
+/// Version byte of an entry's encoded metadata.
+const ENTRY_VERSION: u8 = 2;
+/// Fixed part of an entry's metadata: version, accepted ms, role, source kind, key,
+/// size, four string lengths.
+const HEADER: usize = 1 + 8 + 1 + 1 + 32 + 4 + 4 * 4;
+/// Where the string lengths start in the metadata.
+const LENGTHS_AT: usize = 1 + 8 + 1 + 1 + 32 + 4;
+/// First byte of an `event_bytes` value: the bytes follow as they are, or as one LZ4
+/// block.
+const CODEC_RAW: u8 = 0;
+const CODEC_LZ4: u8 = 1;
+/// Most bytes of one `event_bytes` value: four such values and their 12-byte keys fill a
+/// 4 KiB leaf page, and none needs an overflow page (LMDB moves a value to overflow pages
+/// once it takes more than about half a page).
+pub const PART: usize = 1000;
 
 pub const ARCHIVE_DB: &str = "archive";
+pub const BYTES_DB: &str = "event_bytes";
 pub const BY_IVORN_DB: &str = "by_ivorn";
 pub const ID_KEY: &[u8] = b"archive_id";
 pub const NEXT_SEQ_KEY: &[u8] = b"next_seq";
@@ -105,7 +128,8 @@ fn role_from_code(c: u8) -> Option<EventRole> {
     }
 }
 
-/// One archived event, borrowed from the database page it is stored in.
+/// One archived event, borrowed from the database pages it is stored in (its bytes, when
+/// compressed, from the reader's buffer).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry<'a> {
     pub seq: u64,
@@ -121,7 +145,10 @@ pub struct Entry<'a> {
     pub authored: Option<&'a str>,
     /// The dedup key (SHA-256 of the VTP span).
     pub key: Key,
-    /// The event's exact bytes.
+    /// The event's size in bytes.
+    pub size: usize,
+    /// The event's exact bytes; empty in an entry read without them (its metadata only:
+    /// [`decode`], `archive_reader::Query::without_bytes`).
     pub bytes: &'a [u8],
 }
 
@@ -145,6 +172,25 @@ impl fmt::Display for BadEntry {
     }
 }
 
+/// Why an entry cannot be read: LMDB refused, or what it holds is damaged.
+#[derive(Debug)]
+pub enum ReadFail {
+    Lmdb(lmdb::Error),
+    Bad(BadEntry),
+}
+
+impl From<lmdb::Error> for ReadFail {
+    fn from(e: lmdb::Error) -> ReadFail {
+        ReadFail::Lmdb(e)
+    }
+}
+
+impl From<BadEntry> for ReadFail {
+    fn from(e: BadEntry) -> ReadFail {
+        ReadFail::Bad(e)
+    }
+}
+
 /// The source of an event, if it is one the archive keeps (the broker's own test events
 /// are not archived).
 pub fn source_of(origin: &Origin) -> Option<(SourceKind, String)> {
@@ -157,43 +203,53 @@ pub fn source_of(origin: &Origin) -> Option<(SourceKind, String)> {
 }
 
 /// The strings an entry holds, in their stored order.
-fn strings<'a>(event: &'a Event, source: &'a str) -> [Option<&'a str>; 4] {
-    [
-        Some(source),
-        Some(event.ivorn.as_str()),
-        event.author_ivorn.as_deref(),
-        event.authored.as_deref(),
-    ]
+fn strings<'e>(e: &Entry<'e>) -> [Option<&'e str>; 4] {
+    [Some(e.source), Some(e.ivorn), e.author_ivorn, e.authored]
 }
 
-/// The length of `event`'s encoded entry.
-pub fn encoded_len(event: &Event, source: &str) -> usize {
-    let text: usize = strings(event, source)
-        .iter()
-        .map(|s| s.map_or(0, str::len))
-        .sum();
-    HEADER + text + event.payload().len()
-}
-
-/// Encode `event` as an archive value into `out`, which is exactly
-/// [`encoded_len`] bytes long (LMDB's own buffer: no copy in between).
-pub fn encode_into(
-    out: &mut [u8],
-    event: &Event,
+/// The entry of `event` (its seq, time and source as given), with its bytes.
+pub fn entry_of<'e>(
+    event: &'e Event,
+    seq: u64,
     accepted_ms: u64,
-    kind: SourceKind,
-    source: &str,
-) {
+    source_kind: SourceKind,
+    source: &'e str,
+) -> Entry<'e> {
+    Entry {
+        seq,
+        accepted_ms,
+        role: event.role,
+        source_kind,
+        source,
+        ivorn: &event.ivorn,
+        author_ivorn: event.author_ivorn.as_deref(),
+        authored: event.authored.as_deref(),
+        key: event.key,
+        size: event.payload().len(),
+        bytes: event.payload(),
+    }
+}
+
+/// The length of `e`'s encoded metadata.
+pub fn meta_len(e: &Entry<'_>) -> usize {
+    let text: usize = strings(e).iter().map(|s| s.map_or(0, str::len)).sum();
+    HEADER + text
+}
+
+/// Encode `e`'s metadata as an `archive` value into `out`, which is exactly
+/// [`meta_len`] bytes long (LMDB's own buffer: no copy in between).
+pub fn encode_meta_into(out: &mut [u8], e: &Entry<'_>) {
     let mut at = 0;
     let mut put = |b: &[u8]| {
         out[at..at + b.len()].copy_from_slice(b);
         at += b.len();
     };
     put(&[ENTRY_VERSION]);
-    put(&accepted_ms.to_be_bytes());
-    put(&[role_code(event.role), kind.code()]);
-    put(&event.key);
-    let strings = strings(event, source);
+    put(&e.accepted_ms.to_be_bytes());
+    put(&[role_code(e.role), e.source_kind.code()]);
+    put(&e.key);
+    put(&(e.size as u32).to_be_bytes());
+    let strings = strings(e);
     for s in strings {
         // Length + 1, so 0 means absent.
         put(&s.map_or(0, |s| s.len() as u32 + 1).to_be_bytes());
@@ -201,33 +257,51 @@ pub fn encode_into(
     for s in strings.into_iter().flatten() {
         put(s.as_bytes());
     }
-    put(event.payload());
 }
 
-/// Encode `event` as an archive value.
-pub fn encode(event: &Event, accepted_ms: u64, kind: SourceKind, source: &str) -> Vec<u8> {
-    let mut v = vec![0; encoded_len(event, source)];
-    encode_into(&mut v, event, accepted_ms, kind, source);
+/// `e`'s encoded metadata.
+pub fn encode_meta(e: &Entry<'_>) -> Vec<u8> {
+    let mut v = vec![0; meta_len(e)];
+    encode_meta_into(&mut v, e);
     v
 }
 
-/// Decode the value stored under `seq`.
+/// Decode the metadata stored under `seq`: an entry without its bytes.
 pub fn decode(seq: u64, v: &[u8]) -> Result<Entry<'_>, BadEntry> {
     let bad = |why| BadEntry { seq, why };
     if v.len() < HEADER {
         return Err(bad("shorter than its header"));
     }
     if v[0] != ENTRY_VERSION {
-        return Err(bad("unknown entry version (written by a newer bolide?)"));
+        return Err(bad("unknown entry version (written by another bolide?)"));
     }
+    let size = u32::from_be_bytes(v[43..47].try_into().expect("4 bytes")) as usize;
+    let (mut e, end) = decode_common(seq, v, LENGTHS_AT, HEADER)?;
+    if end != v.len() {
+        return Err(bad("bytes after its strings"));
+    }
+    e.size = size;
+    Ok(e)
+}
+
+/// The fields both entry versions share (version 1 has no size, and its strings start at
+/// `strings_at`): the entry, its size and bytes unset, and where its strings end.
+fn decode_common(
+    seq: u64,
+    v: &[u8],
+    lengths_at: usize,
+    strings_at: usize,
+) -> Result<(Entry<'_>, usize), BadEntry> {
+    let bad = |why| BadEntry { seq, why };
     let accepted_ms = u64::from_be_bytes(v[1..9].try_into().expect("8 bytes"));
     let role = role_from_code(v[9]).ok_or(bad("unknown role"))?;
     let source_kind = SourceKind::from_code(v[10]).ok_or(bad("unknown source"))?;
     let key: Key = v[11..43].try_into().expect("32 bytes");
-    let mut at = HEADER;
+    let mut at = strings_at;
     let mut strings: [Option<&str>; 4] = [None; 4];
     for (i, s) in strings.iter_mut().enumerate() {
-        let n = u32::from_be_bytes(v[43 + 4 * i..47 + 4 * i].try_into().expect("4 bytes"));
+        let l = lengths_at + 4 * i;
+        let n = u32::from_be_bytes(v[l..l + 4].try_into().expect("4 bytes"));
         if n == 0 {
             continue;
         }
@@ -238,7 +312,7 @@ pub fn decode(seq: u64, v: &[u8]) -> Result<Entry<'_>, BadEntry> {
         *s = Some(std::str::from_utf8(&v[at..end]).map_err(|_| bad("a string is not UTF-8"))?);
         at = end;
     }
-    Ok(Entry {
+    let e = Entry {
         seq,
         accepted_ms,
         role,
@@ -248,8 +322,135 @@ pub fn decode(seq: u64, v: &[u8]) -> Result<Entry<'_>, BadEntry> {
         author_ivorn: strings[2],
         authored: strings[3],
         key,
-        bytes: &v[at..],
-    })
+        size: 0,
+        bytes: &[],
+    };
+    Ok((e, at))
+}
+
+/// `payload` as an `event_bytes` value: LZ4-compressed if that is smaller, else as it is,
+/// behind its codec byte.
+pub fn pack(payload: &[u8]) -> Vec<u8> {
+    let mut packed = vec![0u8; 1 + lz4_flex::block::get_maximum_output_size(payload.len())];
+    match lz4_flex::block::compress_into(payload, &mut packed[1..]) {
+        Ok(n) if n < payload.len() => {
+            packed[0] = CODEC_LZ4;
+            packed.truncate(1 + n);
+        }
+        _ => {
+            packed[0] = CODEC_RAW;
+            packed.truncate(1);
+            packed.extend_from_slice(payload);
+        }
+    }
+    packed
+}
+
+/// The `event_bytes` key of part `part` of entry `seq`.
+fn part_key(seq: u64, part: u32) -> [u8; 12] {
+    let mut k = [0; 12];
+    k[..8].copy_from_slice(&seq.to_be_bytes());
+    k[8..].copy_from_slice(&part.to_be_bytes());
+    k
+}
+
+/// Store `payload` as the bytes of entry `seq` ([`pack`]), in parts of at most [`PART`]
+/// bytes; `flags`: `APPEND` when `seq` is the highest.
+pub fn put_bytes(
+    txn: &mut RwTransaction<'_>,
+    db: Database,
+    seq: u64,
+    payload: &[u8],
+    flags: WriteFlags,
+) -> lmdb::Result<()> {
+    for (i, part) in pack(payload).chunks(PART).enumerate() {
+        txn.put(db, &part_key(seq, i as u32), &part, flags)?;
+    }
+    Ok(())
+}
+
+/// Delete the bytes of entry `seq` (every part); how many parts there were.
+pub fn delete_bytes(txn: &mut RwTransaction<'_>, db: Database, seq: u64) -> lmdb::Result<u32> {
+    let mut part = 0;
+    loop {
+        match txn.del(db, &part_key(seq, part), None) {
+            Ok(()) => part += 1,
+            Err(lmdb::Error::NotFound) => return Ok(part),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The exact bytes of `e` from its stored `event_bytes` value (its parts joined): borrowed
+/// from it, or decompressed into `buf`.
+pub fn unpack<'b>(
+    e: &Entry<'_>,
+    stored: &'b [u8],
+    buf: &'b mut Vec<u8>,
+) -> Result<&'b [u8], BadEntry> {
+    match stored.split_first() {
+        Some((&CODEC_RAW, bytes)) if bytes.len() == e.size => Ok(bytes),
+        _ => {
+            unpack_into(e, stored, buf)?;
+            Ok(&buf[..])
+        }
+    }
+}
+
+/// The exact bytes of `e` from its stored `event_bytes` value, into `buf`.
+fn unpack_into(e: &Entry<'_>, stored: &[u8], buf: &mut Vec<u8>) -> Result<(), BadEntry> {
+    let bad = |why| BadEntry { seq: e.seq, why };
+    buf.clear();
+    match stored.split_first() {
+        Some((&CODEC_RAW, bytes)) if bytes.len() == e.size => {
+            buf.extend_from_slice(bytes);
+            Ok(())
+        }
+        Some((&CODEC_LZ4, packed)) => {
+            buf.resize(e.size, 0);
+            match lz4_flex::block::decompress_into(packed, buf) {
+                Ok(n) if n == e.size => Ok(()),
+                _ => Err(bad("its compressed bytes are damaged")),
+            }
+        }
+        Some((&CODEC_RAW, _)) => Err(bad("its bytes are not the size it records")),
+        _ => Err(bad("its bytes are in an unknown encoding")),
+    }
+}
+
+/// `e` with its bytes, read from `event_bytes` in `txn` (decompressed into `buf` if need
+/// be).
+pub fn with_bytes<'b, T: Transaction>(
+    txn: &'b T,
+    dbs: Dbs,
+    e: &Entry<'b>,
+    buf: &'b mut Vec<u8>,
+) -> Result<Entry<'b>, ReadFail> {
+    let cursor = txn.open_ro_cursor(dbs.bytes)?;
+    let mut parts: Vec<&'b [u8]> = Vec::new();
+    let mut item = cursor.get(Some(&part_key(e.seq, 0)), None, lmdb_sys::MDB_SET_RANGE);
+    loop {
+        match item {
+            Ok((Some(k), v)) if k.len() == 12 && k[..8] == e.seq.to_be_bytes() => parts.push(v),
+            Ok(_) | Err(lmdb::Error::NotFound) => break,
+            Err(err) => return Err(ReadFail::Lmdb(err)),
+        }
+        item = cursor.get(None, None, lmdb_sys::MDB_NEXT);
+    }
+    let bytes = match parts[..] {
+        [] => {
+            return Err(ReadFail::Bad(BadEntry {
+                seq: e.seq,
+                why: "its bytes are missing",
+            }))
+        }
+        [one] => unpack(e, one, buf)?,
+        _ => {
+            unpack_into(e, &parts.concat(), buf)?;
+            &buf[..]
+        }
+    };
+    Ok(Entry { bytes, ..e.clone() })
 }
 
 /// The `by_ivorn` key of (`ivorn`, `seq`).
@@ -270,7 +471,10 @@ pub fn seq_of_ivorn_key(k: &[u8]) -> Option<u64> {
 /// The archive's databases in an open environment.
 #[derive(Clone, Copy, Debug)]
 pub struct Dbs {
+    /// Entries' metadata, by seq.
     pub archive: Database,
+    /// Entries' bytes, by seq.
+    pub bytes: Database,
     pub by_ivorn: Database,
     pub meta: Database,
 }
@@ -346,14 +550,16 @@ pub fn append(
     };
     let accepted = now_ms.max(c.last_ms);
     let seq = c.next_seq;
-    // Written straight into LMDB's page: the event's bytes are copied once.
+    let e = entry_of(event, seq, accepted, kind, &source);
+    // Written straight into LMDB's page, at the end of the B-tree (seqs only grow).
     let out = txn.reserve(
         dbs.archive,
         &seq.to_be_bytes(),
-        encoded_len(event, &source),
+        meta_len(&e),
         WriteFlags::APPEND,
     )?;
-    encode_into(out, event, accepted, kind, &source);
+    encode_meta_into(out, &e);
+    put_bytes(txn, dbs.bytes, seq, event.payload(), WriteFlags::APPEND)?;
     txn.put(
         dbs.by_ivorn,
         &ivorn_key(&event.ivorn, seq),
@@ -395,13 +601,14 @@ pub fn evict_oldest(
                 break;
             }
             sim.count = sim.count.saturating_sub(1);
-            sim.bytes = sim.bytes.saturating_sub(e.bytes.len() as u64);
-            victims.push((seq, ivorn_key(e.ivorn, seq), e.bytes.len() as u64));
+            sim.bytes = sim.bytes.saturating_sub(e.size as u64);
+            victims.push((seq, ivorn_key(e.ivorn, seq), e.size as u64));
         }
     }
     let mut freed = 0;
     for (seq, ikey, len) in &victims {
         txn.del(dbs.archive, &seq.to_be_bytes(), None)?;
+        delete_bytes(txn, dbs.bytes, *seq)?;
         match txn.del(dbs.by_ivorn, ikey, None) {
             Ok(()) | Err(lmdb::Error::NotFound) => {}
             Err(e) => return Err(e),
@@ -443,12 +650,20 @@ mod tests {
         .with_who(&doc)
     }
 
-    /// Every field survives encode/decode, absent strings stay absent, and damaged values
-    /// are refused with the reason rather than misread.
+    /// Every field survives encode/decode, absent strings stay absent, the bytes come back
+    /// bit for bit (compressed or not), format-3 entries decode to the same entry, and
+    /// damaged values are refused with the reason rather than misread.
     #[test]
     fn entries_round_trip() {
         let e = event(Origin::Author("192.0.2.7:4000".parse().unwrap()), true);
-        let v = encode(&e, 1_700_000_000_123, SourceKind::Author, "192.0.2.7:4000");
+        let full = entry_of(
+            &e,
+            7,
+            1_700_000_000_123,
+            SourceKind::Author,
+            "192.0.2.7:4000",
+        );
+        let v = encode_meta(&full);
         let d = decode(7, &v).unwrap();
         assert_eq!(d.seq, 7);
         assert_eq!(d.accepted_ms, 1_700_000_000_123);
@@ -460,19 +675,61 @@ mod tests {
         assert_eq!(d.author_ivorn, Some("ivo://x.y/a"));
         assert_eq!(d.authored, Some("2026-01-02T03:04:05"));
         assert_eq!(d.key, e.key);
-        assert_eq!(d.bytes, e.payload());
+        assert_eq!(d.size, e.payload().len());
+        assert!(d.bytes.is_empty(), "metadata only");
+        assert_eq!(
+            Entry {
+                bytes: e.payload(),
+                ..d.clone()
+            },
+            full
+        );
+        let old = v1::encode(&full);
+        assert_eq!(v1::decode(7, &old).unwrap(), full);
         let bare = event(Origin::Upstream("h:8099".into()), false);
-        let v = encode(&bare, 5, SourceKind::Upstream, "h:8099");
+        let v = encode_meta(&entry_of(&bare, 1, 5, SourceKind::Upstream, "h:8099"));
         let d = decode(1, &v).unwrap();
         assert_eq!((d.author_ivorn, d.authored), (None, None));
-        assert_eq!(d.bytes, bare.payload());
+        assert_eq!(d.size, bare.payload().len());
         assert!(decode(1, &v[..HEADER - 1]).is_err());
         let mut newer = v.clone();
         newer[0] = 9;
         assert!(decode(1, &newer).unwrap_err().why.contains("version"));
         let mut long = v.clone();
-        long[43..47].copy_from_slice(&u32::MAX.to_be_bytes());
+        long[LENGTHS_AT..LENGTHS_AT + 4].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(decode(1, &long).is_err());
+        // Stored bytes: a compressible event is stored compressed, a short one as it is;
+        // both come back exactly; damage is an error.
+        let xml = format!(
+            "<VOEvent>{}</VOEvent>",
+            "<Param name=\"a\" value=\"1\"/>".repeat(100)
+        );
+        let mut buf = Vec::new();
+        for payload in [xml.as_bytes(), b"<x/>".as_slice()] {
+            let stored = pack(payload);
+            assert_eq!(
+                stored[0],
+                if payload.len() > 100 {
+                    CODEC_LZ4
+                } else {
+                    CODEC_RAW
+                }
+            );
+            assert!(stored.len() <= payload.len() + 1);
+            let meta = Entry {
+                size: payload.len(),
+                ..d.clone()
+            };
+            assert_eq!(unpack(&meta, &stored, &mut buf).unwrap(), payload);
+            let short = Entry {
+                size: payload.len() - 1,
+                ..d.clone()
+            };
+            assert!(unpack(&short, &stored, &mut buf).is_err());
+            let mut odd = stored.clone();
+            odd[0] = 7;
+            assert!(unpack(&meta, &odd, &mut buf).is_err());
+        }
         assert_eq!(source_of(&Origin::Local), None);
         let kafka = Origin::Kafka {
             topic: "gcn.classic.voevent.SWIFT_BAT_GRB_POS_ACK".into(),

@@ -9,7 +9,9 @@
 //! order); ivorn prefixes are range scans of `by_ivorn`, kept to that seq range, unless
 //! bounds leave a range small enough to read whole; entries are read in seq order, forwards or
 //! backwards, until the limit. Seq bounds ([`Query::after_seq`]) let a long listing be
-//! read in several short transactions.
+//! read in several short transactions. Every filter but XPath is decided on an entry's
+//! metadata; its bytes are read (and decompressed) only for an entry that passed them, and
+//! only if the query wants them or has an XPath.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,7 +22,7 @@ use lmdb::{Cursor, Environment, EnvironmentFlags, RoTransaction, Transaction};
 use serde::Serialize;
 
 use crate::archive::{self, BadEntry, Entry};
-use crate::filters::{FilterId, FilterTable, InvalidFilter};
+use crate::filters::{FilterTable, InvalidFilter};
 use crate::store::{Store, FORMAT};
 use crate::time::utc_timestamp_ms;
 use crate::voevent::EventRole;
@@ -83,6 +85,9 @@ pub struct Query {
     /// several transactions resumes.
     pub after_seq: Option<u64>,
     pub before_seq: Option<u64>,
+    /// Visit entries without their bytes (`bytes` empty; `size` still says how many):
+    /// a listing of metadata reads none of the events themselves.
+    pub without_bytes: bool,
 }
 
 /// What the archive holds, per stream and per role.
@@ -134,7 +139,7 @@ impl<'a> EntryJson<'a> {
             accepted: utc_timestamp_ms(e.accepted_ms),
             authored: e.authored,
             author_ivorn: e.author_ivorn,
-            bytes: e.bytes.len(),
+            bytes: e.size,
             source_kind: e.source_kind.as_str(),
             source: e.source,
         }
@@ -259,9 +264,15 @@ impl ArchiveReader {
             let txn = env.begin_ro_txn().map_err(lmdb)?;
             match txn.get(meta, &b"format") {
                 Ok(v) if v == FORMAT => {}
+                Ok(v) if format_number(v).is_some_and(|n| Some(n) < format_number(FORMAT)) => {
+                    return Err(foreign(format!(
+                        "an event database of format {:?}, older than this tool reads: start this version of bolide on it once to upgrade it",
+                        String::from_utf8_lossy(v)
+                    )))
+                }
                 Ok(v) if v.starts_with(b"bolide-eventdb-") => {
                     return Err(foreign(format!(
-                        "an event database of format {:?}, without an archive: start this version of bolide on it once to upgrade it",
+                        "an event database of format {:?}, newer than this tool reads",
                         String::from_utf8_lossy(v)
                     )))
                 }
@@ -270,6 +281,7 @@ impl ArchiveReader {
         }
         let dbs = archive::Dbs {
             archive: open(archive::ARCHIVE_DB)?,
+            bytes: open(archive::BYTES_DB)?,
             by_ivorn: open(archive::BY_IVORN_DB)?,
             meta,
         };
@@ -331,14 +343,32 @@ impl ArchiveReader {
         }
         let txn = self.txn()?;
         let mut n = 0;
+        let mut buf = Vec::new();
+        let mut fail = None;
+        let want_bytes = !q.without_bytes || xpath.is_some();
         let mut each = |e: &Entry<'_>| -> bool {
-            if matches(q, e, &mut xpath) {
-                n += 1;
-                if !visit(e) || n >= limit {
-                    return false;
+            if !matches(q, e) {
+                return true;
+            }
+            let full = if want_bytes {
+                match archive::with_bytes(&txn, self.dbs, e, &mut buf) {
+                    Ok(full) => full,
+                    Err(err) => {
+                        fail = Some(err);
+                        return false;
+                    }
+                }
+            } else {
+                e.clone()
+            };
+            if let Some((table, id)) = &mut xpath {
+                if !table.evaluate(full.bytes).matches(*id) {
+                    return true;
                 }
             }
-            true
+            n += 1;
+            let more = visit(&full);
+            more && n < limit
         };
         let (from, to) = self.seq_range(&txn, q)?;
         let from = from.max(q.after_seq.map_or(0, |s| s.saturating_add(1)));
@@ -370,7 +400,11 @@ impl ArchiveReader {
                 }
             }
         }
-        Ok(n)
+        match fail {
+            Some(archive::ReadFail::Bad(e)) => Err(ReadError::Entry(e)),
+            Some(archive::ReadFail::Lmdb(e)) => Err(self.err(e)),
+            None => Ok(n),
+        }
     }
 
     /// The newest entry with exactly this ivorn: its bytes.
@@ -381,7 +415,12 @@ impl ArchiveReader {
         for seq in seqs.into_iter().rev() {
             if let Some(e) = self.get(&txn, seq)? {
                 if e.ivorn == ivorn {
-                    return Ok(Some(e.bytes.to_vec()));
+                    let mut buf = Vec::new();
+                    return match archive::with_bytes(&txn, self.dbs, &e, &mut buf) {
+                        Ok(full) => Ok(Some(full.bytes.to_vec())),
+                        Err(archive::ReadFail::Bad(e)) => Err(ReadError::Entry(e)),
+                        Err(archive::ReadFail::Lmdb(e)) => Err(self.err(e)),
+                    };
                 }
             }
         }
@@ -394,7 +433,7 @@ impl ArchiveReader {
         let mut s = Stats::default();
         self.scan(&txn, 0, u64::MAX, false, &mut |e| {
             s.count += 1;
-            s.bytes += e.bytes.len() as u64;
+            s.bytes += e.size as u64;
             s.oldest_ms.get_or_insert(e.accepted_ms);
             s.newest_ms = Some(e.accepted_ms);
             // The stream's name is allocated once, not per entry.
@@ -569,8 +608,16 @@ impl ArchiveReader {
     }
 }
 
-/// Whether `e` passes every filter of `q` but the ones the scan already applied.
-fn matches(q: &Query, e: &Entry<'_>, xpath: &mut Option<(FilterTable, FilterId)>) -> bool {
+/// The number of an event database format (`bolide-eventdb-N`), if it is one.
+fn format_number(v: &[u8]) -> Option<u32> {
+    std::str::from_utf8(v.strip_prefix(b"bolide-eventdb-")?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Whether `e`'s metadata passes every filter of `q` but XPath.
+fn matches(q: &Query, e: &Entry<'_>) -> bool {
     if q.since_ms.is_some_and(|t| e.accepted_ms < t)
         || q.until_ms.is_some_and(|t| e.accepted_ms >= t)
     {
@@ -602,10 +649,7 @@ fn matches(q: &Query, e: &Entry<'_>, xpath: &mut Option<(FilterTable, FilterId)>
             return false;
         }
     }
-    match xpath {
-        Some((table, id)) => table.evaluate(e.bytes).matches(*id),
-        None => true,
-    }
+    true
 }
 
 #[cfg(test)]
@@ -711,6 +755,28 @@ mod tests {
             ..Query::default()
         };
         assert_eq!(list(&r, &q), oracle(&|i, _| i % 50 == 0));
+        // Without bytes: metadata only, sizes kept; an XPath still sees the bytes.
+        for xpath in [None, q.xpath.clone()] {
+            let q = Query {
+                without_bytes: true,
+                xpath,
+                ..Query::default()
+            };
+            let mut n = 0;
+            r.query(&q, |e| {
+                let want = events[e.seq as usize - 1].payload();
+                assert_eq!(e.size, want.len());
+                let bytes: &[u8] = if q.xpath.is_some() { want } else { &[] };
+                assert_eq!(e.bytes, bytes);
+                n += 1;
+                true
+            })
+            .unwrap();
+            assert!(n > 0);
+        }
+        assert_eq!(format_number(b"bolide-eventdb-12"), Some(12));
+        assert!(format_number(b"bolide-eventdb-3") < format_number(FORMAT));
+        assert!(format_number(b"bolide-eventdb-12") > format_number(FORMAT));
         assert!(matches!(
             r.query(
                 &Query {

@@ -19,11 +19,11 @@
 //!
 //! | database  | key                                        | value                     |
 //! |-----------|--------------------------------------------|---------------------------|
-//! | `meta`    | `format`                                   | `bolide-eventdb-3` (bytes)|
+//! | `meta`    | `format`                                   | `bolide-eventdb-4` (bytes)|
 //! | `meta`    | `archive_id`, `next_seq`, `archive_count`, `archive_bytes` | see [`crate::archive`] |
 //! | `meta`    | `kafka_group_id`, `kafka_published_seq` | the Kafka gateway's consumer group and last confirmed published seq (module `kafka`) |
 //! | `events`  | 32-byte SHA-256 of the event's VTP span   | 8-byte big-endian Unix seconds of insertion |
-//! | `archive`, `by_ivorn` | see [`crate::archive`] | |
+//! | `archive`, `event_bytes`, `by_ivorn` | see [`crate::archive`] | |
 //!
 //! There is no time index: pruning reads through `events` (in a read
 //! transaction, which blocks no one) and deletes what it found expired in
@@ -38,9 +38,13 @@
 //! every open; an LMDB environment without it (or with another value), or a
 //! file that is not LMDB at all, is refused with [`StoreError::Corrupt`]
 //! naming the file, rather than being modified. The exceptions are the older
-//! formats, upgraded in place on open in one transaction that keeps every
-//! record: format 1 (which keeps a `by_time` index beside the same `events`:
-//! dropped) and format 2 (no archive: an empty one is created).
+//! formats, upgraded in place on open, keeping every record: format 1 (which
+//! keeps a `by_time` index beside the same `events`: dropped) and format 2 (no
+//! archive: an empty one is created), in one transaction; format 3 (each
+//! archive entry's metadata and bytes in one value) is rewritten entry by entry
+//! as metadata and `event_bytes` records, [`UPGRADE_CHUNK`] entries per
+//! transaction, and says 3 until the last is done: an upgrade cut short (a
+//! crash) goes on at the next open.
 //!
 //! A record whose `time + ttl <= now` is expired: [`Store::seen`] reports it
 //! as not seen, [`Store::insert_batch`] overwrites it, and [`Store::prune`]
@@ -69,15 +73,18 @@ use error::{is_denied, map_lmdb};
 pub use crate::voevent::Key;
 
 /// Value of the `format` record in the `meta` database.
-pub const FORMAT: &[u8] = b"bolide-eventdb-3";
-/// Older formats, upgraded in place on open: with a `by_time` index and no archive, and
-/// without an archive.
+pub const FORMAT: &[u8] = b"bolide-eventdb-4";
+/// Older formats, upgraded in place on open: with a `by_time` index and no archive,
+/// without an archive, and with each archive entry in one value.
 const FORMAT_1: &[u8] = b"bolide-eventdb-1";
 const FORMAT_2: &[u8] = b"bolide-eventdb-2";
+const FORMAT_3: &[u8] = b"bolide-eventdb-3";
+/// Archive entries rewritten per transaction by the upgrade from format 3.
+pub const UPGRADE_CHUNK: usize = 2000;
 /// Default size of the memory map, i.e. the maximum size of `data.mdb`: 4 GiB, which
 /// holds 30 days of a busy network's archive (GCN sent about 2 000 VOEvents a day of
-/// 2-10 KB: at most 60 000 events, each at most three 4 KiB pages, about 0.7 GiB) several
-/// times over, besides the dedup records.
+/// 2-10 KB: at most 60 000 events, at most 0.6 GiB as they came and about half that
+/// stored compressed) several times over, besides the dedup records.
 pub const DEFAULT_MAP_SIZE: usize = 4 << 30;
 /// Default lifetime of a record: 30 days.
 pub const DEFAULT_TTL_SECS: u64 = 30 * 86_400;
@@ -97,6 +104,10 @@ const DATA_FILE: &str = "data.mdb";
 const TRIM_EVERY_MS: u64 = 1000;
 /// Most archive entries deleted by retention inside one insert transaction.
 const EVICT_PER_COMMIT: usize = 256;
+/// Pages the archive keeps free beyond the reserve, for a transaction that deletes its
+/// oldest entries: it copies the B-tree pages it changes (a path through each of its
+/// databases and LMDB's free list) before any page it frees can be reused.
+const EVICT_PAGES: usize = 24;
 /// The file a writing [`Store`] holds an exclusive `flock` on.
 pub const LOCK_FILE: &str = "bolide.lock";
 
@@ -266,7 +277,10 @@ impl Store {
             .map_err(|e| map_lmdb(&dir, cfg.map_size, e))?;
         // The real map size (LMDB raises it to the file size if that is larger).
         let map_size = env.info().map(|i| i.map_size()).unwrap_or(cfg.map_size);
-        let (events, archive, archive_id) = Self::init(&env, &dir, map_size)?;
+        let (events, archive, archive_id, from_3) = Self::init(&env, &dir, map_size)?;
+        if from_3 {
+            Self::upgrade_from_3(&env, &dir, map_size, archive)?;
+        }
         let counters = {
             let txn = env
                 .begin_ro_txn()
@@ -340,7 +354,7 @@ impl Store {
         env: &Environment,
         dir: &Path,
         map_size: usize,
-    ) -> Result<(Database, Dbs, [u8; 16]), StoreError> {
+    ) -> Result<(Database, Dbs, [u8; 16], bool), StoreError> {
         let err = |e| map_lmdb(dir, map_size, e);
         let corrupt = |reason: String| StoreError::Corrupt {
             path: dir.join(DATA_FILE),
@@ -357,7 +371,7 @@ impl Store {
         };
         let (meta, from) = match unsafe { txn.open_db(Some(META_DB)) } {
             Ok(meta) => match txn.get(meta, &FORMAT_KEY) {
-                Ok(v) if v == FORMAT || v == FORMAT_1 || v == FORMAT_2 => (meta, v.to_vec()),
+                Ok(v) if [FORMAT, FORMAT_1, FORMAT_2, FORMAT_3].contains(&v) => (meta, v.to_vec()),
                 Ok(v) => {
                     return Err(corrupt(format!(
                         "format is {:?}, expected {:?}",
@@ -410,16 +424,24 @@ impl Store {
             // SAFETY: as above; `by_time` is not used again after this.
             unsafe { txn.drop_db(by_time) }.map_err(err)?;
         }
-        let dbs = if from == FORMAT {
+        let from_3 = from == FORMAT_3;
+        let dbs = if from == FORMAT || from_3 {
             Dbs {
                 archive: open_named(&txn, archive::ARCHIVE_DB)?,
+                // Format 3 -> 4 (`upgrade_from_3`): its entries' bytes go there.
+                bytes: if from_3 {
+                    create(&mut txn, archive::BYTES_DB)?
+                } else {
+                    open_named(&txn, archive::BYTES_DB)?
+                },
                 by_ivorn: open_named(&txn, archive::BY_IVORN_DB)?,
                 meta,
             }
         } else {
-            // A new environment, or format 1/2 -> 3: an empty archive.
+            // A new environment, or format 1/2 -> 4: an empty archive.
             let dbs = Dbs {
                 archive: create(&mut txn, archive::ARCHIVE_DB)?,
+                bytes: create(&mut txn, archive::BYTES_DB)?,
                 by_ivorn: create(&mut txn, archive::BY_IVORN_DB)?,
                 meta,
             };
@@ -460,7 +482,49 @@ impl Store {
             Err(e) => return Err(err(e)),
         };
         txn.commit().map_err(err)?;
-        Ok((events, dbs, id))
+        Ok((events, dbs, id, from_3))
+    }
+
+    /// Rewrite a format-3 archive's entries as metadata and `event_bytes` records,
+    /// [`UPGRADE_CHUNK`] per committed transaction, then mark the database format 4.
+    fn upgrade_from_3(
+        env: &Environment,
+        dir: &Path,
+        map_size: usize,
+        dbs: Dbs,
+    ) -> Result<(), StoreError> {
+        let err = |e| map_lmdb(dir, map_size, e);
+        let count = {
+            let txn = env.begin_ro_txn().map_err(err)?;
+            txn.stat(dbs.archive).map_err(err)?.entries()
+        };
+        info!(
+            "upgrading event database {} from {} to {}: rewriting {count} archived events",
+            dir.join(DATA_FILE).display(),
+            String::from_utf8_lossy(FORMAT_3),
+            String::from_utf8_lossy(FORMAT)
+        );
+        let mut after = 0;
+        loop {
+            let mut txn = env.begin_rw_txn().map_err(err)?;
+            let last =
+                archive::v1::upgrade_chunk(&mut txn, dbs, after, UPGRADE_CHUNK).map_err(err)?;
+            if last.is_none() {
+                txn.put(dbs.meta, &FORMAT_KEY, &FORMAT, WriteFlags::empty())
+                    .map_err(err)?;
+            }
+            txn.commit().map_err(err)?;
+            match last {
+                Some(seq) => after = seq,
+                None => break,
+            }
+        }
+        info!(
+            "upgraded event database {} to {} (every archived event kept)",
+            dir.join(DATA_FILE).display(),
+            String::from_utf8_lossy(FORMAT)
+        );
+        Ok(())
     }
 
     fn err(&self, e: lmdb::Error) -> StoreError {
@@ -616,8 +680,8 @@ impl Store {
         Ok(())
     }
 
-    /// Pages the archive entries of `events` take: each value (header, strings, bytes)
-    /// in overflow pages, plus its two keys.
+    /// Pages the archive entries of `events` take, at most: each event's bytes as if
+    /// uncompressed, its metadata and keys.
     fn batch_pages(&self, events: &[&Event]) -> usize {
         let page = self.page_size.max(1);
         events
@@ -636,7 +700,11 @@ impl Store {
         let pages = self.batch_pages(events);
         let mut force = force;
         for _ in 0..64 {
-            if force == 0 && self.headroom(n, pages).map_err(|e| self.err(e))? {
+            if force == 0
+                && self
+                    .headroom(n, pages + EVICT_PAGES)
+                    .map_err(|e| self.err(e))?
+            {
                 return Ok(true);
             }
             let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
@@ -760,10 +828,16 @@ impl Store {
             .open_ro_cursor(self.archive.archive)
             .map_err(|e| self.err(e))?;
         let mut n = 0;
+        let mut buf = Vec::new();
         for item in cursor.iter_from(from.to_be_bytes()) {
             let (k, v) = item.map_err(|e| self.err(e))?;
             let seq = k.try_into().map(u64::from_be_bytes).unwrap_or(0);
-            let entry = archive::decode(seq, v).map_err(|e| self.corrupt(e.to_string()))?;
+            let meta = archive::decode(seq, v).map_err(|e| self.corrupt(e.to_string()))?;
+            let entry =
+                archive::with_bytes(&txn, self.archive, &meta, &mut buf).map_err(|e| match e {
+                    archive::ReadFail::Lmdb(e) => self.err(e),
+                    archive::ReadFail::Bad(e) => self.corrupt(e.to_string()),
+                })?;
             n += 1;
             if !visit(&entry) {
                 break;

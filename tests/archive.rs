@@ -611,7 +611,7 @@ fn a_format_2_database_is_upgraded_by_the_broker() {
     assert!(b.wait_log("upgraded event database", Duration::from_secs(10)));
     assert!(b
         .log_text()
-        .contains("bolide-eventdb-2 to bolide-eventdb-3"));
+        .contains("bolide-eventdb-2 to bolide-eventdb-4"));
     assert_eq!(archive_ok(&db, &["list"]), "");
     let dup = submit(b.receive(), &old.bytes);
     assert!(dup.is_nak(), "the format-2 record was lost: {dup:?}");
@@ -803,6 +803,7 @@ fn fill_a_large_archive() {
         .unwrap();
     let dbs = Dbs {
         archive: env.open_db(Some(archive::ARCHIVE_DB)).unwrap(),
+        bytes: env.open_db(Some(archive::BYTES_DB)).unwrap(),
         by_ivorn: env.open_db(Some(archive::BY_IVORN_DB)).unwrap(),
         meta: env.open_db(Some("meta")).unwrap(),
     };

@@ -226,6 +226,8 @@ fn run(args: Args) -> Result<(), Fail> {
             q: Query {
                 limit: a.limit,
                 reverse: a.reverse,
+                // A listing shows metadata only.
+                without_bytes: true,
                 ..a.filters().query(now_ms)?
             },
             json: a.json,
@@ -324,7 +326,7 @@ fn list(reader: &ArchiveReader, q: &Query, json: bool, out: &mut impl Write) -> 
             } else {
                 stamp.write(e.accepted_ms, text);
                 // Writing to a Vec cannot fail.
-                let _ = writeln!(text, " {} {} {}", e.role.as_str(), e.bytes.len(), e.ivorn);
+                let _ = writeln!(text, " {} {} {}", e.role.as_str(), e.size, e.ivorn);
             }
             text.len() - at
         },

@@ -440,11 +440,19 @@ fn process_abort_with_no_sync_loses_nothing() {
     assert!(s.seen(&key(42), NOW).unwrap());
 }
 
-/// An archived event of `pad` bytes of description.
+/// An archived event of `pad` bytes of description, letters that do not compress.
 fn archived_event(i: u64, pad: usize) -> crate::voevent::Event {
+    let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let text: String = (0..pad)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (b'a' + (x % 26) as u8) as char
+        })
+        .collect();
     let xml = format!(
-        "<VOEvent ivorn=\"ivo://x.y/s#{i}\" role=\"observation\"><Description>{}</Description></VOEvent>",
-        "x".repeat(pad)
+        "<VOEvent ivorn=\"ivo://x.y/s#{i}\" role=\"observation\"><Description>{text}</Description></VOEvent>"
     );
     let doc = crate::xml::parse(xml.as_bytes(), Default::default()).unwrap();
     crate::voevent::Event::new(
@@ -475,7 +483,7 @@ fn a_full_archive_gives_way_to_dedup_records() {
     let c = s.archive_counters();
     assert_eq!(s.len().unwrap(), 600, "every dedup record is kept");
     assert_eq!(c.next_seq, 601);
-    assert!(c.count > 10 && c.count < 300, "{c:?}");
+    assert!(c.count > 10 && c.count < 500, "{c:?}");
     // The newest stay: the archive holds a contiguous run ending at the last seq.
     let txn = s.env.begin_ro_txn().unwrap();
     let mut cursor = txn.open_ro_cursor(s.archive.archive).unwrap();
@@ -574,4 +582,153 @@ fn the_map_is_found_and_trimming_it_keeps_the_data() {
     assert!(s.last_trim_ms.load(Ordering::Relaxed) > 0);
     assert!(s.seen(&e.key, NOW).unwrap());
     assert_eq!(s.archive_counters().count, 1);
+}
+
+/// A format-3 archive (metadata and bytes in one value per entry) is rewritten in place
+/// on open, in several chunks, after an upgrade cut short: every entry comes back with
+/// its metadata and exact bytes, the counters, identity and dedup records are kept, the
+/// format says 4, and new events follow the old seqs.
+#[test]
+fn format_3_is_upgraded_keeping_every_entry() {
+    let d = TestDir::new("format3");
+    let n = 2 * UPGRADE_CHUNK as u64 + 7;
+    let id = [7u8; 16];
+    let payload = |i: u64| -> Vec<u8> {
+        match i % 3 {
+            // Compressible XML of varying size, up to 3 overflow pages.
+            0 => format!(
+                "<VOEvent n=\"{i}\">{}</VOEvent>",
+                "<Param/>".repeat(i as usize % 1500)
+            )
+            .into_bytes(),
+            // Incompressible, up to three parts.
+            1 => {
+                let mut x = i | 1;
+                (0..i % 2500 + 1)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect()
+            }
+            _ => format!("<v{i}/>").into_bytes(),
+        }
+    };
+    let authored: Vec<String> = (0..n)
+        .map(|i| format!("2026-01-01T00:00:{:02}", i % 60))
+        .collect();
+    let entry = |i: u64, bytes: &'static [u8]| archive::Entry {
+        seq: i + 1,
+        accepted_ms: 1_000 + i,
+        role: crate::voevent::EventRole::Observation,
+        source_kind: archive::SourceKind::Upstream,
+        source: "h:8099",
+        ivorn: "ivo://x.y/s#z",
+        author_ivorn: (i % 2 == 0).then_some("ivo://x.y/a"),
+        authored: None,
+        key: key(i),
+        size: bytes.len(),
+        bytes,
+    };
+    let payloads: Vec<&'static [u8]> = (0..n).map(|i| &*payload(i).leak()).collect();
+    let total: u64 = payloads.iter().map(|p| p.len() as u64).sum();
+    {
+        fs::create_dir_all(&d.0).unwrap();
+        let env = Environment::new()
+            .set_max_dbs(8)
+            .set_map_size(64 << 20)
+            .open(&d.0)
+            .unwrap();
+        let create = |name| env.create_db(Some(name), DatabaseFlags::empty()).unwrap();
+        let meta = create(META_DB);
+        let (events, arch, by_ivorn) = (
+            create(EVENTS_DB),
+            create(archive::ARCHIVE_DB),
+            create(archive::BY_IVORN_DB),
+        );
+        let mut txn = env.begin_rw_txn().unwrap();
+        txn.put(meta, &FORMAT_KEY, &FORMAT_3, WriteFlags::empty())
+            .unwrap();
+        txn.put(meta, &archive::ID_KEY, &id, WriteFlags::empty())
+            .unwrap();
+        for (k, v) in [
+            (archive::NEXT_SEQ_KEY, n + 1),
+            (archive::COUNT_KEY, n),
+            (archive::BYTES_KEY, total),
+        ] {
+            txn.put(meta, &k, &v.to_be_bytes(), WriteFlags::empty())
+                .unwrap();
+        }
+        for i in 0..n {
+            let mut e = entry(i, payloads[i as usize]);
+            e.authored = Some(authored[i as usize].as_str());
+            txn.put(events, &e.key, &NOW.to_be_bytes(), WriteFlags::empty())
+                .unwrap();
+            txn.put(
+                arch,
+                &e.seq.to_be_bytes(),
+                &archive::v1::encode(&e),
+                WriteFlags::empty(),
+            )
+            .unwrap();
+            txn.put(
+                by_ivorn,
+                &archive::ivorn_key(e.ivorn, e.seq),
+                &[],
+                WriteFlags::empty(),
+            )
+            .unwrap();
+        }
+        txn.commit().unwrap();
+        // An upgrade cut short: a first chunk rewritten, the format still 3.
+        let dbs = Dbs {
+            archive: arch,
+            bytes: create(archive::BYTES_DB),
+            by_ivorn,
+            meta,
+        };
+        let mut txn = env.begin_rw_txn().unwrap();
+        assert_eq!(
+            archive::v1::upgrade_chunk(&mut txn, dbs, 0, 10).unwrap(),
+            Some(10)
+        );
+        txn.commit().unwrap();
+    }
+    let s = Store::open(&d.cfg()).unwrap();
+    {
+        let txn = s.env.begin_ro_txn().unwrap();
+        assert_eq!(txn.get(s.archive.meta, &FORMAT_KEY).unwrap(), FORMAT);
+    }
+    assert_eq!(s.archive_id(), id);
+    let c = s.archive_counters();
+    assert_eq!(
+        (c.next_seq, c.count, c.bytes, c.last_ms),
+        (n + 1, n, total, 1_000 + n - 1)
+    );
+    assert_eq!(s.len().unwrap(), n as usize);
+    let mut seen = 0;
+    s.read_archive(0, |e| {
+        let i = e.seq - 1;
+        let mut want = entry(i, payloads[i as usize]);
+        want.authored = Some(authored[i as usize].as_str());
+        assert_eq!(e, &want);
+        seen += 1;
+        true
+    })
+    .unwrap();
+    assert_eq!(seen, n);
+    // New events follow, and the database opens again as format 4.
+    let e = archived_event(1, 3000);
+    s.insert_batch(&[(e.key, NOW)], &[&e]).unwrap();
+    drop(s);
+    let s = Store::open(&d.cfg()).unwrap();
+    let mut last = None;
+    s.read_archive(n + 1, |e| {
+        last = Some((e.seq, e.bytes.to_vec()));
+        true
+    })
+    .unwrap();
+    assert_eq!(last, Some((n + 1, e.payload().to_vec())));
 }
