@@ -84,9 +84,8 @@ struct Peer {
     early_filters: Option<Vec<String>>,
     /// The subscriber has answered an authenticate at least once.
     answered: bool,
-    /// Read side (this thread only).
-    stream: TcpStream,
-    /// Write side, shared with the dispatcher.
+    /// The connection: this thread reads [`Outbox::stream`]; writes go through the
+    /// outbox, shared with the dispatcher.
     out: Arc<Outbox>,
     addr: SocketAddr,
     frames: FrameReader,
@@ -104,14 +103,7 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
         warn!("subscriber {addr}: {e}");
         return;
     }
-    let clone = match stream.try_clone() {
-        Ok(c) => c,
-        Err(e) => {
-            warn!("subscriber {addr}: {e}");
-            return;
-        }
-    };
-    let (out, waker) = Outbox::new(clone, ctx.queue);
+    let (out, waker) = Outbox::new(stream, ctx.queue);
     // Registered before authenticate is sent, so every event accepted from that moment on
     // is held for this subscriber until its filters are known.
     let sub = SubscriberHandle {
@@ -130,7 +122,6 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
         started: false,
         early_filters: None,
         answered: false,
-        stream,
         out,
         addr,
         frames: FrameReader::new(MAX_INCOMING),
@@ -139,7 +130,7 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
         iamalive_unanswered: false,
     };
     serve(&mut peer, &ctx, &waker);
-    let _ = peer.stream.shutdown(Shutdown::Both);
+    let _ = peer.out.stream().shutdown(Shutdown::Both);
     let _ = ctx.dispatcher.send(Msg::Unregister(id));
 }
 
@@ -237,8 +228,9 @@ impl Peer {
             if left.is_zero() {
                 break;
             }
-            self.stream.set_read_timeout(Some(left)).map_err(End::Io)?;
-            match self.frames.read_some(&mut &self.stream, READ_SIZE) {
+            let stream = self.out.stream();
+            stream.set_read_timeout(Some(left)).map_err(End::Io)?;
+            match self.frames.read_some(&mut &*stream, READ_SIZE) {
                 Ok(0) => return Err(End::Closed),
                 Ok(_) => {}
                 Err(e)
@@ -267,7 +259,7 @@ impl Peer {
         loop {
             match self
                 .frames
-                .read_some(&mut NonBlocking(&self.stream), READ_SIZE)
+                .read_some(&mut NonBlocking(self.out.stream()), READ_SIZE)
             {
                 Ok(0) => return Err(End::Closed),
                 Ok(_) => {}

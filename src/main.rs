@@ -36,10 +36,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Every connection costs a descriptor (a subscriber two): raise the soft limit to the
-    // hard one and keep the connection cap within it.
+    // Every connection costs one descriptor: raise the soft limit to the hard one and
+    // keep the connection cap within it (less a margin for the database, logs and the
+    // listening sockets).
     let nofile = bolide::sys::raise_nofile_limit();
-    let fit = (nofile.saturating_sub(64) / 2) as usize;
+    let fit = nofile.saturating_sub(64) as usize;
     if cfg.max_connections > fit {
         log::warn!(
             "--max-connections {} lowered to {fit} to fit the descriptor limit ({nofile}); raise `ulimit -n` for more",

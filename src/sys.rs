@@ -1,7 +1,7 @@
 //! Thin wrappers over the system calls bolide uses beyond `std::net`: non-blocking
 //! `recv`/`send` on a borrowed socket, reads under an absolute deadline, shutting down a
-//! listening socket, an exclusive file lock, the calling thread's kernel name, and the
-//! open-file limit.
+//! listening socket, an exclusive file lock, the calling thread's kernel name, the
+//! open-file limit, and the process's resident memory and thread count.
 //!
 //! Every role module (receiver, broadcaster, upstream, listener, verdict, outbox) and the
 //! tools take these from here, so non-blocking I/O has one home and no role module is
@@ -177,5 +177,63 @@ pub fn raise_nofile_limit() -> u64 {
             }
         }
         lim.rlim_cur
+    }
+}
+
+/// The process's resident memory and thread count, as the kernel reports them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessStats {
+    /// Resident set size (`VmRSS`), in bytes.
+    pub rss_bytes: u64,
+    /// Threads of the process (`Threads`).
+    pub threads: u64,
+}
+
+/// This process's [`ProcessStats`], read from `/proc/self/status`; `None` where that file
+/// is missing or unreadable (no procfs).
+pub fn process_stats() -> Option<ProcessStats> {
+    parse_status(&std::fs::read_to_string("/proc/self/status").ok()?)
+}
+
+/// The `VmRSS` and `Threads` fields of a `/proc/PID/status` text.
+fn parse_status(status: &str) -> Option<ProcessStats> {
+    let field = |name: &str| {
+        status.lines().find_map(|l| {
+            let rest = l.strip_prefix(name)?.strip_prefix(':')?;
+            rest.split_whitespace().next()?.parse::<u64>().ok()
+        })
+    };
+    Some(ProcessStats {
+        rss_bytes: field("VmRSS")? * 1024,
+        threads: field("Threads")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fields are read from the kernel's format, and this process's figures are
+    /// plausible.
+    #[test]
+    fn process_stats_counts_threads_and_memory() {
+        let text = "Name:\tbolide\nVmRSS:\t   18368 kB\nThreads:\t1007\n";
+        assert_eq!(
+            parse_status(text),
+            Some(ProcessStats {
+                rss_bytes: 18368 * 1024,
+                threads: 1007
+            })
+        );
+        assert_eq!(parse_status("Name:\tx\nThreads:\t3\n"), None);
+        // This test's thread and the one started here, at least (other tests' threads
+        // come and go meanwhile).
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || rx.recv());
+        let during = process_stats().expect("procfs");
+        assert!(during.threads >= 2, "{during:?}");
+        assert!(during.rss_bytes > 1 << 20, "{during:?}");
+        drop(tx);
+        let _ = t.join();
     }
 }
