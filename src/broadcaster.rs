@@ -17,7 +17,7 @@
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -46,6 +46,14 @@ const MAX_INCOMING: usize = 64 * 1024;
 /// Read straight into the frame buffer: a buffer on the stack would cost every
 /// subscriber thread a resident stack page.
 const READ_SIZE: usize = 512;
+/// Receive buffers no subscriber thread holds now. A thread takes one to read its socket
+/// and gives it back once every frame in it is handled, so an idle subscriber holds no
+/// receive buffer (it would cost each of thousands of subscribers its largest read).
+/// Buffers grown past [`SPARE_LEN`] (a long authenticate) are freed instead, and at most
+/// [`SPARES`] are kept.
+static SPARE_BUFFERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+const SPARE_LEN: usize = 4096;
+const SPARES: usize = 256;
 
 /// What every broadcaster thread shares.
 pub struct BroadcastContext {
@@ -167,6 +175,7 @@ fn serve(peer: &mut Peer, ctx: &BroadcastContext, waker: &Waker) {
             .min(if eager { EAGER_NAP } else { MAX_NAP });
         // Woken when the dispatcher left backlog for us (the socket was full); otherwise
         // events went straight to the kernel and we only look at the socket and timers.
+        peer.give_back_buffer();
         waker.wait(nap);
         if peer.out.was_dropped() {
             break End::DroppedByDispatcher;
@@ -220,8 +229,41 @@ impl Peer {
         self.out.flush()
     }
 
+    /// Take a spare receive buffer (see [`SPARE_BUFFERS`]) unless the frame reader holds
+    /// the start of a frame. Not inlined: its frame must not add to the depth of the
+    /// reads and parses that follow (see `subscriber_stack_budget`).
+    #[inline(never)]
+    fn take_spare_buffer(&mut self) {
+        if self.frames.buffered() == 0 {
+            let spare = SPARE_BUFFERS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop();
+            if let Some(buf) = spare {
+                self.frames = FrameReader::with_buffer(MAX_INCOMING, buf);
+            }
+        }
+    }
+
+    /// Give the receive buffer back to [`SPARE_BUFFERS`] if nothing is left in it.
+    #[inline(never)]
+    fn give_back_buffer(&mut self) {
+        if self.frames.buffered() > 0 {
+            return;
+        }
+        let idle = FrameReader::new(MAX_INCOMING);
+        let buf = std::mem::replace(&mut self.frames, idle).into_buffer();
+        if buf.capacity() > 0 && buf.capacity() <= SPARE_LEN {
+            let mut spares = SPARE_BUFFERS.lock().unwrap_or_else(|e| e.into_inner());
+            if spares.len() < SPARES {
+                spares.push(buf);
+            }
+        }
+    }
+
     /// Wait up to [`FIRST_ANSWER`] for the subscriber's first message and handle what came.
     fn first_answer(&mut self, ctx: &BroadcastContext) -> Result<(), End> {
+        self.take_spare_buffer();
         let deadline = Instant::now() + FIRST_ANSWER;
         while !self.frames.has_frame() {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -256,6 +298,7 @@ impl Peer {
 
     /// Read everything the subscriber has sent so far, without blocking.
     fn read_incoming(&mut self, ctx: &BroadcastContext) -> Result<(), End> {
+        self.take_spare_buffer();
         loop {
             match self
                 .frames

@@ -24,6 +24,11 @@ fn main() -> ExitCode {
         println!("bolide {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
+    // While this is the only thread: a thread per subscriber is cheaper without glibc's
+    // per-thread malloc cache (this executes bolide again, once) and with fewer arenas.
+    bolide::sys::restart_without_malloc_cache();
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    bolide::sys::limit_malloc_arenas(2 * cpus);
     env_logger::Builder::new()
         .filter_level(opts.log_level())
         .format_target(false)
