@@ -26,7 +26,7 @@ use log::{debug, info, warn};
 use crate::dispatcher::{Msg, SubscriberHandle};
 use crate::frame::{FrameError, FrameReader};
 use crate::outbox::{Outbox, Waker};
-use crate::sys::NonBlocking;
+use crate::sys::{wait_readable, NonBlocking};
 use crate::transport::{self, Role};
 
 /// The longest the thread sleeps before looking at its socket again (so a new
@@ -263,27 +263,29 @@ impl Peer {
 
     /// Wait up to [`FIRST_ANSWER`] for the subscriber's first message and handle what came.
     fn first_answer(&mut self, ctx: &BroadcastContext) -> Result<(), End> {
-        self.take_spare_buffer();
         let deadline = Instant::now() + FIRST_ANSWER;
         while !self.frames.has_frame() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
-            let stream = self.out.stream();
-            stream.set_read_timeout(Some(left)).map_err(End::Io)?;
-            match self.frames.read_some(&mut &*stream, READ_SIZE) {
+            // Wait without a receive buffer: thousands of subscribers connecting at once
+            // would otherwise each hold one for the whole wait.
+            if !wait_readable(self.out.stream(), left).map_err(End::Io)? {
+                break;
+            }
+            self.take_spare_buffer();
+            match self
+                .frames
+                .read_some(&mut NonBlocking(self.out.stream()), READ_SIZE)
+            {
                 Ok(0) => return Err(End::Closed),
                 Ok(_) => {}
                 Err(e)
                     if matches!(
                         e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    break
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
                 Err(e) => return Err(End::Io(e)),
             }
         }

@@ -356,8 +356,9 @@ where
 {
     shared.state.threads.fetch_add(1, Ordering::SeqCst);
     let s = Arc::clone(shared);
+    // No Rust thread name: the thread sets its kernel name itself (`top -H`, `ps -L`), and
+    // a name would cost each of thousands of connection threads two heap blocks.
     let spawned = thread::Builder::new()
-        .name(shared.kind.thread_name().to_string())
         .stack_size(CONNECTION_STACK)
         .spawn(move || {
             accept_and_serve(&s);

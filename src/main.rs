@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     // per-thread malloc cache (this executes bolide again, once) and with fewer arenas.
     bolide::sys::restart_without_malloc_cache();
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    bolide::sys::limit_malloc_arenas(2 * cpus);
+    bolide::sys::limit_malloc_arenas(cpus);
     env_logger::Builder::new()
         .filter_level(opts.log_level())
         .format_target(false)

@@ -39,6 +39,29 @@ impl Read for NonBlocking<'_> {
     }
 }
 
+/// Wait up to `timeout` for `stream` to have something to read (or to be closed or in
+/// error): `poll(2)`, so no buffer is held while waiting. `Ok(false)`: the time ran out.
+pub fn wait_readable(stream: &TcpStream, timeout: std::time::Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // Rounded up, so that a wait of less than a millisecond still waits.
+    let ms = i32::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
+    loop {
+        // SAFETY: poll(2) on one valid pollfd, on a descriptor we borrow for the call.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n >= 0 {
+            return Ok(n > 0);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// A reader that applies an absolute deadline to every `read`: the time left is set as
 /// the socket's receive timeout before each read, and a deadline already past is
 /// `TimedOut` without a system call.
