@@ -17,7 +17,7 @@
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -28,7 +28,7 @@ use crate::frame::{FrameError, FrameReader};
 use crate::metrics::{DropReason, Registered, SubscriberStat, METRICS};
 use crate::outbox::{Outbox, Waker};
 use crate::replay::{self, ReplayContext, Resume};
-use crate::sys::NonBlocking;
+use crate::sys::{wait_readable, NonBlocking};
 use crate::transport::{self, Role};
 
 /// The longest the thread sleeps before looking at its socket again (so a new
@@ -48,6 +48,14 @@ const MAX_INCOMING: usize = 64 * 1024;
 /// Read straight into the frame buffer: a buffer on the stack would cost every
 /// subscriber thread a resident stack page.
 const READ_SIZE: usize = 512;
+/// Receive buffers no subscriber thread holds now. A thread takes one to read its socket
+/// and gives it back once every frame in it is handled, so an idle subscriber holds no
+/// receive buffer (it would cost each of thousands of subscribers its largest read).
+/// Buffers grown past [`SPARE_LEN`] (a long authenticate) are freed instead, and at most
+/// [`SPARES`] are kept.
+static SPARE_BUFFERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+const SPARE_LEN: usize = 4096;
+const SPARES: usize = 256;
 
 /// What every broadcaster thread shares.
 pub struct BroadcastContext {
@@ -94,9 +102,8 @@ struct Peer {
     acks: Option<replay::Acked>,
     /// The subscriber has answered an authenticate at least once.
     answered: bool,
-    /// Read side (this thread only).
-    stream: TcpStream,
-    /// Write side, shared with the dispatcher.
+    /// The connection: this thread reads [`Outbox::stream`]; writes go through the
+    /// outbox, shared with the dispatcher.
     out: Arc<Outbox>,
     addr: SocketAddr,
     frames: FrameReader,
@@ -116,14 +123,7 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
         warn!("subscriber {addr}: {e}");
         return;
     }
-    let clone = match stream.try_clone() {
-        Ok(c) => c,
-        Err(e) => {
-            warn!("subscriber {addr}: {e}");
-            return;
-        }
-    };
-    let (out, waker) = Outbox::new(clone, ctx.queue);
+    let (out, waker) = Outbox::new(stream, ctx.queue);
     // Registered before authenticate is sent, so every event accepted from that moment on
     // is held for this subscriber until its filters are known.
     let sub = SubscriberHandle {
@@ -154,7 +154,6 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
             .filter(|r| r.resumes(addr.ip()))
             .map(|_| replay::Acked::new(addr.ip())),
         answered: false,
-        stream,
         out,
         addr,
         frames: FrameReader::new(MAX_INCOMING),
@@ -164,7 +163,7 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
         iamalive_unanswered: false,
     };
     serve(&mut peer, &ctx, &waker);
-    let _ = peer.stream.shutdown(Shutdown::Both);
+    let _ = peer.out.stream().shutdown(Shutdown::Both);
     let _ = ctx.dispatcher.send(Msg::Unregister(id));
 }
 
@@ -214,6 +213,7 @@ fn serve(peer: &mut Peer, ctx: &BroadcastContext, waker: &Waker) {
             .min(if eager { EAGER_NAP } else { MAX_NAP });
         // Woken when the dispatcher left backlog for us (the socket was full); otherwise
         // events went straight to the kernel and we only look at the socket and timers.
+        peer.give_back_buffer();
         waker.wait(nap);
         if peer.out.was_dropped() {
             break End::DroppedByDispatcher;
@@ -324,6 +324,38 @@ impl Peer {
         self.out.flush()
     }
 
+    /// Take a spare receive buffer (see [`SPARE_BUFFERS`]) unless the frame reader holds
+    /// the start of a frame. Not inlined: its frame must not add to the depth of the
+    /// reads and parses that follow (see `subscriber_stack_budget`).
+    #[inline(never)]
+    fn take_spare_buffer(&mut self) {
+        if self.frames.buffered() == 0 {
+            let spare = SPARE_BUFFERS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop();
+            if let Some(buf) = spare {
+                self.frames = FrameReader::with_buffer(MAX_INCOMING, buf);
+            }
+        }
+    }
+
+    /// Give the receive buffer back to [`SPARE_BUFFERS`] if nothing is left in it.
+    #[inline(never)]
+    fn give_back_buffer(&mut self) {
+        if self.frames.buffered() > 0 {
+            return;
+        }
+        let idle = FrameReader::new(MAX_INCOMING);
+        let buf = std::mem::replace(&mut self.frames, idle).into_buffer();
+        if buf.capacity() > 0 && buf.capacity() <= SPARE_LEN {
+            let mut spares = SPARE_BUFFERS.lock().unwrap_or_else(|e| e.into_inner());
+            if spares.len() < SPARES {
+                spares.push(buf);
+            }
+        }
+    }
+
     /// Wait up to [`FIRST_ANSWER`] for the subscriber's first message and handle what came.
     fn first_answer(&mut self, ctx: &BroadcastContext) -> Result<(), End> {
         let deadline = Instant::now() + FIRST_ANSWER;
@@ -332,19 +364,23 @@ impl Peer {
             if left.is_zero() {
                 break;
             }
-            self.stream.set_read_timeout(Some(left)).map_err(End::Io)?;
-            match self.frames.read_some(&mut &self.stream, READ_SIZE) {
+            // Wait without a receive buffer: thousands of subscribers connecting at once
+            // would otherwise each hold one for the whole wait.
+            if !wait_readable(self.out.stream(), left).map_err(End::Io)? {
+                break;
+            }
+            self.take_spare_buffer();
+            match self
+                .frames
+                .read_some(&mut NonBlocking(self.out.stream()), READ_SIZE)
+            {
                 Ok(0) => return Err(End::Closed),
                 Ok(_) => {}
                 Err(e)
                     if matches!(
                         e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    break
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
                 Err(e) => return Err(End::Io(e)),
             }
         }
@@ -359,10 +395,11 @@ impl Peer {
 
     /// Read everything the subscriber has sent so far, without blocking.
     fn read_incoming(&mut self, ctx: &BroadcastContext) -> Result<(), End> {
+        self.take_spare_buffer();
         loop {
             match self
                 .frames
-                .read_some(&mut NonBlocking(&self.stream), READ_SIZE)
+                .read_some(&mut NonBlocking(self.out.stream()), READ_SIZE)
             {
                 Ok(0) => return Err(End::Closed),
                 Ok(_) => {}

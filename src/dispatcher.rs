@@ -617,7 +617,7 @@ impl Dispatcher {
         self.stats.rejected = crate::verdict::REJECTED.load(std::sync::atomic::Ordering::Relaxed);
         let s = &self.stats;
         info!(
-            "summary: {} connections open ({} subscribers); events accepted {} (+{}), duplicates {} (+{}), rejected {} (+{}), copies sent {} (+{}), subscribers dropped {} (+{})",
+            "summary: {} connections open ({} subscribers); events accepted {} (+{}), duplicates {} (+{}), rejected {} (+{}), copies sent {} (+{}), subscribers dropped {} (+{}); {}",
             self.settings.connections.load(std::sync::atomic::Ordering::Relaxed),
             self.subscribers.len(),
             s.accepted,
@@ -629,7 +629,12 @@ impl Dispatcher {
             s.copies,
             s.copies - last.copies,
             s.dropped_subscribers,
-            s.dropped_subscribers - last.dropped_subscribers
+            s.dropped_subscribers - last.dropped_subscribers,
+            crate::sys::process_stats().map_or("memory unknown".into(), |p| format!(
+                "RSS {:.1} MiB, {} threads",
+                p.rss_bytes as f64 / f64::from(1 << 20),
+                p.threads
+            ))
         );
     }
 

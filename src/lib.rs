@@ -126,7 +126,14 @@
 //!   new one), so every connection that waits has its own thread and, under load, the
 //!   next connections wait in the backlog instead of each waking a thread. Threads are
 //!   reused (no thread start per event); the whitelist ([`whitelist`]) and the connection
-//!   caps are checked at accept; stacks are sized explicitly.
+//!   caps are checked at accept; stacks are sized explicitly, and the kernel queues up to
+//!   [`listener::LISTEN_BACKLOG`] connections not yet accepted.
+//!
+//! A thread per subscriber costs its touched stack pages and its heap: bolide runs with
+//! glibc's per-thread malloc cache off and one malloc arena per CPU
+//! ([`sys::restart_without_malloc_cache`], [`sys::limit_malloc_arenas`]), and an idle
+//! subscriber holds no receive buffer and no backlog buffer (README, "How many
+//! subscribers can one broker serve").
 //!
 //! Wake-ups between threads use mutexes and condition variables where a thread waits
 //! for a batch (the commit queue, outbox backlogs):
@@ -147,7 +154,8 @@
 //! | an upstream's catch-up position | its upstream thread | verdicts on a channel; the position in `meta` |
 //! | the handlers' position in the archive | the handler thread | `--cmd` completions on a channel; the position in `meta` |
 //! | a catch-up (reading the archive for one subscriber) | that subscriber's broadcaster thread | read txns; `Msg::Replaying` / `Msg::HandOver` with the dispatcher, which holds the live events meanwhile |
-//! | a subscriber socket | its broadcaster thread reads; its [`outbox::Outbox`] writes | `Arc<Outbox>` held by the thread and the dispatcher; one mutex orders their writes |
+//! | a subscriber socket (one descriptor) | its [`outbox::Outbox`]: the broadcaster thread reads through it, writes go through its backlog | `Arc<Outbox>` held by the thread and the dispatcher; one mutex orders their writes |
+//! | spare receive buffers of subscriber threads | [`broadcaster`] (a static list) | a thread borrows one while it reads and gives it back before it waits, under one mutex |
 //! | connection counts, the listening socket, parked threads | [`listener::ListenerState`] | atomics; the per-address map and the parked list each under a mutex |
 //! | `--author-config` rules in force | [`authorconfig::AuthorRules`] | `Arc` held by the receivers and the broker; the rules behind an `RwLock`, replaced whole on SIGHUP |
 //! | counters, latency histograms, live subscriber and upstream stats | [`metrics::METRICS`] (one per process) | relaxed atomics written by the thread doing the work; the stat lists under a mutex taken at connect, disconnect and by an HTTP request to clone them |
@@ -162,7 +170,7 @@
 //! | what the roles share | [`listener`] (accept, caps, thread reuse), [`ratelimit`] (per-address token buckets), [`outbox`] (a subscriber's write side), [`replay`] (a subscriber's catch-up from the archive), [`verdict`] (an author's reply), [`filters`] (XPath), [`store`] (LMDB), [`archive`] (the event log's format and retention), [`archive_reader`] (queries, read-only), [`archive_filters`] (the filters as a person writes them), [`metrics`] (counters) |
 //! | the operator's view | [`http`] (server, `/metrics`, `/status`, the page, `/events`) |
 //! | start-up and configuration | [`broker`] (wiring and shutdown), [`args`] (how every program reads its command line), [`cli`] (bolide's options), [`siteconfig`] and [`authorconfig`] (per-network rules files, on [`netrules`]), [`whitelist`] |
-//! | the operating system | [`sys`] (non-blocking I/O, deadlines, thread names, limits), [`signals`], [`time`] |
+//! | the operating system | [`sys`] (non-blocking I/O, deadlines, thread names, limits, the process's memory and malloc settings), [`signals`], [`time`] |
 //!
 //! Modules depend downwards: roles use what the roles share and the operating-system
 //! layer, never each other for a helper.

@@ -48,9 +48,21 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// is iterative and the schema walk is bounded by the 64-level depth limit).
 pub const CONNECTION_STACK: usize = 256 * 1024;
 
-/// Bind a listener. `::` on Linux accepts IPv4 too (as v4-mapped addresses); on a host
-/// without IPv6, `::` falls back to `0.0.0.0` with a warning.
+/// Connections the kernel keeps waiting for `accept` on each listening socket (capped by
+/// `net.core.somaxconn`): enough for thousands of subscribers connecting at once, e.g.
+/// after a broker restart.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// Bind a listener with a backlog of [`LISTEN_BACKLOG`]. `::` on Linux accepts IPv4 too
+/// (as v4-mapped addresses); on a host without IPv6, `::` falls back to `0.0.0.0` with a
+/// warning.
 pub fn bind(addr: IpAddr, port: u16) -> io::Result<TcpListener> {
+    let l = bind_any(addr, port)?;
+    sys::set_listen_backlog(&l, LISTEN_BACKLOG)?;
+    Ok(l)
+}
+
+fn bind_any(addr: IpAddr, port: u16) -> io::Result<TcpListener> {
     match TcpListener::bind(SocketAddr::new(addr, port)) {
         Err(e)
             if addr == IpAddr::V6(Ipv6Addr::UNSPECIFIED)
@@ -78,6 +90,14 @@ impl Kind {
         match self {
             Kind::Authors => "author",
             Kind::Subscribers => "subscriber",
+        }
+    }
+
+    /// The kernel name of a thread of this listener waiting for a connection.
+    fn idle_name(self) -> &'static str {
+        match self {
+            Kind::Authors => "author idle",
+            Kind::Subscribers => "subscriber idle",
         }
     }
 
@@ -336,8 +356,9 @@ where
 {
     shared.state.threads.fetch_add(1, Ordering::SeqCst);
     let s = Arc::clone(shared);
+    // No Rust thread name: the thread sets its kernel name itself (`top -H`, `ps -L`), and
+    // a name would cost each of thousands of connection threads two heap blocks.
     let spawned = thread::Builder::new()
-        .name(shared.kind.thread_name().to_string())
         .stack_size(CONNECTION_STACK)
         .spawn(move || {
             accept_and_serve(&s);
@@ -382,8 +403,8 @@ where
     F: Handler,
 {
     let state = &a.state;
-    let idle_name = format!("{} idle", a.kind.thread_name());
-    set_kernel_name(&idle_name);
+    let idle_name = a.kind.idle_name();
+    set_kernel_name(idle_name);
     let role = Arc::new(AtomicBool::new(true));
     loop {
         // This thread holds the accept role here.
@@ -428,7 +449,7 @@ where
             (a.handler)(stream, peer, &mut handoff);
         }
         if named.get() {
-            set_kernel_name(&idle_name);
+            set_kernel_name(idle_name);
         }
         if handoff.held() {
             continue;

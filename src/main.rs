@@ -24,6 +24,11 @@ fn main() -> ExitCode {
         println!("bolide {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
+    // While this is the only thread: a thread per subscriber is cheaper without glibc's
+    // per-thread malloc cache (this executes bolide again, once) and with fewer arenas.
+    bolide::sys::restart_without_malloc_cache();
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    bolide::sys::limit_malloc_arenas(cpus);
     env_logger::Builder::new()
         .filter_level(opts.log_level())
         .format_target(false)
@@ -36,10 +41,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Every connection costs a descriptor (a subscriber two): raise the soft limit to the
-    // hard one and keep the connection cap within it.
+    // Every connection costs one descriptor: raise the soft limit to the hard one and
+    // keep the connection cap within it (less a margin for the database, logs and the
+    // listening sockets).
     let nofile = bolide::sys::raise_nofile_limit();
-    let fit = (nofile.saturating_sub(64) / 2) as usize;
+    let fit = nofile.saturating_sub(64) as usize;
     if cfg.max_connections > fit {
         log::warn!(
             "--max-connections {} lowered to {fit} to fit the descriptor limit ({nofile}); raise `ulimit -n` for more",

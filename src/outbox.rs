@@ -10,6 +10,11 @@
 //! dispatcher only appends, so frames never interleave. A backlog longer than the
 //! configured queue means the subscriber is too slow: the dispatcher drops it. The
 //! thread's own messages (`authenticate`, `iamalive`) go through the same backlog.
+//!
+//! The outbox owns the connection's only descriptor: the subscriber thread reads through
+//! [`Outbox::stream`], so a subscriber costs one descriptor, not two. An empty backlog
+//! holds no allocation: its buffer is released whenever it drains, so an idle subscriber
+//! costs only the outbox itself.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -96,8 +101,8 @@ impl Waker {
 }
 
 impl Outbox {
-    /// An outbox over `stream` (a clone the thread does not read from concurrently for
-    /// writing), holding at most `limit` queued frames.
+    /// An outbox over `stream` (the subscriber thread reads it through
+    /// [`Outbox::stream`]; only the outbox writes), holding at most `limit` queued frames.
     pub fn new(stream: TcpStream, limit: usize) -> (Arc<Outbox>, Waker) {
         let out = Arc::new(Outbox {
             stream,
@@ -125,6 +130,11 @@ impl Outbox {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connection, for the subscriber thread's reads (writes go through the outbox).
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
     }
 
     /// Events completely written so far.
@@ -178,6 +188,8 @@ impl Outbox {
                 let mut st = self.lock();
                 let Some(item) = st.backlog.pop_front() else {
                     st.writing = false;
+                    // Drained: give its buffer back, an idle subscriber holds none.
+                    st.backlog = VecDeque::new();
                     return Ok(());
                 };
                 st.writing = true;

@@ -1,7 +1,8 @@
 //! Thin wrappers over the system calls bolide uses beyond `std::net`: non-blocking
-//! `recv`/`send` on a borrowed socket, reads under an absolute deadline, shutting down a
-//! listening socket, an exclusive file lock, the calling thread's kernel name, and the
-//! open-file limit.
+//! `recv`/`send` on a borrowed socket, reads under an absolute deadline, a listening
+//! socket's backlog and shutting it down, an exclusive file lock, the calling thread's kernel name, the
+//! open-file limit, the process's resident memory and thread count, and glibc's
+//! per-thread malloc cache.
 //!
 //! Every role module (receiver, broadcaster, upstream, listener, verdict, outbox) and the
 //! tools take these from here, so non-blocking I/O has one home and no role module is
@@ -34,6 +35,29 @@ impl Read for NonBlocking<'_> {
             Err(io::Error::last_os_error())
         } else {
             Ok(n as usize)
+        }
+    }
+}
+
+/// Wait up to `timeout` for `stream` to have something to read (or to be closed or in
+/// error): `poll(2)`, so no buffer is held while waiting. `Ok(false)`: the time ran out.
+pub fn wait_readable(stream: &TcpStream, timeout: std::time::Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // Rounded up, so that a wait of less than a millisecond still waits.
+    let ms = i32::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
+    loop {
+        // SAFETY: poll(2) on one valid pollfd, on a descriptor we borrow for the call.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n >= 0 {
+            return Ok(n > 0);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
         }
     }
 }
@@ -94,6 +118,19 @@ pub fn shutdown_listener(listener: &TcpListener) {
     // SAFETY: shutdown(2) on a descriptor we borrow for the call.
     unsafe {
         libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR);
+    }
+}
+
+/// Let up to `backlog` connections wait in the kernel for `accept` (`listen(2)` again on
+/// a listening socket; the kernel caps it at `net.core.somaxconn`). The standard library
+/// listens with a backlog of 128: a burst of subscribers connecting at once overflows
+/// it, and every connection over it waits a second for its SYN to be sent again.
+pub fn set_listen_backlog(listener: &TcpListener, backlog: i32) -> io::Result<()> {
+    // SAFETY: listen(2) on a descriptor we borrow for the call.
+    if unsafe { libc::listen(listener.as_raw_fd(), backlog) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -177,5 +214,128 @@ pub fn raise_nofile_limit() -> u64 {
             }
         }
         lim.rlim_cur
+    }
+}
+
+/// The glibc tunable that turns its per-thread malloc cache (tcache) off.
+pub const NO_MALLOC_CACHE: &str = "glibc.malloc.tcache_count=0";
+/// Set in the environment of the program [`restart_without_malloc_cache`] executes, so
+/// that it knows to restore `GLIBC_TUNABLES` and never executes itself again.
+const RESTARTED: &str = "BOLIDE_MALLOC_CACHE_OFF";
+
+/// Execute this program again, same process and arguments, with glibc's per-thread
+/// malloc cache off, unless `GLIBC_TUNABLES` already says how large it is (the operator
+/// decides). Each thread's cache keeps up to seven freed blocks of every small size for
+/// that thread alone: with a thread per subscriber that is kilobytes of heap per idle
+/// subscriber, left behind by its handshake, that no other thread can use. glibc reads
+/// its tunables only as a process starts, hence the `exec`; call this first thing, while
+/// the process has one thread. In the program executed, it restores `GLIBC_TUNABLES` to
+/// what it was, so that the programs bolide starts (`--cmd`) keep their own cache.
+/// Returns without effect where `exec` fails (no `/proc`): the cache then stays on.
+pub fn restart_without_malloc_cache() {
+    use std::os::unix::process::CommandExt;
+    const VAR: &str = "GLIBC_TUNABLES";
+    let tunables = std::env::var(VAR).ok();
+    if let Some(was) = std::env::var_os(RESTARTED) {
+        std::env::remove_var(RESTARTED);
+        match was.to_str() {
+            Some("") | None => std::env::remove_var(VAR),
+            Some(was) => std::env::set_var(VAR, was),
+        }
+        return;
+    }
+    if tunables
+        .as_deref()
+        .is_some_and(|t| t.contains("glibc.malloc.tcache_count="))
+    {
+        return;
+    }
+    let with_ours = match tunables.as_deref() {
+        Some(t) if !t.is_empty() => format!("{t}:{NO_MALLOC_CACHE}"),
+        _ => NO_MALLOC_CACHE.to_string(),
+    };
+    let mut args = std::env::args_os();
+    let Some(arg0) = args.next() else { return };
+    // Returns only if it failed.
+    let _ = std::process::Command::new("/proc/self/exe")
+        .arg0(arg0)
+        .args(args)
+        .env(VAR, with_ours)
+        .env(RESTARTED, tunables.unwrap_or_default())
+        .exec();
+}
+
+/// Let glibc keep at most `arenas` malloc arenas (its default is eight per CPU), unless
+/// the environment sets the number (`MALLOC_ARENA_MAX`, or `glibc.malloc.arena_max` in
+/// `GLIBC_TUNABLES`). Threads share the arenas, and each arena keeps part-used pages of
+/// its own: the small blocks of thousands of subscriber threads spread over fewer arenas
+/// fill fewer pages. Call it before any other thread starts.
+pub fn limit_malloc_arenas(arenas: usize) {
+    let set = std::env::var_os("MALLOC_ARENA_MAX").is_some()
+        || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.arena_max="));
+    if !set {
+        let n = i32::try_from(arenas.max(1)).unwrap_or(i32::MAX);
+        // SAFETY: mallopt only sets a malloc parameter.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, n);
+        }
+    }
+}
+
+/// The process's resident memory and thread count, as the kernel reports them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessStats {
+    /// Resident set size (`VmRSS`), in bytes.
+    pub rss_bytes: u64,
+    /// Threads of the process (`Threads`).
+    pub threads: u64,
+}
+
+/// This process's [`ProcessStats`], read from `/proc/self/status`; `None` where that file
+/// is missing or unreadable (no procfs).
+pub fn process_stats() -> Option<ProcessStats> {
+    parse_status(&std::fs::read_to_string("/proc/self/status").ok()?)
+}
+
+/// The `VmRSS` and `Threads` fields of a `/proc/PID/status` text.
+fn parse_status(status: &str) -> Option<ProcessStats> {
+    let field = |name: &str| {
+        status.lines().find_map(|l| {
+            let rest = l.strip_prefix(name)?.strip_prefix(':')?;
+            rest.split_whitespace().next()?.parse::<u64>().ok()
+        })
+    };
+    Some(ProcessStats {
+        rss_bytes: field("VmRSS")? * 1024,
+        threads: field("Threads")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fields are read from the kernel's format, and this process's figures are
+    /// plausible.
+    #[test]
+    fn process_stats_counts_threads_and_memory() {
+        let text = "Name:\tbolide\nVmRSS:\t   18368 kB\nThreads:\t1007\n";
+        assert_eq!(
+            parse_status(text),
+            Some(ProcessStats {
+                rss_bytes: 18368 * 1024,
+                threads: 1007
+            })
+        );
+        assert_eq!(parse_status("Name:\tx\nThreads:\t3\n"), None);
+        // This test's thread and the one started here, at least (other tests' threads
+        // come and go meanwhile).
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || rx.recv());
+        let during = process_stats().expect("procfs");
+        assert!(during.threads >= 2, "{during:?}");
+        assert!(during.rss_bytes > 1 << 20, "{during:?}");
+        drop(tx);
+        let _ = t.join();
     }
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 /// Run bolide-bench against `broker` and return (exit status, last line = JSON).
@@ -193,4 +193,59 @@ fn null_broker_counts() {
     assert_eq!(int(&json, "errors"), 0, "{all}");
     assert_eq!(code, 0, "{all}");
     assert!(nb.0.try_wait().unwrap().is_none(), "the null broker exited");
+}
+
+/// bolide-bench with its open-file limit set to `soft`/`hard` before it starts.
+fn bench_limited(broker: &common::Broker, soft: u64, hard: u64, mode: &[&str]) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bolide-bench"));
+    cmd.arg(format!("--receive-port={}", broker.receive().port()))
+        .arg(format!("--broadcast-port={}", broker.broadcast().port()))
+        .arg("--max-seconds=60")
+        .args(mode);
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child before exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.output().expect("run bolide-bench")
+}
+
+/// Subscribers need a descriptor each: the tool raises its soft limit to the hard one
+/// by itself, and when even the hard limit is too low it says so and exits 2 before
+/// connecting anyone.
+#[test]
+fn fanout_raises_its_descriptor_limit() {
+    let broker = common::Broker::start(&["-q", "--max-subscribers-per-address=400"]);
+    let out = bench_limited(
+        &broker,
+        64,
+        1024,
+        &["fanout", "--subscribers=300", "--count=2", "--rate=0"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = stdout.lines().last().unwrap_or("");
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert_eq!(int(json, "delivered"), 600, "{stdout}");
+
+    let out = bench_limited(
+        &broker,
+        64,
+        200,
+        &["fanout", "--subscribers=300", "--count=2", "--rate=0"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--subscribers 300 needs 364 open files, but the hard limit is 200"),
+        "{stderr}"
+    );
 }

@@ -158,5 +158,17 @@ fn periodic_summary_line() {
         "{}",
         b.log_text()
     );
-    assert!(b.log_text().contains("events accepted 1 (+1)"));
+    let log = b.log_text();
+    assert!(log.contains("events accepted 1 (+1)"));
+    // The process's resident memory and threads end the line: the broker's threads (at
+    // least the dispatcher, a listener's and the subscriber's) and a plausible RSS.
+    let line = log.lines().rfind(|l| l.contains("summary:")).unwrap();
+    let (mib, threads) = line
+        .rsplit_once("; RSS ")
+        .and_then(|(_, tail)| tail.split_once(" MiB, "))
+        .and_then(|(m, t)| Some((m.parse::<f64>().ok()?, t.strip_suffix(" threads")?)))
+        .unwrap_or_else(|| panic!("no RSS and threads in {line:?}"));
+    let threads: u64 = threads.trim().parse().unwrap();
+    assert!(mib > 1.0 && mib < 1024.0, "{line}");
+    assert!(threads >= 3, "{line}");
 }

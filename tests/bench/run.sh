@@ -12,7 +12,7 @@
 #
 # Broker kinds: `null` is `bolide-bench null-broker`, a broker that only moves bytes
 # (no parsing, validation, database or filters): the machine's floor, the cost of the
-# sockets alone; it runs ingest-nosync, fanout-paced and fanout-b2b only (ingest-sync and
+# sockets alone; it runs every row but ingest-sync and filter (ingest-sync and
 # filter need a database or filters; its cells there show "-"). Each row runs on the null
 # broker, then bolide, then with `compare` `comet`, one after the other. After the table
 # come the ratios bolide / floor and, with `compare`, bolide vs Comet.
@@ -26,9 +26,13 @@
 #   BENCH_PACED_RATE     events/s of the paced rows [2]
 #   BENCH_B2B_COUNT      events of the back-to-back fanout row [300]
 #   BENCH_FILTER_COUNT   events of the filter row [40]
+#   BENCH_WIDE_COUNT     events of the fanout-5k and fanout-10k rows (5 000 and 10 000
+#                        subscribers; Comet skips fanout-10k) [10]
+#   BENCH_WIDE_RATE      events/s of those rows [1]
 #   BENCH_MAX_SECONDS    bolide-bench --max-seconds per row [120]
 #   BENCH_INGEST_RUNS    runs of each ingest row per broker, alternated; the median is shown [3]
-#   BENCH_ROWS           rows to run [ingest-sync ingest-nosync fanout-paced fanout-b2b filter]
+#   BENCH_ROWS           rows to run [ingest-sync ingest-nosync fanout-paced fanout-b2b filter
+#                        fanout-5k fanout-10k]
 #   BENCH_KINDS          brokers to run, in this order [null bolide, then comet with compare];
 #                        `noarchive` is bolide with --no-archive, and then the table is
 #                        followed by the archive's cost (bolide / noarchive)
@@ -48,9 +52,11 @@ paced_count="${BENCH_PACED_COUNT:-40}"
 paced_rate="${BENCH_PACED_RATE:-2}"
 b2b_count="${BENCH_B2B_COUNT:-300}"
 filter_count="${BENCH_FILTER_COUNT:-40}"
+wide_count="${BENCH_WIDE_COUNT:-10}"
+wide_rate="${BENCH_WIDE_RATE:-1}"
 max_s="${BENCH_MAX_SECONDS:-120}"
 ingest_runs="${BENCH_INGEST_RUNS:-3}"
-rows=(${BENCH_ROWS:-ingest-sync ingest-nosync fanout-paced fanout-b2b filter})
+rows=(${BENCH_ROWS:-ingest-sync ingest-nosync fanout-paced fanout-b2b filter fanout-5k fanout-10k})
 compare=0
 [ "${1:-}" = compare ] && compare=1
 
@@ -62,7 +68,9 @@ if ! command -v jq >/dev/null; then
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >/dev/null; } ||
     { echo "tests/bench/run.sh needs jq" >&2; exit 2; }
 fi
-ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
+# Every subscriber is a descriptor in the broker and in bolide-bench (which raises its own
+# limit, as bolide does; the null broker and Comet inherit this one).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 mkdir -p "$out"
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/bolide-bench.XXXXXX")"
 broker_pid=
@@ -92,7 +100,7 @@ start_broker() {
       [ "$row" = ingest-nosync ] && extra+=(--no-sync)
       [ "$kind" = noarchive ] && extra+=(--no-archive)
       RUST_LOG=warn,bolide::broker=info "$bolide" -r -b --local-ivo=ivo://bolide.bench/broker \
-        --max-subscribers-per-address=4000 --max-authors-per-address=4000 \
+        --max-connections=30000 --max-subscribers-per-address=20000 --max-authors-per-address=4000 \
         --eventdb="$db" -q --receive-port=0 --broadcast-port=0 --broadcast-test-interval=0 \
         "${extra[@]}" 2>"$log" >/dev/null &
     fi
@@ -140,6 +148,8 @@ run_row() {
     fanout-paced) args=(fanout --subscribers="$subs" --count="$paced_count" --rate="$paced_rate") ;;
     fanout-b2b) args=(fanout --subscribers="$subs" --count="$b2b_count" --rate=0) ;;
     filter) args=(filter --subscribers="$subs" --count="$filter_count" --rate="$paced_rate") ;;
+    fanout-5k) args=(fanout --subscribers=5000 --count="$wide_count" --rate="$wide_rate") ;;
+    fanout-10k) args=(fanout --subscribers=10000 --count="$wide_count" --rate="$wide_rate") ;;
     *) echo "unknown row $row" >&2; return 1 ;;
   esac
   start_broker "$kind" "$row" || return 1
@@ -158,8 +168,11 @@ run_row() {
 null_skips() { [ "$1" = ingest-sync ] || [ "$1" = filter ]; }
 
 # skips KIND ROW: cells not run. Comet has no --no-sync (its dbm never fsyncs), so its one
-# ingest row serves both.
-skips() { { [ "$1" = comet ] && [ "$2" = ingest-nosync ]; } || { [ "$1" = null ] && null_skips "$2"; }; }
+# ingest row serves both; connecting 10 000 subscribers to Comet takes minutes.
+skips() {
+  { [ "$1" = comet ] && { [ "$2" = ingest-nosync ] || [ "$2" = fanout-10k ]; }; } ||
+    { [ "$1" = null ] && null_skips "$2"; }
+}
 is_ingest() { [ "$1" = ingest-sync ] || [ "$1" = ingest-nosync ]; }
 
 # median_run KIND ROW: of the runs KIND-ROW.N.json, the one with the median rate becomes

@@ -79,9 +79,26 @@ impl Broker {
 
     /// Start with exactly these arguments (ports must be 0 for the harness to find them).
     pub fn spawn(args: Vec<String>, db: &Path, keep: bool) -> Broker {
+        Broker::spawn_with_env(args, db, keep, &[])
+    }
+
+    /// [`Broker::spawn`] with these environment variables set (`Some`) or removed (`None`).
+    pub fn spawn_with_env(
+        args: Vec<String>,
+        db: &Path,
+        keep: bool,
+        env: &[(&str, Option<&str>)],
+    ) -> Broker {
         let stdout_path = scratch("stdout").join("stdout");
         let stdout = std::fs::File::create(&stdout_path).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bolide"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bolide"));
+        for (k, v) in env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        let mut child = cmd
             .args(&args)
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())

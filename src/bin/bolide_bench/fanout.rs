@@ -175,6 +175,17 @@ pub fn run(g: &Args, c: &FanArgs, filtered: bool) -> Result<Report<FanFigures>, 
     }
     let raddr = resolve(&g.host, g.receive_port)?;
     let baddr = resolve(&g.host, g.broadcast_port)?;
+    // One descriptor per subscriber, and a margin for the authors, the epoll sets and
+    // the broker's /proc files.
+    let nofile = bolide::sys::raise_nofile_limit();
+    let need = c.subscribers as u64 + 64;
+    if nofile < need {
+        return Err(format!(
+            "--subscribers {} needs {need} open files, but the hard limit is {nofile}: \
+             raise it (`ulimit -Hn`, LimitNOFILE= or /etc/security/limits.conf)",
+            c.subscribers
+        ));
+    }
     let begin = Instant::now();
     let hard = begin + Duration::from_secs_f64(g.max_seconds);
     let maker = EventMaker::new(c.pad);

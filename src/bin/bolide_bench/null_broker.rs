@@ -71,6 +71,9 @@ fn start(host: &str, a: &NullBrokerArgs) -> Result<(TcpListener, Arc<Subscribers
     let bind = |port: u16| {
         let addr = crate::author::resolve(host, port)?;
         let l = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        // As bolide does: thousands of subscribers connect in a burst.
+        bolide::sys::set_listen_backlog(&l, bolide::listener::LISTEN_BACKLOG)
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let at = l.local_addr().map_err(|e| e.to_string())?;
         Ok::<_, String>((l, at))
     };
