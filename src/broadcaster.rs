@@ -88,18 +88,25 @@ enum End {
     Garbage(String),
 }
 
+/// What a subscriber's catch-up needs to know.
+struct CatchUp {
+    /// The position its first answer carried (a bolide subscriber).
+    resume: Option<Resume>,
+    /// The archive's last seq just before it registered.
+    archive_end: u64,
+    /// Its last ack, when it is resumed by address (`--resume-subscribers`).
+    acks: Option<replay::Acked>,
+}
+
 struct Peer {
     id: u64,
     /// The dispatcher has been told the first filters ([`Msg::Start`]) yet?
     started: bool,
     /// Filters from an authenticate that came before [`Msg::Start`].
     early_filters: Option<Vec<String>>,
-    /// The catch-up position its first answer carried (a bolide subscriber).
-    resume: Option<Resume>,
-    /// The archive's last seq just before it registered (for a catch-up).
-    archive_end: u64,
-    /// Its last ack, when it is resumed by address (`--resume-subscribers`).
-    acks: Option<replay::Acked>,
+    /// Its catch-up state, with `--replay-max-*` in force (boxed: most subscribers of
+    /// most brokers never catch up, and the session's stack stays small).
+    catchup: Option<Box<CatchUp>>,
     /// The subscriber has answered an authenticate at least once.
     answered: bool,
     /// The connection: this thread reads [`Outbox::stream`]; writes go through the
@@ -124,21 +131,16 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
         return;
     }
     let (out, waker) = Outbox::new(stream, ctx.queue);
+    let catchup = ctx.replay.as_ref().map(|r| {
+        Box::new(CatchUp {
+            resume: None,
+            archive_end: r.store.archive_counters().next_seq.saturating_sub(1),
+            acks: r.resumes(addr.ip()).then(|| replay::Acked::new(addr.ip())),
+        })
+    });
     // Registered before authenticate is sent, so every event accepted from that moment on
     // is held for this subscriber until its filters are known.
-    let sub = SubscriberHandle {
-        id,
-        peer: addr,
-        out: Arc::clone(&out),
-        filters: Vec::new(),
-        imposed: Vec::new(),
-    };
-    let hold = ctx.queue;
-    let archive_end = ctx
-        .replay
-        .as_ref()
-        .map_or(0, |r| r.store.archive_counters().next_seq.saturating_sub(1));
-    if ctx.dispatcher.send(Msg::Register { sub, hold }).is_err() {
+    if !register(&ctx, id, addr, &out) {
         return;
     }
     let stat = METRICS.subscriber(addr, Arc::clone(&out));
@@ -146,13 +148,7 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
         id,
         started: false,
         early_filters: None,
-        resume: None,
-        archive_end,
-        acks: ctx
-            .replay
-            .as_ref()
-            .filter(|r| r.resumes(addr.ip()))
-            .map(|_| replay::Acked::new(addr.ip())),
+        catchup,
         answered: false,
         out,
         addr,
@@ -164,6 +160,27 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
     };
     serve(&mut peer, &ctx, &waker);
     let _ = peer.out.stream().shutdown(Shutdown::Both);
+    unregister(&ctx, id);
+}
+
+/// Register the subscriber with the dispatcher (`false`: it is gone). Not inlined, nor
+/// is [`unregister`]: the messages are built in frames of their own, not in the one that
+/// lives as long as the session (see `subscriber_stack_budget`).
+#[inline(never)]
+fn register(ctx: &BroadcastContext, id: u64, addr: SocketAddr, out: &Arc<Outbox>) -> bool {
+    let sub = SubscriberHandle {
+        id,
+        peer: addr,
+        out: Arc::clone(out),
+        filters: Vec::new(),
+        imposed: Vec::new(),
+    };
+    let hold = ctx.queue;
+    ctx.dispatcher.send(Msg::Register { sub, hold }).is_ok()
+}
+
+#[inline(never)]
+fn unregister(ctx: &BroadcastContext, id: u64) {
     let _ = ctx.dispatcher.send(Msg::Unregister(id));
 }
 
@@ -185,23 +202,8 @@ fn serve(peer: &mut Peer, ctx: &BroadcastContext, waker: &Waker) {
         }
         return;
     }
-    // A bolide names its position; one resumed by address has it kept here.
-    let resume = match (&ctx.replay, peer.resume.take()) {
-        (Some(r), Some(resume)) => Some((r, resume, true)),
-        (Some(r), None) if peer.acks.is_some() => Some((r, r.stored(addr.ip()), false)),
-        _ => None,
-    };
-    if let Some((r, resume, tell)) = resume {
-        if let Err(stop) = catch_up(peer, ctx, r, &resume, tell) {
-            info!("subscriber {addr}: catch-up ended: {stop}");
-            return;
-        }
-    } else {
-        let exprs = peer.early_filters.take().unwrap_or_default();
-        let id = peer.id;
-        if ctx.dispatcher.send(Msg::Start { id, exprs }).is_err() {
-            return;
-        }
+    if !begin(peer, ctx) {
+        return;
     }
     peer.started = true;
     let connected = Instant::now();
@@ -231,7 +233,10 @@ fn serve(peer: &mut Peer, ctx: &BroadcastContext, waker: &Waker) {
             }
             break end;
         }
-        if let (Some(a), Some(r)) = (&mut peer.acks, &ctx.replay) {
+        if let (Some(a), Some(r)) = (
+            peer.catchup.as_mut().and_then(|c| c.acks.as_mut()),
+            &ctx.replay,
+        ) {
             a.save(r, false);
         }
         if peer.frames.stalled(ctx.frame_timeout) {
@@ -255,7 +260,10 @@ fn serve(peer: &mut Peer, ctx: &BroadcastContext, waker: &Waker) {
     if let Some(r) = dropped {
         METRICS.dropped(r);
     }
-    if let (Some(a), Some(r)) = (&mut peer.acks, &ctx.replay) {
+    if let (Some(a), Some(r)) = (
+        peer.catchup.as_mut().and_then(|c| c.acks.as_mut()),
+        &ctx.replay,
+    ) {
         a.save(r, true);
     }
     match &end {
@@ -269,8 +277,40 @@ fn serve(peer: &mut Peer, ctx: &BroadcastContext, waker: &Waker) {
     }
 }
 
+/// Start live fan-out to the subscriber, after a catch-up if it has a position (a
+/// bolide names its own; one resumed by address has it kept here); `false` if the
+/// connection ends meanwhile. Not inlined, so that its frame is gone before the session
+/// reads and parses (see `subscriber_stack_budget`).
+#[inline(never)]
+fn begin(peer: &mut Peer, ctx: &BroadcastContext) -> bool {
+    let addr = peer.addr;
+    let resume = match (&ctx.replay, peer.catchup.as_mut()) {
+        (Some(r), Some(c)) => match c.resume.take() {
+            Some(resume) => Some((r, resume, true)),
+            None if c.acks.is_some() => Some((r, r.stored(addr.ip()), false)),
+            None => None,
+        },
+        _ => None,
+    };
+    if let Some((r, resume, tell)) = resume {
+        if let Err(stop) = catch_up(peer, ctx, r, &resume, tell) {
+            info!("subscriber {addr}: catch-up ended: {stop}");
+            return false;
+        }
+    } else {
+        let exprs = peer.early_filters.take().unwrap_or_default();
+        let id = peer.id;
+        if ctx.dispatcher.send(Msg::Start { id, exprs }).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
 /// Replay the archive after the subscriber's position, then hand it over to live fan-out
-/// ([`replay`]).
+/// ([`replay`]). Not inlined: the catch-up's frames must not add to the depth of every
+/// session (see `subscriber_stack_budget`).
+#[inline(never)]
 fn catch_up(
     peer: &mut Peer,
     ctx: &BroadcastContext,
@@ -285,7 +325,7 @@ fn catch_up(
         out: &out,
         dispatcher: &ctx.dispatcher,
         local_ivo: &ctx.local_ivo,
-        end: peer.archive_end,
+        end: peer.catchup.as_ref().map_or(0, |c| c.archive_end),
         queue: ctx.queue,
         tell_position,
     };
@@ -421,12 +461,57 @@ impl Peer {
         }
     }
 
+    /// The subscriber's answer to authenticate: its filters (bounded by --max-filters and
+    /// --max-filter-length) and, from a bolide, its position. Not inlined: these locals
+    /// stay out of the frame that parses every incoming message.
+    #[inline(never)]
+    fn authenticated(
+        &mut self,
+        mut exprs: Vec<String>,
+        position: Option<String>,
+        ctx: &BroadcastContext,
+    ) {
+        self.answered = true;
+        if exprs.len() > ctx.max_filters {
+            warn!(
+                "subscriber {} sent {} filters; only the first {} are installed (--max-filters)",
+                self.addr,
+                exprs.len(),
+                ctx.max_filters
+            );
+            exprs.truncate(ctx.max_filters);
+        }
+        exprs.retain(|e| {
+            let ok = e.len() <= ctx.max_filter_len;
+            if !ok {
+                warn!(
+                    "subscriber {}: a filter of {} bytes exceeds --max-filter-length {}; refused",
+                    self.addr,
+                    e.len(),
+                    ctx.max_filter_len
+                );
+            }
+            ok
+        });
+        self.stat.set_filters(&exprs);
+        if self.started {
+            let _ = ctx.dispatcher.send(Msg::SetFilters { id: self.id, exprs });
+        } else {
+            self.early_filters = Some(exprs);
+            if let (Some(c), Some(p)) = (self.catchup.as_mut(), position) {
+                if c.resume.is_none() {
+                    c.resume = Some(Resume::parse(&p));
+                }
+            }
+        }
+    }
+
     fn handle_message(&mut self, payload: &[u8], ctx: &BroadcastContext) -> Result<(), End> {
         // Acks and iamalive answers (one per delivered copy, one per interval) are
         // recognised from their start tag; only other messages are parsed.
         match transport::quick_role(payload) {
             Some(Role::Ack) => {
-                if let Some(a) = &mut self.acks {
+                if let Some(a) = self.catchup.as_mut().and_then(|c| c.acks.as_mut()) {
                     a.acked(payload);
                 }
                 self.count_ack();
@@ -447,7 +532,7 @@ impl Peer {
         };
         match msg.role {
             Some(Role::Ack) => {
-                if let Some(a) = &mut self.acks {
+                if let Some(a) = self.catchup.as_mut().and_then(|c| c.acks.as_mut()) {
                     a.acked(payload);
                 }
                 self.count_ack();
@@ -456,40 +541,7 @@ impl Peer {
             Some(Role::Nak) => {
                 return Err(End::Nak(msg.origin.unwrap_or_default()));
             }
-            Some(Role::Authenticate) => {
-                self.answered = true;
-                let mut exprs = msg.filters;
-                if exprs.len() > ctx.max_filters {
-                    warn!(
-                        "subscriber {} sent {} filters; only the first {} are installed (--max-filters)",
-                        self.addr,
-                        exprs.len(),
-                        ctx.max_filters
-                    );
-                    exprs.truncate(ctx.max_filters);
-                }
-                exprs.retain(|e| {
-                    let ok = e.len() <= ctx.max_filter_len;
-                    if !ok {
-                        warn!(
-                            "subscriber {}: a filter of {} bytes exceeds --max-filter-length {}; refused",
-                            self.addr,
-                            e.len(),
-                            ctx.max_filter_len
-                        );
-                    }
-                    ok
-                });
-                self.stat.set_filters(&exprs);
-                if self.started {
-                    let _ = ctx.dispatcher.send(Msg::SetFilters { id: self.id, exprs });
-                } else {
-                    self.early_filters = Some(exprs);
-                    if let (None, Some(p)) = (&self.resume, msg.position) {
-                        self.resume = Some(Resume::parse(&p));
-                    }
-                }
-            }
+            Some(Role::Authenticate) => self.authenticated(msg.filters, msg.position, ctx),
             None => info!(
                 "incomprehensible message from subscriber {} (role={})",
                 self.addr, msg.role_attr

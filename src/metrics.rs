@@ -236,6 +236,7 @@ pub struct SubscriberStat {
 
 impl SubscriberStat {
     /// The filters it asked for in its latest authenticate answer.
+    #[inline(never)]
     pub fn set_filters(&self, exprs: &[String]) {
         *self.filters.lock().unwrap_or_else(|e| e.into_inner()) = exprs.to_vec();
     }
@@ -321,7 +322,9 @@ impl<T> Registry<T> {
         }
     }
 
-    /// Add `stat` until the returned guard is dropped.
+    /// Add `stat` until the returned guard is dropped. Not inlined (nor is removal): a
+    /// subscriber thread's stack stays small (`broadcaster`'s `subscriber_stack_budget`).
+    #[inline(never)]
     pub fn register(&'static self, stat: T) -> Registered<T> {
         let stat = Arc::new(stat);
         self.lock().push(Arc::clone(&stat));
@@ -363,6 +366,7 @@ impl<T> std::ops::Deref for Registered<T> {
 }
 
 impl<T> Drop for Registered<T> {
+    #[inline(never)]
     fn drop(&mut self) {
         let mut v = self.registry.lock();
         if let Some(i) = v.iter().position(|s| Arc::ptr_eq(s, &self.stat)) {
@@ -461,6 +465,7 @@ impl Metrics {
     }
 
     /// A subscriber connected: listed until the guard is dropped.
+    #[inline(never)]
     pub fn subscriber(
         &'static self,
         peer: SocketAddr,

@@ -135,7 +135,9 @@ impl Acked {
         }
     }
 
-    /// The subscriber sent this `ack`.
+    /// The subscriber sent this `ack`. Not inlined, like [`Acked::save`]: a subscriber
+    /// thread's stack stays small (`broadcaster`'s `subscriber_stack_budget`).
+    #[inline(never)]
     pub fn acked(&mut self, payload: &[u8]) {
         if let Ok(m) = transport::parse(payload) {
             self.ivorn = m.origin.filter(|o| !o.is_empty());
@@ -143,7 +145,9 @@ impl Acked {
     }
 
     /// Write the position if it moved (at most every [`SAVE_ACKED_EVERY`] unless
-    /// `force`); an ivorn not archived yet is tried again later.
+    /// `force`); an ivorn not archived yet is tried again later. Not inlined: its LMDB
+    /// write stays out of the session's frames.
+    #[inline(never)]
     pub fn save(&mut self, ctx: &ReplayContext, force: bool) {
         if self.ivorn.is_none()
             || (!force
