@@ -338,7 +338,12 @@ impl Broker {
                 .iter()
                 .filter_map(|(r, a)| a.map(|a| (*r, a)))
                 .collect();
-            let ctx = crate::http::Context::new(Arc::clone(&store), started_ms, listeners);
+            #[allow(unused_mut)]
+            let mut ctx = crate::http::Context::new(Arc::clone(&store), started_ms, listeners);
+            #[cfg(feature = "kafka")]
+            {
+                ctx.kafka = broker.kafka.as_ref().map(|g| g.stats());
+            }
             let server = crate::http::HttpServer::start(h, Arc::new(ctx)).map_err(|err| {
                 StartError::Bind {
                     addr: h.addr,

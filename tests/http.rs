@@ -16,20 +16,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bolide::transport;
+use common::http::{get, get_on, http_addr, metrics_until, sample};
 use common::{submit, Broker, Subscriber, LOCAL_IVO};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// The HTTP address the broker logged.
-fn http_addr(b: &Broker) -> SocketAddr {
-    let marker = "serving HTTP on ";
-    assert!(b.wait_log(marker, WAIT), "{}", b.log_text());
-    let log = b.log_text();
-    let line = log.lines().find(|l| l.contains(marker)).unwrap();
-    let rest = &line[line.find(marker).unwrap() + marker.len()..];
-    rest.split_whitespace().next().unwrap().parse().unwrap()
-}
 
 fn start(extra: &[&str]) -> (Broker, SocketAddr) {
     let mut args = vec!["--http=127.0.0.1:0"];
@@ -37,78 +28,6 @@ fn start(extra: &[&str]) -> (Broker, SocketAddr) {
     let b = Broker::start(&args);
     let h = http_addr(&b);
     (b, h)
-}
-
-/// A response: status, headers (lower-case names), body.
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8(self.body.clone()).unwrap()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
-    }
-}
-
-/// `GET path` on a connection already open.
-fn get_on(mut s: TcpStream, path: &str) -> Option<Response> {
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8(raw[..end].to_vec()).unwrap();
-    let mut lines = head.split("\r\n");
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Some(Response {
-        status,
-        headers,
-        body: raw[end + 4..].to_vec(),
-    })
-}
-
-fn get(addr: SocketAddr, path: &str) -> Response {
-    get_on(TcpStream::connect(addr).unwrap(), path).expect("an HTTP response")
-}
-
-/// The value of the one sample `name` (with its labels, as written) in `text`.
-fn sample(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            let (n, v) = l.rsplit_once(' ')?;
-            (n == name).then(|| v.parse().unwrap())
-        })
-        .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
-}
-
-/// Poll `/metrics` until `ok` holds for it; the last text either way.
-fn metrics_until(h: SocketAddr, ok: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let text = get(h, "/metrics").text();
-        if ok(&text) || Instant::now() > deadline {
-            return text;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A test tool on PATH, or `None` after saying SKIPPED (a failure when required).
@@ -229,6 +148,15 @@ fn metrics_count_exactly_what_happened_and_pass_promtool() {
         .starts_with("text/plain; version=0.0.4"));
     assert_eq!(get(h, "/healthz").status, 200);
     assert_eq!(get(h, "/nowhere").status, 404);
+    let (rss, threads) = proc_status(b.pid());
+    assert!(
+        (sample(&text, "bolide_threads") - threads as f64).abs() <= 2.0,
+        "{text}"
+    );
+    assert!(
+        sample(&text, "bolide_resident_memory_bytes") > rss as f64 / 2.0,
+        "{text}"
+    );
 
     let Some(promtool) = tool(
         "promtool",
@@ -311,6 +239,18 @@ fn status_lists_subscribers_and_upstreams() {
     assert_eq!(st["subscribers"][0]["events_acked"], 1, "{st}");
     assert_eq!(st["store"]["archive_events"], 1, "{st}");
     assert!(st["store"]["oldest_event"].is_string(), "{st}");
+    // The process's figures agree with what the kernel says of it.
+    let (rss, threads) = proc_status(b.pid());
+    let near = |v: &Value, want: u64, by: u64| v.as_u64().is_some_and(|v| v.abs_diff(want) <= by);
+    assert!(
+        near(&st["process"]["threads"], threads, 2),
+        "{st} vs {threads}"
+    );
+    assert!(
+        near(&st["process"]["rss_bytes"], rss, rss / 4),
+        "{st} vs {rss}"
+    );
+    assert!(st["kafka"].is_null(), "{st}");
 
     // The upstream goes away: the link leaves `connected`.
     drop(up);
@@ -322,6 +262,23 @@ fn status_lists_subscribers_and_upstreams() {
         0.0,
         "{text}"
     );
+}
+
+/// A process's resident memory (bytes) and threads, from `/proc/PID/status`.
+fn proc_status(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap()
+    };
+    (field("VmRSS:") * 1024, field("Threads:"))
 }
 
 /// `bolide-archive list --json` with these options, one object per line.

@@ -1086,3 +1086,65 @@ fn sigterm_commits_what_is_recorded_and_exits_cleanly() {
     );
     assert_eq!(b.log_count("revoked"), 0, "{}", b.log_text());
 }
+
+/// With `--http`, `/metrics` and `/status` show the consumer: the lag of each assigned
+/// partition (0 once everything is read; librdkafka's statistics every 200 ms here) and
+/// the heartbeat's age, which a heartbeat brings back under a second.
+#[test]
+fn the_http_view_shows_the_consumers_lag_and_heartbeat() {
+    use common::http::{get, http_addr, metrics_until, sample};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let topic = "gcn.classic.voevent.WATCHED";
+    let (mock, bs) = cluster_with(topic, 2);
+    mock.create_topic("gcn.heartbeat", 1, 1).unwrap();
+    let b = bolide(
+        None,
+        &bs,
+        &[
+            "--kafka-topic",
+            topic,
+            "--kafka-start=earliest",
+            "--kafka-heartbeat-topic=gcn.heartbeat",
+            "--kafka-option=statistics.interval.ms=200",
+            "--http=127.0.0.1:0",
+        ],
+    );
+    let h = http_addr(&b);
+    let mut sub = subscribe(&b);
+    let p = producer(&bs);
+    for i in 0..4 {
+        produce(&p, topic, Some(&make_event(&format!("watched-{i}"), 10)));
+    }
+    assert_eq!(receive(&mut sub, 4, T).len(), 4, "{}", b.log_text());
+    let stop = Arc::new(AtomicBool::new(false));
+    let beating = heartbeats(&bs, Arc::clone(&stop));
+    let lag =
+        |part: u32| format!("bolide_kafka_consumer_lag{{topic=\"{topic}\",partition=\"{part}\"}}");
+    let text = metrics_until(h, |t| {
+        t.contains(&lag(0))
+            && t.contains(&lag(1))
+            && t.contains("bolide_kafka_heartbeat_age_seconds")
+    });
+    stop.store(true, Ordering::Relaxed);
+    beating.join().unwrap();
+    assert_eq!(sample(&text, &lag(0)), 0.0, "{text}");
+    assert_eq!(sample(&text, &lag(1)), 0.0, "{text}");
+    assert!(
+        sample(&text, "bolide_kafka_heartbeat_age_seconds") < 5.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "bolide_events_accepted_total{source=\"kafka\"}"),
+        4.0,
+        "{text}"
+    );
+    let st = get(h, "/status").json();
+    let topics: Vec<&str> = st["kafka"]["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t.as_str())
+        .collect();
+    assert!(topics.contains(&topic), "{st}");
+    assert!(st["kafka"]["heartbeat_age_seconds"].is_number(), "{st}");
+}

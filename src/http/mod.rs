@@ -94,6 +94,9 @@ pub struct Context {
     pub started_ms: u64,
     /// The broker's listening sockets: what for, and where.
     pub listeners: Vec<(&'static str, SocketAddr)>,
+    /// The Kafka gateway's figures (a consumer is running).
+    #[cfg(feature = "kafka")]
+    pub kafka: Option<Arc<crate::kafka::stats::KafkaStats>>,
     /// The page's previous counters, for its rates.
     page_rates: std::sync::Mutex<Option<page::Sample>>,
 }
@@ -109,6 +112,8 @@ impl Context {
             store,
             started_ms,
             listeners,
+            #[cfg(feature = "kafka")]
+            kafka: None,
             page_rates: Default::default(),
         }
     }

@@ -183,6 +183,37 @@ pub fn page(ctx: &Context) -> Reply {
         st.archive_bytes,
         esc(st.oldest_event.as_deref().unwrap_or("–"))
     );
+    if let Some(p) = &s.process {
+        let _ = write!(
+            h,
+            "<h2>Process</h2><table><tr><td>resident memory (RSS)</td><td class=\"n\" id=\"rss\">{}</td></tr>\
+<tr><td>threads</td><td class=\"n\">{}</td></tr></table>",
+            p.rss_bytes, p.threads
+        );
+    }
+    if let Some(k) = &s.kafka {
+        let age = k
+            .heartbeat_age_seconds
+            .map_or("–".to_string(), |a| format!("{a:.0} s"));
+        let _ = write!(
+            h,
+            "<h2>Kafka</h2><table><tr><td>topics</td><td>{}</td></tr>\
+<tr><td>heartbeat age</td><td>{}</td></tr></table>\
+<table><tr><th>topic</th><th>partition</th><th>lag</th></tr>",
+            esc(&k.topics.join(", ")),
+            age
+        );
+        for l in &k.lag {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+                esc(&l.topic),
+                l.partition,
+                l.lag
+            );
+        }
+        h.push_str("</table>");
+    }
     let _ = write!(
         h,
         "<h2>Recent events</h2><table id=\"events\"><tr><th>accepted</th><th>role</th><th>ivorn</th><th>from</th><th>bytes</th></tr>"

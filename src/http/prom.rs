@@ -198,6 +198,24 @@ impl Collector for Scrape {
             let labels = [("version", env!("CARGO_PKG_VERSION"))];
             ConstGauge::new(1i64).encode(d.encode_family(&labels)?)?;
         }
+        if let Some(p) = crate::sys::process_stats() {
+            gauge(
+                &mut enc,
+                "resident_memory_bytes",
+                "The broker's resident memory (RSS).",
+                p.rss_bytes as i64,
+            )?;
+            gauge(
+                &mut enc,
+                "threads",
+                "The broker's threads.",
+                p.threads as i64,
+            )?;
+        }
+        #[cfg(feature = "kafka")]
+        if let Some(k) = &ctx.kafka {
+            kafka(&mut enc, k)?;
+        }
         histogram(
             &mut enc,
             "author_ack_latency_seconds",
@@ -211,6 +229,31 @@ impl Collector for Scrape {
             &m.fanout_latency,
         )
     }
+}
+
+/// The Kafka consumer's lag per partition and its heartbeat's age.
+#[cfg(feature = "kafka")]
+fn kafka(enc: &mut DescriptorEncoder, k: &crate::kafka::stats::KafkaStats) -> Res {
+    let mut m = enc.encode_descriptor(
+        "kafka_consumer_lag",
+        "Messages a partition assigned to the Kafka consumer is behind (librdkafka's statistics).",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (topic, partition, lag) in k.lag() {
+        let partition = partition.to_string();
+        let labels = [("topic", topic.as_str()), ("partition", partition.as_str())];
+        ConstGauge::new(lag).encode(m.encode_family(&labels)?)?;
+    }
+    if let Some(age) = k.heartbeat_age() {
+        gauge(
+            enc,
+            "kafka_heartbeat_age_seconds",
+            "Seconds since the last message on --kafka-heartbeat-topic.",
+            age.as_secs_f64(),
+        )?;
+    }
+    Ok(())
 }
 
 /// Answer `/metrics`.

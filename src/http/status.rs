@@ -21,6 +21,32 @@ pub struct Status {
     pub subscribers: Vec<Subscriber>,
     pub upstreams: Vec<Upstream>,
     pub store: StoreStatus,
+    pub process: Option<Process>,
+    /// The Kafka consumer (`null` without one).
+    pub kafka: Option<Kafka>,
+}
+
+/// The broker process's memory and threads.
+#[derive(Serialize)]
+pub struct Process {
+    pub rss_bytes: u64,
+    pub threads: u64,
+}
+
+#[derive(Serialize)]
+pub struct Kafka {
+    /// Topics with a partition assigned to this broker.
+    pub topics: Vec<String>,
+    pub lag: Vec<PartitionLag>,
+    /// Seconds since the last heartbeat (`null`: no heartbeat topic, or none yet).
+    pub heartbeat_age_seconds: Option<f64>,
+}
+
+#[derive(Serialize)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: i32,
+    pub lag: i64,
 }
 
 #[derive(Serialize)]
@@ -149,7 +175,35 @@ pub fn status(ctx: &Context) -> Status {
             archive_bytes: held.bytes,
             oldest_event: oldest.and_then(when),
         },
+        process: crate::sys::process_stats().map(|p| Process {
+            rss_bytes: p.rss_bytes,
+            threads: p.threads,
+        }),
+        kafka: kafka(ctx),
     }
+}
+
+#[cfg(feature = "kafka")]
+fn kafka(ctx: &Context) -> Option<Kafka> {
+    let k = ctx.kafka.as_ref()?;
+    Some(Kafka {
+        topics: k.topics(),
+        lag: k
+            .lag()
+            .into_iter()
+            .map(|(topic, partition, lag)| PartitionLag {
+                topic,
+                partition,
+                lag,
+            })
+            .collect(),
+        heartbeat_age_seconds: k.heartbeat_age().map(|a| a.as_secs_f64()),
+    })
+}
+
+#[cfg(not(feature = "kafka"))]
+fn kafka(_: &Context) -> Option<Kafka> {
+    None
 }
 
 /// Answer `/healthz`.

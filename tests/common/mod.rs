@@ -2,6 +2,8 @@
 //! (port 0, read back from the log), and speaks raw VTP to it as authors and subscribers.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
