@@ -1087,15 +1087,15 @@ fn sigterm_commits_what_is_recorded_and_exits_cleanly() {
     assert_eq!(b.log_count("revoked"), 0, "{}", b.log_text());
 }
 
-/// With `--http`, `/metrics` and `/status` show the consumer: the lag of each assigned
-/// partition (0 once everything is read; librdkafka's statistics every 200 ms here) and
+/// With `--http`, `/metrics` and `/status` show the consumer: the lag of its partition (0
+/// once everything is read; librdkafka's statistics every 200 ms here) and
 /// the heartbeat's age, which a heartbeat brings back under a second.
 #[test]
 fn the_http_view_shows_the_consumers_lag_and_heartbeat() {
     use common::http::{get, http_addr, metrics_until, sample};
     use std::sync::atomic::{AtomicBool, Ordering};
     let topic = "gcn.classic.voevent.WATCHED";
-    let (mock, bs) = cluster_with(topic, 2);
+    let (mock, bs) = cluster_with(topic, 1);
     mock.create_topic("gcn.heartbeat", 1, 1).unwrap();
     let b = bolide(
         None,
@@ -1121,14 +1121,12 @@ fn the_http_view_shows_the_consumers_lag_and_heartbeat() {
     let lag =
         |part: u32| format!("bolide_kafka_consumer_lag{{topic=\"{topic}\",partition=\"{part}\"}}");
     let text = metrics_until(h, |t| {
-        t.contains(&lag(0))
-            && t.contains(&lag(1))
+        t.lines().any(|l| l == format!("{} 0", lag(0)))
             && t.contains("bolide_kafka_heartbeat_age_seconds")
     });
     stop.store(true, Ordering::Relaxed);
     beating.join().unwrap();
     assert_eq!(sample(&text, &lag(0)), 0.0, "{text}");
-    assert_eq!(sample(&text, &lag(1)), 0.0, "{text}");
     assert!(
         sample(&text, "bolide_kafka_heartbeat_age_seconds") < 5.0,
         "{text}"
