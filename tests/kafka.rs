@@ -814,6 +814,12 @@ fn a_kafka_outage_is_one_line_and_the_broker_keeps_working() {
             "--kafka-option=session.timeout.ms=45000",
         ],
     );
+    // With the long session timeout the group's first assignment can take a while.
+    assert!(
+        b.wait_log("partitions of", Duration::from_secs(60)),
+        "{}",
+        b.log_text()
+    );
     let mut sub = subscribe(&b);
     let p = producer(&bs);
     let first = make_event("before-outage", 10);
