@@ -196,6 +196,13 @@ fn a_wiped_upstream_gives_a_bounded_replay() {
     // And the new position holds: live events flow, a restart of B replays nothing.
     let live = submit_all(a.receive(), "live", 2);
     assert!(wait_count(&b, &format!("accepted {} ", live[1]), 1));
+    // Once its position past the last one is saved (an event accepted but not yet recorded
+    // is rightly sent again: at-least-once).
+    assert!(
+        wait_count(&b, &format!(":{} saved", live[1]), 1),
+        "{}",
+        b.log_text()
+    );
     drop(b);
     let b = restart(&db_b, &["--no-sync", &port(pb), &remote(pa)]);
     assert!(wait_count(&a, "caught up", 2), "{}", a.log_text());
