@@ -130,8 +130,9 @@
 //!   [`listener::LISTEN_BACKLOG`] connections not yet accepted.
 //!
 //! A thread per subscriber costs its touched stack pages and its heap: bolide runs with
-//! glibc's per-thread malloc cache off and one malloc arena per CPU
-//! ([`sys::restart_without_malloc_cache`], [`sys::limit_malloc_arenas`]), and an idle
+//! glibc's per-thread malloc cache off, no static TLS reserve at the top of each stack,
+//! and one malloc arena per CPU ([`sys::restart_with_lean_threads`],
+//! [`sys::limit_malloc_arenas`]), and an idle
 //! subscriber holds no receive buffer and no backlog buffer (README, "How many
 //! subscribers can one broker serve").
 //!

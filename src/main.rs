@@ -25,8 +25,9 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     // While this is the only thread: a thread per subscriber is cheaper without glibc's
-    // per-thread malloc cache (this executes bolide again, once) and with fewer arenas.
-    bolide::sys::restart_without_malloc_cache();
+    // per-thread malloc cache and static TLS reserve (this executes bolide again, once)
+    // and with fewer arenas.
+    bolide::sys::restart_with_lean_threads();
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     bolide::sys::limit_malloc_arenas(cpus);
     env_logger::Builder::new()

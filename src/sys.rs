@@ -217,22 +217,33 @@ pub fn raise_nofile_limit() -> u64 {
     }
 }
 
-/// The glibc tunable that turns its per-thread malloc cache (tcache) off.
-pub const NO_MALLOC_CACHE: &str = "glibc.malloc.tcache_count=0";
-/// Set in the environment of the program [`restart_without_malloc_cache`] executes, so
-/// that it knows to restore `GLIBC_TUNABLES` and never executes itself again.
-const RESTARTED: &str = "BOLIDE_MALLOC_CACHE_OFF";
+/// The glibc tunables that make a thread cheap, as `GLIBC_TUNABLES` names and values:
+/// - `glibc.malloc.tcache_count=0`: no per-thread malloc cache. Each thread's cache keeps
+///   up to seven freed blocks of every small size for that thread alone: with a thread per
+///   subscriber that is kilobytes of heap per idle subscriber, left behind by its
+///   handshake, that no other thread can use.
+/// - `glibc.rtld.optional_static_tls=0` and `glibc.rtld.nns=1`: no static TLS kept in
+///   reserve for libraries loaded later with `dlopen` (bolide loads none that need it) or
+///   for extra link namespaces. glibc puts that reserve at the top of every thread's
+///   stack, under its thread descriptor; without it a thread's first frame starts about
+///   1.3 KiB higher, and a subscriber session stays within two stack pages.
+pub const LEAN_THREADS: [(&str, &str); 3] = [
+    ("glibc.malloc.tcache_count", "0"),
+    ("glibc.rtld.optional_static_tls", "0"),
+    ("glibc.rtld.nns", "1"),
+];
+/// Set in the environment of the program [`restart_with_lean_threads`] executes, so that
+/// it knows to restore `GLIBC_TUNABLES` and never executes itself again.
+const RESTARTED: &str = "BOLIDE_GLIBC_TUNABLES_WAS";
 
-/// Execute this program again, same process and arguments, with glibc's per-thread
-/// malloc cache off, unless `GLIBC_TUNABLES` already says how large it is (the operator
-/// decides). Each thread's cache keeps up to seven freed blocks of every small size for
-/// that thread alone: with a thread per subscriber that is kilobytes of heap per idle
-/// subscriber, left behind by its handshake, that no other thread can use. glibc reads
-/// its tunables only as a process starts, hence the `exec`; call this first thing, while
-/// the process has one thread. In the program executed, it restores `GLIBC_TUNABLES` to
-/// what it was, so that the programs bolide starts (`--cmd`) keep their own cache.
-/// Returns without effect where `exec` fails (no `/proc`): the cache then stays on.
-pub fn restart_without_malloc_cache() {
+/// Execute this program again, same process and arguments, with the [`LEAN_THREADS`]
+/// tunables added to `GLIBC_TUNABLES`, except those the operator's `GLIBC_TUNABLES`
+/// already sets (the operator decides). glibc reads its tunables only as a process
+/// starts, hence the `exec`; call this first thing, while the process has one thread. In
+/// the program executed, it restores `GLIBC_TUNABLES` to what it was, so that the
+/// programs bolide starts (`--cmd`) run with their own defaults. Returns without effect
+/// where `exec` fails (no `/proc`): glibc's defaults then stay.
+pub fn restart_with_lean_threads() {
     use std::os::unix::process::CommandExt;
     const VAR: &str = "GLIBC_TUNABLES";
     let tunables = std::env::var(VAR).ok();
@@ -244,15 +255,8 @@ pub fn restart_without_malloc_cache() {
         }
         return;
     }
-    if tunables
-        .as_deref()
-        .is_some_and(|t| t.contains("glibc.malloc.tcache_count="))
-    {
+    let Some(with_ours) = with_lean_threads(tunables.as_deref()) else {
         return;
-    }
-    let with_ours = match tunables.as_deref() {
-        Some(t) if !t.is_empty() => format!("{t}:{NO_MALLOC_CACHE}"),
-        _ => NO_MALLOC_CACHE.to_string(),
     };
     let mut args = std::env::args_os();
     let Some(arg0) = args.next() else { return };
@@ -263,6 +267,32 @@ pub fn restart_without_malloc_cache() {
         .env(VAR, with_ours)
         .env(RESTARTED, tunables.unwrap_or_default())
         .exec();
+}
+
+/// `GLIBC_TUNABLES` with each of [`LEAN_THREADS`] that `tunables` does not name appended;
+/// `None` if it names them all.
+fn with_lean_threads(tunables: Option<&str>) -> Option<String> {
+    let given = tunables.unwrap_or("");
+    let named = |name: &str| {
+        given
+            .split(':')
+            .any(|t| t.split_once('=').is_some_and(|(n, _)| n == name))
+    };
+    let ours: Vec<String> = LEAN_THREADS
+        .iter()
+        .filter(|(name, _)| !named(name))
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    if ours.is_empty() {
+        return None;
+    }
+    Some(
+        std::iter::once(given)
+            .filter(|g| !g.is_empty())
+            .chain(ours.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(":"),
+    )
 }
 
 /// Let glibc keep at most `arenas` malloc arenas (its default is eight per CPU), unless
@@ -314,6 +344,34 @@ fn parse_status(status: &str) -> Option<ProcessStats> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each lean-thread tunable is added unless the operator names it (with any value);
+    /// the operator's own come first and are kept as given.
+    #[test]
+    fn lean_thread_tunables_keep_the_operators() {
+        let all = "glibc.malloc.tcache_count=0:glibc.rtld.optional_static_tls=0:glibc.rtld.nns=1";
+        assert_eq!(with_lean_threads(None).as_deref(), Some(all));
+        assert_eq!(with_lean_threads(Some("")).as_deref(), Some(all));
+        assert_eq!(
+            with_lean_threads(Some("glibc.malloc.tcache_count=3")).as_deref(),
+            Some("glibc.malloc.tcache_count=3:glibc.rtld.optional_static_tls=0:glibc.rtld.nns=1")
+        );
+        assert_eq!(
+            with_lean_threads(Some("glibc.rtld.nns=2:glibc.malloc.trim_threshold=131072")).as_deref(),
+            Some("glibc.rtld.nns=2:glibc.malloc.trim_threshold=131072:glibc.malloc.tcache_count=0:glibc.rtld.optional_static_tls=0")
+        );
+        // A name that only starts like one of ours is not ours.
+        assert_eq!(
+            with_lean_threads(Some("glibc.rtld.nns_x=1")).as_deref(),
+            Some("glibc.rtld.nns_x=1:glibc.malloc.tcache_count=0:glibc.rtld.optional_static_tls=0:glibc.rtld.nns=1")
+        );
+        assert_eq!(
+            with_lean_threads(Some(
+                "glibc.rtld.nns=4:glibc.malloc.tcache_count=7:glibc.rtld.optional_static_tls=512"
+            )),
+            None
+        );
+    }
 
     /// The fields are read from the kernel's format, and this process's figures are
     /// plausible.

@@ -1,6 +1,7 @@
-//! bolide runs with glibc's per-thread malloc cache off (it executes itself again with
-//! `GLIBC_TUNABLES` set), unless the operator's `GLIBC_TUNABLES` already sizes that
-//! cache; the programs it starts (`--cmd`) get the environment bolide was given.
+//! bolide runs with glibc's per-thread malloc cache off and no static TLS reserve (it
+//! executes itself again with `GLIBC_TUNABLES` set), except for the tunables the
+//! operator's `GLIBC_TUNABLES` already sets; the programs it starts (`--cmd`) get the
+//! environment bolide was given.
 
 mod common;
 
@@ -8,14 +9,20 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// The environment the process `pid` was executed with (`/proc/PID/environ`).
-fn environ_of(pid: u32) -> Vec<String> {
+/// The environment the process `pid` was executed with (`/proc/PID/environ`), joined
+/// with `:`: glibc, as it reads the tunables, cuts the variable's bytes in place at each
+/// `:`, which shows in /proc/PID/environ as separate entries.
+fn environ_of(pid: u32) -> String {
     let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
     raw.split(|&b| b == 0)
         .filter(|v| !v.is_empty())
         .map(|v| String::from_utf8_lossy(v).into_owned())
-        .collect()
+        .collect::<Vec<_>>()
+        .join(":")
 }
+
+/// All of bolide's tunables, as it sets them.
+const LEAN: &str = "glibc.malloc.tcache_count=0:glibc.rtld.optional_static_tls=0:glibc.rtld.nns=1";
 
 fn start(env: &[(&str, Option<&str>)], extra: &[&str]) -> Broker {
     let db = scratch("eventdb");
@@ -36,7 +43,7 @@ fn start(env: &[(&str, Option<&str>)], extra: &[&str]) -> Broker {
 }
 
 #[test]
-fn malloc_cache_is_off_and_children_keep_their_environment() {
+fn threads_are_lean_and_children_keep_their_environment() {
     let dir = scratch("env");
     let out = dir.join("cmd-env");
     let script = dir.join("env.sh");
@@ -54,11 +61,7 @@ fn malloc_cache_is_off_and_children_keep_their_environment() {
         &[&format!("--cmd={}", script.display())],
     );
     let env = environ_of(b.pid());
-    assert!(
-        env.iter()
-            .any(|v| v == "GLIBC_TUNABLES=glibc.malloc.tcache_count=0"),
-        "{env:?}"
-    );
+    assert!(env.contains(&format!("GLIBC_TUNABLES={LEAN}")), "{env}");
     // Same process, same arguments: it serves as usual.
     assert!(submit(b.receive(), &make_event("malloc-1", 0)).is_ack());
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -68,7 +71,7 @@ fn malloc_cache_is_off_and_children_keep_their_environment() {
     std::thread::sleep(Duration::from_millis(100));
     let child_env = std::fs::read_to_string(&out).expect("the --cmd child ran");
     assert!(
-        !child_env.contains("GLIBC_TUNABLES") && !child_env.contains("BOLIDE_MALLOC"),
+        !child_env.contains("GLIBC_TUNABLES") && !child_env.contains("BOLIDE_GLIBC"),
         "{child_env}"
     );
 }
@@ -81,30 +84,35 @@ fn an_operator_setting_is_kept() {
     );
     let env = environ_of(b.pid());
     assert!(
-        env.iter()
-            .any(|v| v == "GLIBC_TUNABLES=glibc.malloc.tcache_count=3"),
-        "{env:?}"
-    );
-    assert!(
-        !env.iter().any(|v| v.starts_with("BOLIDE_MALLOC")),
-        "{env:?}"
+        env.contains(
+            "GLIBC_TUNABLES=glibc.malloc.tcache_count=3:glibc.rtld.optional_static_tls=0:glibc.rtld.nns=1"
+        ),
+        "{env}"
     );
     assert!(submit(b.receive(), &make_event("malloc-2", 0)).is_ack());
 }
 
 #[test]
-fn other_tunables_are_kept_and_the_cache_is_off() {
+fn all_three_set_by_the_operator_means_no_restart() {
+    let mine = "glibc.rtld.nns=2:glibc.malloc.tcache_count=3:glibc.rtld.optional_static_tls=512";
+    let b = start(&[("GLIBC_TUNABLES", Some(mine))], &[]);
+    let env = environ_of(b.pid());
+    assert!(env.contains(&format!("GLIBC_TUNABLES={mine}")), "{env}");
+    assert!(!env.contains("BOLIDE_GLIBC"), "{env}");
+    assert!(submit(b.receive(), &make_event("malloc-3", 0)).is_ack());
+}
+
+#[test]
+fn other_tunables_are_kept_and_ours_added() {
     let b = start(
         &[("GLIBC_TUNABLES", Some("glibc.malloc.trim_threshold=131072"))],
         &[],
     );
-    // glibc, as it reads the tunables, cuts the variable's bytes in place at each `:`,
-    // which shows in /proc/PID/environ as separate entries.
-    let env = environ_of(b.pid()).join(":");
+    let env = environ_of(b.pid());
     assert!(
-        env.contains(
-            "GLIBC_TUNABLES=glibc.malloc.trim_threshold=131072:glibc.malloc.tcache_count=0"
-        ),
+        env.contains(&format!(
+            "GLIBC_TUNABLES=glibc.malloc.trim_threshold=131072:{LEAN}"
+        )),
         "{env}"
     );
 }
