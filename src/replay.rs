@@ -7,8 +7,10 @@
 //! then the live events. The archive is the only copy of past events: this module reads
 //! it in chunks of at most the subscriber's queue, each chunk in a short read
 //! transaction, and writes each chunk out (blocking, under the write deadline) before it
-//! reads the next, so a replay holds no more than the subscriber's queue in memory and a
-//! subscriber that stops reading is dropped as it would be for live events.
+//! reads the next, so a replay holds no more than the subscriber's queue in memory (the
+//! archive pages it reads through LMDB's map are dropped as it goes,
+//! [`Store::read_archive`]) and a subscriber that stops reading is dropped as it would be
+//! for live events.
 //!
 //! # The hand-over
 //!

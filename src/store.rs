@@ -102,6 +102,10 @@ const DATA_FILE: &str = "data.mdb";
 /// How often the writer drops the map's pages from its page tables (see
 /// [`Store::trim_mapping`]).
 const TRIM_EVERY_MS: u64 = 1000;
+/// Bytes of events read from the archive after which a reader drops the map's pages (see
+/// [`Store::trim_mapping`]): a catch-up reads old entries far faster than once a second,
+/// and every page it reads through the map counts in the RSS until dropped.
+const TRIM_AFTER_READING: u64 = 1 << 20;
 /// Most archive entries deleted by retention inside one insert transaction.
 const EVICT_PER_COMMIT: usize = 256;
 /// Pages the archive keeps free beyond the reserve, for a transaction that deletes its
@@ -210,6 +214,8 @@ pub struct Store {
     mapping: Option<(usize, usize)>,
     /// When the map's pages were last dropped from the page tables (Unix ms).
     last_trim_ms: std::sync::atomic::AtomicU64,
+    /// Bytes of events read from the archive since the map's pages were last dropped.
+    read_since_trim: std::sync::atomic::AtomicU64,
     /// The directory's `flock`, released (closed) after the environment.
     _lock: fs::File,
     _guard: OpenGuard,
@@ -309,6 +315,7 @@ impl Store {
             archive_id,
             mapping,
             last_trim_ms: std::sync::atomic::AtomicU64::new(0),
+            read_since_trim: std::sync::atomic::AtomicU64::new(0),
             _lock: lock,
             _guard: guard,
         })
@@ -640,6 +647,23 @@ impl Store {
         {
             return;
         }
+        self.drop_mapping();
+    }
+
+    /// A reader went through an archived event of `size` bytes: past
+    /// [`TRIM_AFTER_READING`] since the last trim, drop the map's pages now.
+    fn count_read(&self, size: usize) {
+        use std::sync::atomic::Ordering;
+        let size = size as u64;
+        if self.read_since_trim.fetch_add(size, Ordering::Relaxed) + size >= TRIM_AFTER_READING {
+            self.drop_mapping();
+        }
+    }
+
+    /// Drop the map's pages from this process's page tables.
+    fn drop_mapping(&self) {
+        self.read_since_trim
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         let Some((addr, len)) = self.mapping else {
             return;
         };
@@ -817,7 +841,9 @@ impl Store {
 
     /// Visit the archive's entries from seq `from` on, in seq order, in one read
     /// transaction (which blocks no writer), until `visit` returns `false`; the number
-    /// visited. Entries already deleted by retention are simply not there.
+    /// visited. Entries already deleted by retention are simply not there. Every
+    /// [`TRIM_AFTER_READING`] bytes of events read, by any reader, the map's pages are
+    /// dropped, so a catch-up through the whole archive does not map it all.
     pub fn read_archive(
         &self,
         from: u64,
@@ -839,6 +865,7 @@ impl Store {
                     archive::ReadFail::Bad(e) => self.corrupt(e.to_string()),
                 })?;
             n += 1;
+            self.count_read(entry.size);
             if !visit(&entry) {
                 break;
             }

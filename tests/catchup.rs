@@ -456,3 +456,193 @@ fn a_ring_with_restarts_delivers_every_event_once_everywhere() {
     let _ = std::fs::remove_dir_all(&db_b);
     let _ = std::fs::remove_dir_all(&db_c);
 }
+
+/// One field of /proc/PID/status, in KiB.
+fn status_kb(pid: u32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A schema-valid event whose Description holds `pad` bytes of pseudo-random hex digits,
+/// which LZ4 cannot compress: the archive stores about `pad` bytes for it.
+fn incompressible_event(local: &str, pad: usize) -> Vec<u8> {
+    let mut x = local.bytes().fold(0x9e37_79b9_7f4a_7c15u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let noise: String = (0..pad)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from_digit((x >> 60) as u32, 16).unwrap()
+        })
+        .collect();
+    String::from_utf8(make_event(local, 0))
+        .unwrap()
+        .replace(
+            "<Description></Description>",
+            &format!("<Description>{noise}</Description>"),
+        )
+        .into_bytes()
+}
+
+/// Submit `n` events of `pad` bytes, `tag-0` .. `tag-{n-1}`, from `authors` threads at once;
+/// every one must be acked. Their ivorns, in no particular order.
+fn submit_concurrently(
+    addr: std::net::SocketAddr,
+    tag: &str,
+    n: usize,
+    authors: usize,
+    pad: usize,
+) -> Vec<String> {
+    let threads: Vec<_> = (0..authors)
+        .map(|t| {
+            let tag = tag.to_string();
+            std::thread::spawn(move || {
+                (t..n)
+                    .step_by(authors)
+                    .map(|i| {
+                        let local = format!("{tag}-{i}");
+                        let event = incompressible_event(&local, pad);
+                        assert!(submit(addr, &event).is_ack(), "{local}");
+                        ivorn(&local)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect()
+}
+
+/// What `bolide-archive list` prints for `db`: every archived ivorn, in seq (acceptance)
+/// order.
+fn archived_ivorns(db: &Path) -> Vec<String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bolide-archive"))
+        .arg(format!("--eventdb={}", db.display()))
+        .arg("list")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bolide-archive list: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.rsplit(' ').next().unwrap().to_string())
+        .collect()
+}
+
+/// A subscriber resumed by address misses 10 000 events (the default
+/// --replay-max-events) of about 4 KB and reconnects; while it receives them, two authors
+/// submit 500 more. It gets every one exactly once, in the archive's (acceptance) order,
+/// the missed ones first; and the broker's RSS stays far below what holding the replayed
+/// events would cost, in its heap or through LMDB's map: the replay streams the archive.
+#[test]
+fn ten_thousand_missed_events_replay_in_order_while_authors_submit() {
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    const MISSED: usize = 10_000;
+    const LIVE: usize = 500;
+    const PAD: usize = 4000;
+    // The replayed events weigh MISSED * PAD = 40 MB, in the archive as well (their noise
+    // does not compress). A replay that held them in its heap, or left the archive pages
+    // it read mapped, would grow the RSS by at least that much; one that streams them
+    // holds a chunk, the subscriber's queue, the pages read since the map was last
+    // trimmed and what the live authors' connections and commits use: a few MB. The
+    // bound sits halfway, at 20 MB.
+    const BOUND_KB: u64 = (MISSED * PAD / 2 / 1024) as u64;
+    let here = std::net::Ipv4Addr::new(127, 0, 0, 1);
+    let b = Broker::start(&["--no-sync", "--resume-subscribers=127.0.0.1/32"]);
+    let mut sub = Subscriber::connect_from(here, b.broadcast(), Behaviour::Healthy);
+    assert!(wait_count(&b, "(1 subscribers)", 1), "{}", b.log_text());
+    let warm = submit_all(b.receive(), "warm", 3);
+    assert_eq!(receive(&mut sub, 3), warm);
+    assert!(
+        b.wait_log(&format!("({}) saved", warm[2]), T),
+        "{}",
+        b.log_text()
+    );
+    drop(sub);
+    assert!(wait_count(&b, "(0 subscribers)", 1), "{}", b.log_text());
+    let mut sent: HashSet<String> = submit_concurrently(b.receive(), "missed", MISSED - 1, 4, PAD)
+        .into_iter()
+        .collect();
+    // The writer drops the map's pages at most once a second, on a commit: one more
+    // event after a pause leaves the baseline without the pages the burst mapped.
+    std::thread::sleep(Duration::from_millis(1100));
+    sent.extend(submit_concurrently(b.receive(), "last", 1, 1, PAD));
+    let pid = b.pid();
+    let rss = |field: &str| status_kb(pid, field);
+    let base = rss("VmRSS:");
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new([AtomicU64::new(base), AtomicU64::new(0), AtomicU64::new(0)]);
+    let sampler = {
+        let (stop, peak) = (Arc::clone(&stop), Arc::clone(&peak));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for (p, f) in peak.iter().zip(["VmRSS:", "RssAnon:", "RssFile:"]) {
+                    p.fetch_max(status_kb(pid, f), Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    // The live authors start once the subscriber has 1 000 of the 10 000: the socket
+    // buffers hold far fewer, so the broker is still reading the archive for it.
+    let received = Arc::new(AtomicUsize::new(0));
+    let live = {
+        let (received, addr) = (Arc::clone(&received), b.receive());
+        std::thread::spawn(move || {
+            while received.load(Ordering::Relaxed) < 1000 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            submit_concurrently(addr, "live", LIVE, 2, PAD)
+        })
+    };
+    let mut sub = Subscriber::connect_from(here, b.broadcast(), Behaviour::Healthy);
+    let mut got = Vec::with_capacity(MISSED + LIVE);
+    let mut seen = HashSet::new();
+    while got.len() < MISSED + LIVE {
+        let (iv, _) = sub
+            .next_event(T)
+            .unwrap_or_else(|| panic!("only {} of {} events arrived", got.len(), MISSED + LIVE));
+        assert!(seen.insert(iv.clone()), "{iv} delivered twice");
+        got.push(iv);
+        received.fetch_add(1, Ordering::Relaxed);
+    }
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let live: HashSet<String> = live.join().unwrap().into_iter().collect();
+    no_more(&mut sub);
+    assert_eq!(seen.len(), MISSED + LIVE);
+    assert!(seen.is_superset(&sent) && seen.is_superset(&live));
+    // Acceptance order: the archive's, which has the warm-up events first.
+    let archived = archived_ivorns(&b.eventdb);
+    assert_eq!(archived[..3], warm[..]);
+    assert!(archived[3..] == got[..], "not in the archive's order");
+    assert!(
+        got[..MISSED].iter().all(|iv| sent.contains(iv)),
+        "a live event came before a missed one"
+    );
+    let [vm, anon, file] = [0, 1, 2].map(|i| peak[i].load(Ordering::Relaxed));
+    assert!(
+        vm - base < BOUND_KB,
+        "RSS grew from {base} KiB to {vm} KiB (anonymous {anon}, file {file}) during the replay"
+    );
+    assert!(
+        b.log_text()
+            .contains("catching up from archive seq 4 (position "),
+        "{}",
+        b.log_text()
+    );
+}
