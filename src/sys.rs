@@ -1,8 +1,8 @@
 //! Thin wrappers over the system calls bolide uses beyond `std::net`: non-blocking
 //! `recv`/`send` on a borrowed socket, reads under an absolute deadline, a listening
-//! socket's backlog and shutting it down, an exclusive file lock, the calling thread's kernel name, the
-//! open-file limit, the process's resident memory and thread count, and glibc's
-//! per-thread malloc cache.
+//! socket's backlog and shutting it down, a connection from a chosen local address, an
+//! exclusive file lock, the calling thread's kernel name, the open-file limit, the
+//! process's resident memory and thread count, and glibc's per-thread malloc cache.
 //!
 //! Every role module (receiver, broadcaster, upstream, listener, verdict, outbox) and the
 //! tools take these from here, so non-blocking I/O has one home and no role module is
@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
@@ -339,6 +339,41 @@ fn parse_status(status: &str) -> Option<ProcessStats> {
         rss_bytes: field("VmRSS")? * 1024,
         threads: field("Threads")?,
     })
+}
+
+/// Connect to `to` from the local IPv4 address `from` (any 127.x.y.z works on Linux), so
+/// a test or the bench can act as several peers.
+pub fn connect_from(from: Ipv4Addr, to: SocketAddr) -> io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(to) = to else {
+        return Err(io::Error::other("IPv4 only"));
+    };
+    let sa = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor we create and then own via TcpStream.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let local = sa(from, 0);
+        if libc::bind(fd, &local as *const _ as *const libc::sockaddr, len) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let remote = sa(*to.ip(), to.port());
+        if libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stream)
+    }
 }
 
 #[cfg(test)]

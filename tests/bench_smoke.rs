@@ -15,13 +15,17 @@ fn bench(broker: &common::Broker, mode: &[&str]) -> (i32, String, String) {
     bench_at(r, b, broker.pid(), mode)
 }
 
-/// Run bolide-bench against the broker with these ports and process id.
+/// Run bolide-bench against the broker with these ports and process id. A
+/// `--max-seconds=S` among `mode` goes before the mode, as the global option it is
+/// (default 60).
 fn bench_at(receive: u16, broadcast: u16, pid: u32, mode: &[&str]) -> (i32, String, String) {
+    let (limit, mode): (Vec<&str>, Vec<&str>) =
+        mode.iter().partition(|a| a.starts_with("--max-seconds="));
     let out = Command::new(env!("CARGO_BIN_EXE_bolide-bench"))
         .arg(format!("--receive-port={receive}"))
         .arg(format!("--broadcast-port={broadcast}"))
         .arg(format!("--pid={pid}"))
-        .arg("--max-seconds=60")
+        .arg(limit.first().copied().unwrap_or("--max-seconds=60"))
         .args(mode)
         .output()
         .expect("run bolide-bench");
@@ -109,7 +113,7 @@ fn filter_counts() {
 
 #[test]
 fn catchup_counts() {
-    let broker = common::Broker::start(&["-q", "--resume-subscribers=127.0.0.1"]);
+    let broker = common::Broker::start(&["-q", "--resume-subscribers=127.1.0.0/16"]);
     let (code, json, all) = bench(&broker, &["catchup", "--count=200"]);
     assert!(json.contains("\"mode\":\"catchup\""), "{all}");
     assert_eq!(int(&json, "received"), 200, "{all}");
@@ -117,7 +121,58 @@ fn catchup_counts() {
         assert_eq!(int(&json, k), 0, "{k}: {all}");
     }
     assert!(json.contains("\"events_per_s\":"), "{json}");
+    assert!(!json.contains("\"live\""), "{json}");
     assert_eq!(code, 0, "{all}");
+}
+
+/// Several subscribers replay at once while an author submits live events to a live
+/// subscriber: every replay complete, and every live event acked and delivered, with
+/// latencies for both phases.
+#[test]
+fn catchup_with_replays_and_live_traffic_counts() {
+    let broker = common::Broker::start(&["-q", "--resume-subscribers=127.1.0.0/16"]);
+    let (code, json, all) = bench(
+        &broker,
+        &[
+            "catchup",
+            "--count=300",
+            "--replays=4",
+            "--live-rate=40",
+            "--baseline=0.5",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).expect(&all);
+    assert_eq!(v["replays"], 4, "{all}");
+    assert_eq!(v["received"], 4 * 300, "{all}");
+    for k in ["lost", "duplicates", "out_of_order"] {
+        assert_eq!(v[k], 0, "{k}: {all}");
+    }
+    let live = &v["live"];
+    assert!(live["submitted"].as_u64().unwrap() >= 10, "{all}");
+    for k in ["naks", "errors", "lost"] {
+        assert_eq!(live[k], 0, "live {k}: {all}");
+    }
+    let before = &live["before"];
+    assert!(before["events"].as_u64().unwrap() >= 10, "{all}");
+    assert!(before["ack_ms"]["p50"].as_f64().unwrap() > 0.0, "{all}");
+    assert!(
+        before["delivery_ms"]["p99"].as_f64().unwrap() > 0.0,
+        "{all}"
+    );
+    assert!(live["during"]["events"].is_u64(), "{all}");
+    assert_eq!(code, 0, "{all}");
+}
+
+/// A broker that does not resume these subscribers replays nothing: the bench reports
+/// every missed event lost and fails.
+#[test]
+fn catchup_without_resume_reports_the_loss() {
+    let broker = common::Broker::start(&["-q"]);
+    let (code, json, all) = bench(&broker, &["catchup", "--count=50", "--max-seconds=3"]);
+    assert_eq!(int(&json, "received"), 0, "{all}");
+    assert_eq!(int(&json, "lost"), 50, "{all}");
+    assert!(json.contains("\"result\":\"fail\""), "{json}");
+    assert_eq!(code, 1, "{all}");
 }
 
 /// `bolide-bench null-broker`, killed on drop.

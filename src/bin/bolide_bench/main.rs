@@ -8,8 +8,9 @@
 //!   ([`fanout`]).
 //! * `filter`: fanout where the subscribers install XPath filters (4 distinct
 //!   expressions, round-robin); exactly the matching events must arrive ([`fanout`]).
-//! * `catchup`: a subscriber that reconnects after N events; the time to receive them
-//!   from the broker's catch-up, and the events lost or duplicated ([`catchup`]).
+//! * `catchup`: subscribers that reconnect after N events; the time to receive them
+//!   from the broker's catch-up, the events lost or duplicated, and (with a live rate)
+//!   what the replays cost live authors and subscribers ([`catchup`]).
 //! * `null-broker`: not a load generator but the other end: a broker doing only the
 //!   unavoidable socket work, to measure the machine's floor ([`null_broker`]).
 //!
