@@ -340,13 +340,21 @@ fn catch_up(
         tell_position,
     };
     let exprs = peer.early_filters.clone().unwrap_or_default();
-    replay::catch_up(r, &sub, resume, &exprs, &mut Replaying { peer, ctx })
+    let next_tick = Instant::now() + ctx.iamalive_interval;
+    let mut link = Replaying {
+        peer,
+        ctx,
+        next_tick,
+    };
+    replay::catch_up(r, &sub, resume, &exprs, &mut link)
 }
 
 /// The subscriber's connection while it is caught up.
 struct Replaying<'a> {
     peer: &'a mut Peer,
     ctx: &'a BroadcastContext,
+    /// When an iamalive is due if the catch-up is still waiting to read.
+    next_tick: Instant,
 }
 
 impl replay::Link for Replaying<'_> {
@@ -356,6 +364,14 @@ impl replay::Link for Replaying<'_> {
 
     fn filters(&mut self) -> Vec<String> {
         self.peer.early_filters.clone().unwrap_or_default()
+    }
+
+    fn idle(&mut self) -> bool {
+        if Instant::now() < self.next_tick {
+            return true;
+        }
+        self.next_tick += self.ctx.iamalive_interval;
+        self.peer.tick(self.ctx).is_ok()
     }
 }
 

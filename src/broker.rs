@@ -281,6 +281,7 @@ impl Broker {
                         commits: Arc::clone(&commit_queue),
                         max_age_secs: cfg.replay_max_age_secs,
                         max_events: cfg.replay_max_events,
+                        slots: crate::replay::ReplaySlots::new(cfg.max_replays),
                         by_address: cfg.resume_subscribers.clone(),
                     })
                 }),

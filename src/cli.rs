@@ -257,6 +257,11 @@ pub struct Options {
     #[argh(option, default = "crate::replay::DEFAULT_MAX_EVENTS")]
     pub replay_max_events: u64,
 
+    /// catch-ups that read the archive at once; the others wait their turn (default:
+    /// half the CPUs, at least 1)
+    #[argh(option)]
+    pub max_replays: Option<usize>,
+
     /// network (whitelist syntax) whose subscribers get, on reconnecting, the events
     /// accepted since the last one their address acknowledged (repeatable)
     #[argh(option)]
@@ -474,6 +479,8 @@ pub struct Config {
     /// `--replay-max-age` (seconds) and `--replay-max-events`.
     pub replay_max_age_secs: u64,
     pub replay_max_events: u64,
+    /// `--max-replays`.
+    pub max_replays: usize,
     /// `--resume-subscribers` (`None`: not given).
     pub resume_subscribers: Option<Whitelist>,
     pub remotes: Vec<Remote>,
@@ -781,6 +788,16 @@ impl Options {
                 })?,
             },
             replay_max_events: self.replay_max_events,
+            max_replays: match self.max_replays {
+                None => crate::replay::ReplaySlots::default_limit(),
+                Some(0) => {
+                    return Err(ConfigError::Range {
+                        flag: "--max-replays",
+                        why: "must be at least 1",
+                    })
+                }
+                Some(n) => n,
+            },
             resume_subscribers: match self.resume_subscribers.is_empty() {
                 true => None,
                 false => Some(Whitelist::parse(&self.resume_subscribers).map_err(|err| {

@@ -92,6 +92,8 @@
 //!   reads everything accepted before the registration; at the archive's end
 //!   `Msg::HandOver` names the last entry read, and the dispatcher sends the held events
 //!   after it, or, if its window no longer reaches back that far, has the replay read on.
+//!   At most `--max-replays` catch-ups read at once (`replay::ReplaySlots`, a FIFO of
+//!   turns); the rest wait, kept alive, so replays leave CPUs to live traffic.
 //! * **Upstream** ([`upstream`]): one thread per `--remote`, the subscriber state
 //!   machine with backoff; its events take the author path from the dispatcher on, each
 //!   with a [`verdict::Settle`] so that its position in the upstream's archive (in `meta`)

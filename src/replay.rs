@@ -80,9 +80,14 @@ const CHUNK: usize = 256;
 const ANSWER: Duration = Duration::from_secs(30);
 /// How often the wait for the fence looks again.
 const FENCE_POLL: Duration = Duration::from_millis(2);
+/// Longest pause of a wait for a turn ([`ReplaySlots`]) before the subscriber's messages
+/// are read; a turn given up ends it at once.
+const TURN_POLL: Duration = Duration::from_millis(100);
 
 /// What every catch-up shares.
 pub struct ReplayContext {
+    /// Catch-ups that read the archive at once (`--max-replays`).
+    pub slots: ReplaySlots,
     pub store: Arc<Store>,
     pub commits: Arc<CommitQueue>,
     /// `--replay-max-age`, in seconds.
@@ -106,6 +111,87 @@ impl ReplayContext {
             Ok(Some(v)) => Resume::parse(&String::from_utf8_lossy(&v)),
             Ok(None) => Resume::Fresh,
             Err(e) => Resume::Unknown(e.to_string()),
+        }
+    }
+}
+
+/// The turns of catch-ups at reading the archive: at most `limit` read at once, the rest
+/// wait in arrival order.
+///
+/// A catch-up reads and writes as fast as its subscriber takes events, so each one keeps a
+/// CPU busy (and the subscriber's end another). Many at once (a network reconnecting after
+/// an outage, every site at the same moment) would leave the threads that carry live
+/// traffic (receivers, the dispatcher, the committer, live subscribers) a small share of
+/// the CPUs, and live acks and fan-out would wait behind replays. A turn in the queue
+/// costs a waiting subscriber nothing: its live events are held by the dispatcher as for
+/// any catch-up.
+pub struct ReplaySlots {
+    limit: usize,
+    /// Subscriber ids in arrival order: the first `limit` read, the rest wait.
+    queue: std::sync::Mutex<std::collections::VecDeque<u64>>,
+    /// Signalled when a turn is given up.
+    moved: std::sync::Condvar,
+}
+
+impl ReplaySlots {
+    pub fn new(limit: usize) -> ReplaySlots {
+        ReplaySlots {
+            limit: limit.max(1),
+            queue: Default::default(),
+            moved: Default::default(),
+        }
+    }
+
+    /// Default `--max-replays`: half the CPUs, at least one.
+    pub fn default_limit() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+    }
+
+    /// Join the queue; the turn comes ([`Turn::wait`]) once fewer than `limit` are ahead.
+    fn join(&self, id: u64) -> Turn<'_> {
+        self.lock().push_back(id);
+        Turn { slots: self, id }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<u64>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A place in [`ReplaySlots`]' queue, given up when dropped (a catch-up that ends, fails
+/// or whose subscriber leaves while it waits).
+struct Turn<'a> {
+    slots: &'a ReplaySlots,
+    id: u64,
+}
+
+impl Turn<'_> {
+    /// Whether this catch-up may read, waiting up to `patience` for it; and how many
+    /// are ahead of it.
+    fn wait(&self, patience: Duration) -> (bool, usize) {
+        let ahead =
+            |q: &std::collections::VecDeque<u64>| q.iter().position(|&i| i == self.id).unwrap_or(0);
+        let q = self.slots.lock();
+        let n = ahead(&q);
+        if n < self.slots.limit {
+            return (true, n);
+        }
+        let (q, _) = self
+            .slots
+            .moved
+            .wait_timeout(q, patience)
+            .unwrap_or_else(|p| p.into_inner());
+        let n = ahead(&q);
+        (n < self.slots.limit, n)
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut q = self.slots.lock();
+        if let Some(at) = q.iter().position(|&i| i == self.id) {
+            q.remove(at);
+            self.slots.moved.notify_all();
         }
     }
 }
@@ -146,7 +232,7 @@ impl Acked {
         }
     }
 
-    /// Write the position if it moved (at most every [`SAVE_ACKED_EVERY`] unless
+    /// Write the position if it moved (at most every `SAVE_ACKED_EVERY` unless
     /// `force`); an ivorn not archived yet is tried again later. Not inlined: its LMDB
     /// write stays out of the session's frames.
     #[inline(never)]
@@ -269,6 +355,10 @@ pub trait Link {
     fn drain(&mut self) -> bool;
     /// Its filter expressions as last sent, to install at the hand-over.
     fn filters(&mut self) -> Vec<String>;
+    /// Called while a catch-up waits before reading: sends an `iamalive` when an interval
+    /// has passed, as the live session does; `false`: the connection ended, or the last
+    /// iamalive went unanswered.
+    fn idle(&mut self) -> bool;
 }
 
 /// The subscriber being caught up.
@@ -358,6 +448,21 @@ pub fn catch_up(
         return Err(Stop::Dropped);
     }
     let plan = rx.recv_timeout(ANSWER).map_err(|_| Stop::Dropped)?;
+    // Its turn at the archive ([`ReplaySlots`]); the dispatcher holds its live events
+    // meanwhile, as it does while the fence settles.
+    let turn = ctx.slots.join(sub.id);
+    let mut waiting = false;
+    loop {
+        let (ready, ahead) = turn.wait(TURN_POLL);
+        if ready {
+            break;
+        }
+        if !waiting {
+            debug!("subscriber {addr}: waiting for a turn to catch up ({ahead} ahead)");
+            waiting = true;
+        }
+        still_there(sub, link)?;
+    }
     let (after, why) = start_after(ctx, sub, resume);
     info!(
         "subscriber {addr}: catching up from archive seq {} ({why})",
@@ -389,12 +494,7 @@ pub fn catch_up(
     let filtered = !wanted.is_empty() || !imposed.is_empty();
     // Every event accepted before the registration is settled in the archive first.
     while ctx.commits.settled() < plan.fence {
-        if sub.out.was_dropped() {
-            return Err(Stop::Dropped);
-        }
-        if !link.drain() {
-            return Err(Stop::Connection("closed".into()));
-        }
+        still_there(sub, link)?;
         std::thread::sleep(FENCE_POLL);
     }
     let cutoff = crate::time::unix_now_ms().saturating_sub(ctx.max_age_secs.saturating_mul(1000));
@@ -459,6 +559,21 @@ pub fn catch_up(
     Ok(sent)
 }
 
+/// Between the pauses of a wait before reading: read what the subscriber sent (its
+/// iamalive answers, a disconnect); a subscriber dropped or gone ends the wait.
+fn still_there(sub: &Subscriber<'_>, link: &mut dyn Link) -> Result<(), Stop> {
+    if sub.out.was_dropped() {
+        return Err(Stop::Dropped);
+    }
+    if !link.drain() {
+        return Err(Stop::Connection("closed".into()));
+    }
+    if !link.idle() {
+        return Err(Stop::Connection("iamalive unanswered while waiting".into()));
+    }
+    Ok(())
+}
+
 /// Write what is queued, blocking under the write deadline.
 fn flush(sub: &Subscriber<'_>) -> Result<(), Stop> {
     sub.out.flush().map_err(|e| {
@@ -474,6 +589,31 @@ fn flush(sub: &Subscriber<'_>) -> Result<(), Stop> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Turns go in arrival order, at most `limit` at once; one given up while waiting
+    /// or while reading moves the queue on, and a waiter is woken by it at once.
+    #[test]
+    fn replay_turns_go_in_order_and_move_on_when_given_up() {
+        let slots = ReplaySlots::new(2);
+        let now = Duration::ZERO;
+        let (a, b, c, d) = (slots.join(1), slots.join(2), slots.join(3), slots.join(4));
+        assert_eq!(a.wait(now), (true, 0));
+        assert_eq!(b.wait(now), (true, 1));
+        assert_eq!(c.wait(now), (false, 2));
+        assert_eq!(d.wait(now), (false, 3));
+        drop(c);
+        assert_eq!(d.wait(now), (false, 2));
+        let started = std::time::Instant::now();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(50));
+                drop(a);
+            });
+            assert_eq!(d.wait(Duration::from_secs(10)), (true, 1));
+        });
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(ReplaySlots::new(0).join(9).wait(now), (true, 0));
+    }
 
     #[test]
     fn positions_round_trip_and_bad_ones_are_unknown() {

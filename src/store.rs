@@ -651,7 +651,7 @@ impl Store {
     }
 
     /// A reader went through an archived event of `size` bytes: past
-    /// [`TRIM_AFTER_READING`] since the last trim, drop the map's pages now.
+    /// `TRIM_AFTER_READING` since the last trim, drop the map's pages now.
     fn count_read(&self, size: usize) {
         use std::sync::atomic::Ordering;
         let size = size as u64;
@@ -842,7 +842,7 @@ impl Store {
     /// Visit the archive's entries from seq `from` on, in seq order, in one read
     /// transaction (which blocks no writer), until `visit` returns `false`; the number
     /// visited. Entries already deleted by retention are simply not there. Every
-    /// [`TRIM_AFTER_READING`] bytes of events read, by any reader, the map's pages are
+    /// `TRIM_AFTER_READING` bytes of events read, by any reader, the map's pages are
     /// dropped, so a catch-up through the whole archive does not map it all.
     pub fn read_archive(
         &self,

@@ -395,6 +395,81 @@ fn a_subscriber_that_stops_reading_during_its_catch_up_is_dropped() {
     drop(stalled);
 }
 
+/// With `--max-replays 1`, a second subscriber reconnecting while a first one's catch-up
+/// runs waits for its turn (getting iamalives meanwhile, and no event out of order), then
+/// catches up in full: catch-ups read the archive one at a time.
+#[test]
+fn catch_ups_take_turns_and_the_waiting_are_kept_alive() {
+    use bolide::transport::Role;
+    let (x, y) = (
+        std::net::Ipv4Addr::new(127, 0, 4, 1),
+        std::net::Ipv4Addr::new(127, 0, 4, 2),
+    );
+    let b = Broker::start(&[
+        "--no-sync",
+        "--resume-subscribers=127.0.4.0/24",
+        "--max-replays=1",
+        "--iamalive-interval=1",
+    ]);
+    let mut subs: Vec<Subscriber> = [x, y]
+        .into_iter()
+        .map(|ip| Subscriber::connect_from(ip, b.broadcast(), Behaviour::Healthy))
+        .collect();
+    for sub in &mut subs {
+        sub.authenticate(&[]);
+    }
+    assert!(wait_count(&b, "(2 subscribers)", 1), "{}", b.log_text());
+    let first = submit_all(b.receive(), "first", 1);
+    for sub in &mut subs {
+        assert_eq!(receive(sub, 1), first);
+    }
+    let saved = format!("({}) saved", first[0]);
+    assert!(wait_count(&b, &saved, 2), "{}", b.log_text());
+    drop(subs);
+    assert!(wait_count(&b, "(0 subscribers)", 1), "{}", b.log_text());
+    // Far more than the socket buffers hold, so the first catch-up lasts as long as its
+    // subscriber does not read.
+    let missed: Vec<String> = (0..200)
+        .map(|i| {
+            let local = format!("turn-{i}");
+            assert!(submit(b.receive(), &make_event(&local, 60_000)).is_ack());
+            ivorn(&local)
+        })
+        .collect();
+    // The first connections caught up too (from nowhere: no position yet).
+    let catching_up = "catching up from archive seq";
+    let (before, mark) = (b.log_count(catching_up), b.log_text().len());
+    let mut first_back = Subscriber::connect_from(x, b.broadcast(), Behaviour::Healthy);
+    first_back.authenticate(&[]);
+    assert!(wait_count(&b, catching_up, before + 1), "{}", b.log_text());
+    let mut second = Subscriber::connect_from(y, b.broadcast(), Behaviour::Healthy);
+    second.authenticate(&[]);
+    assert!(
+        wait_count(&b, "waiting for a turn to catch up (1 ahead)", 1),
+        "{}",
+        b.log_text()
+    );
+    let waiting = Instant::now() + Duration::from_millis(2500);
+    while let Some(left) = waiting.checked_duration_since(Instant::now()) {
+        match second.next_message(left) {
+            Ok(Incoming::Transport(t)) => assert_eq!(t.role, Some(Role::IAmAlive)),
+            Ok(Incoming::Event { ivorn, .. }) => panic!("{ivorn} before its turn"),
+            Err(bolide::frame::FrameError::TimedOut) => break,
+            Err(e) => panic!("the waiting subscriber's connection failed: {e}"),
+        }
+    }
+    assert!(second.iamalives >= 2, "{} iamalives", second.iamalives);
+    assert_eq!(b.log_count(catching_up), before + 1);
+    assert_eq!(receive(&mut first_back, 200), missed);
+    assert_eq!(receive(&mut second, 200), missed);
+    let log = b.log_text();
+    let log = &log[mark..];
+    let ended = log.find("caught up:").expect("the first catch-up ended");
+    let began = log.rfind(catching_up).unwrap();
+    assert!(ended < began, "the catch-ups overlapped:\n{log}");
+    no_more(&mut second);
+}
+
 /// A ring A→B→C→A with a `kill -9` of B and a SIGTERM of C while authors submit to A and
 /// C: in the end every broker has accepted every event exactly once (its own archive has
 /// each once, whichever way round the ring it came), and A's subscriber got each once.
