@@ -25,7 +25,7 @@ use log::{debug, info, warn};
 
 use crate::dispatcher::{Msg, SubscriberHandle};
 use crate::frame::{FrameError, FrameReader};
-use crate::metrics::{DropReason, Registered, SubscriberStat, METRICS};
+use crate::metrics::{DropReason, Registered, METRICS};
 use crate::outbox::{Outbox, Waker};
 use crate::replay::{self, ReplayContext, Resume};
 use crate::sys::{wait_readable, NonBlocking};
@@ -117,8 +117,9 @@ struct Peer {
     addr: SocketAddr,
     frames: FrameReader,
     acked: u64,
-    /// What the operator's view shows of this subscriber ([`crate::metrics`]).
-    stat: Registered<SubscriberStat>,
+    /// Lists this subscriber in the operator's view ([`crate::metrics`]) while it lives;
+    /// what the view shows is in its outbox.
+    _listed: Registered<Outbox>,
     /// Events sent before the previous tick.
     sent_at_last_tick: u64,
     iamalive_unanswered: bool,
@@ -132,7 +133,7 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
         warn!("subscriber {addr}: {e}");
         return;
     }
-    let (out, waker) = Outbox::new(stream, ctx.queue);
+    let (out, waker) = Outbox::new(stream, addr, ctx.queue);
     let archive_end = ctx
         .replay
         .as_ref()
@@ -149,10 +150,10 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
         });
     // Registered before authenticate is sent, so every event accepted from that moment on
     // is held for this subscriber until its filters are known.
-    if !register(&ctx, id, addr, &out) {
+    if !register(&ctx, id, &out) {
         return;
     }
-    let stat = METRICS.subscriber(addr, Arc::clone(&out));
+    let listed = METRICS.subscriber(&out);
     let mut peer = Peer {
         id,
         started: false,
@@ -164,7 +165,7 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
         addr,
         frames: FrameReader::new(MAX_INCOMING),
         acked: 0,
-        stat,
+        _listed: listed,
         sent_at_last_tick: 0,
         iamalive_unanswered: false,
     };
@@ -177,14 +178,8 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
 /// is [`unregister`]: the messages are built in frames of their own, not in the one that
 /// lives as long as the session (see `subscriber_stack_budget`).
 #[inline(never)]
-fn register(ctx: &BroadcastContext, id: u64, addr: SocketAddr, out: &Arc<Outbox>) -> bool {
-    let sub = SubscriberHandle {
-        id,
-        peer: addr,
-        out: Arc::clone(out),
-        filters: Vec::new(),
-        imposed: Vec::new(),
-    };
+fn register(ctx: &BroadcastContext, id: u64, out: &Arc<Outbox>) -> bool {
+    let sub = SubscriberHandle::new(id, Arc::clone(out));
     let hold = ctx.queue;
     ctx.dispatcher.send(Msg::Register { sub, hold }).is_ok()
 }
@@ -380,7 +375,7 @@ impl Peer {
     fn count_ack(&mut self) {
         if self.acked < self.out.sent() {
             self.acked += 1;
-            self.stat.acked.fetch_add(1, Ordering::Relaxed);
+            self.out.stat.acked.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -519,7 +514,7 @@ impl Peer {
             }
             ok
         });
-        self.stat.set_filters(&exprs);
+        self.out.stat.set_filters(&exprs);
         if self.started {
             let _ = ctx.dispatcher.send(Msg::SetFilters { id: self.id, exprs });
         } else {

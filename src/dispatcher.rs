@@ -35,13 +35,29 @@ use crate::voevent::{Event, EventRole, Key, Origin, Rejection};
 /// A subscriber as the dispatcher sees it.
 pub struct SubscriberHandle {
     pub id: u64,
-    pub peer: SocketAddr,
     /// Its write side: the dispatcher writes events there directly (see [`Outbox`]).
     pub out: Arc<Outbox>,
     /// Its filters (interned in the dispatcher's [`FilterTable`]); empty = everything.
-    pub filters: Vec<FilterId>,
+    pub filters: Box<[FilterId]>,
     /// Filters imposed by `--subscriber-config` for its network; empty = nothing imposed.
-    pub imposed: Vec<FilterId>,
+    pub imposed: Box<[FilterId]>,
+}
+
+impl SubscriberHandle {
+    /// A subscriber not yet filtering (its filters come with [`Msg::Start`]).
+    pub fn new(id: u64, out: Arc<Outbox>) -> SubscriberHandle {
+        SubscriberHandle {
+            id,
+            out,
+            filters: Box::default(),
+            imposed: Box::default(),
+        }
+    }
+
+    /// Its address (kept in its outbox, for the operator's view).
+    pub fn peer(&self) -> SocketAddr {
+        self.out.stat.peer
+    }
 }
 
 /// A subscriber that has been sent `authenticate` and whose answer (its filters) is
@@ -244,7 +260,7 @@ impl Dispatcher {
                 Msg::Register { sub, hold } => {
                     debug!(
                         "subscriber {}: holding events until its filters are known",
-                        sub.peer
+                        sub.peer()
                     );
                     self.awaiting.push(Awaiting {
                         sub,
@@ -258,7 +274,7 @@ impl Dispatcher {
                 Msg::Replaying { id, answer } => {
                     if let Some(a) = self.awaiting.iter_mut().find(|a| a.sub.id == id) {
                         a.window = true;
-                        let imposed = self.settings.site.imposed(a.sub.peer.ip()).to_vec();
+                        let imposed = self.settings.site.imposed(a.sub.peer().ip()).to_vec();
                         let fence = self.committer.admitted();
                         let _ = answer.send(ReplayPlan { imposed, fence });
                     }
@@ -286,14 +302,14 @@ impl Dispatcher {
                         let h = self.remove(i);
                         info!(
                             "subscriber {} disconnected ({} subscribers)",
-                            h.peer,
+                            h.peer(),
                             self.subscribers.len()
                         );
                     } else if let Some(i) = self.awaiting.iter().position(|a| a.sub.id == id) {
                         let a = self.awaiting.swap_remove(i);
                         debug!(
                             "subscriber {} left before its filters were known",
-                            a.sub.peer
+                            a.sub.peer()
                         );
                     }
                 }
@@ -420,7 +436,7 @@ impl Dispatcher {
         let exprs = self
             .settings
             .site
-            .imposed(self.subscribers[i].peer.ip())
+            .imposed(self.subscribers[i].peer().ip())
             .to_vec();
         let mut ids = Vec::with_capacity(exprs.len());
         for e in &exprs {
@@ -430,13 +446,13 @@ impl Dispatcher {
             }
         }
         let sub = &mut self.subscribers[i];
-        for f in std::mem::replace(&mut sub.imposed, ids) {
+        for &f in std::mem::replace(&mut sub.imposed, ids.into_boxed_slice()).iter() {
             self.filters.release(f);
         }
         if !sub.imposed.is_empty() {
             info!(
                 "subscriber {}: {} filters imposed by the subscriber config",
-                sub.peer,
+                sub.peer(),
                 sub.imposed.len()
             );
         }
@@ -452,16 +468,16 @@ impl Dispatcher {
                 Ok(f) => ids.push(f),
                 Err(err) => warn!(
                     "filter {e:?} from subscriber {} is not valid XPath ({err}); ignored",
-                    sub.peer
+                    sub.peer()
                 ),
             }
         }
-        for f in std::mem::replace(&mut sub.filters, ids) {
+        for &f in std::mem::replace(&mut sub.filters, ids.into_boxed_slice()).iter() {
             self.filters.release(f);
         }
         info!(
             "subscriber {} installed {} filters ({} distinct expressions in use)",
-            sub.peer,
+            sub.peer(),
             sub.filters.len(),
             self.filters.distinct()
         );
@@ -524,7 +540,7 @@ impl Dispatcher {
             }
             warn!(
                 "dropping subscriber {}: too slow ({} events held while its answer to authenticate is awaited, not holding {})",
-                a.sub.peer,
+                a.sub.peer(),
                 a.held.len(),
                 event.ivorn
             );
@@ -574,7 +590,7 @@ impl Dispatcher {
         let Awaiting { sub, held, .. } = self.awaiting.swap_remove(i);
         info!(
             "subscriber {} connected ({} subscribers)",
-            sub.peer,
+            sub.peer(),
             self.subscribers.len() + 1
         );
         self.subscribers.push(sub);
@@ -602,7 +618,7 @@ impl Dispatcher {
         }
         info!(
             "subscriber {}: {} events accepted while its answer to authenticate was awaited; sent the {sent} that pass its filters",
-            s.peer,
+            s.peer(),
             held.len()
         );
         self.stats.copies += sent;
@@ -671,7 +687,8 @@ fn passes(e: &mut Evaluation<'_>, s: &SubscriberHandle, event: &Event) -> bool {
     if !pass {
         debug!(
             "{} does not pass the filters of subscriber {}",
-            event.ivorn, s.peer
+            event.ivorn,
+            s.peer()
         );
     }
     pass
@@ -683,13 +700,13 @@ fn passes(e: &mut Evaluation<'_>, s: &SubscriberHandle, event: &Event) -> bool {
 fn offer(stats: &mut Stats, s: &SubscriberHandle, event: &Arc<Event>) -> bool {
     match s.out.offer(event) {
         Offer::Written | Offer::Queued => {
-            debug!("sent {} to subscriber {}", event.ivorn, s.peer);
+            debug!("sent {} to subscriber {}", event.ivorn, s.peer());
             true
         }
         Offer::Full => {
             warn!(
                 "dropping subscriber {}: too slow ({} events queued, not sending {})",
-                s.peer,
+                s.peer(),
                 s.out.queued(),
                 event.ivorn
             );
@@ -699,7 +716,11 @@ fn offer(stats: &mut Stats, s: &SubscriberHandle, event: &Arc<Event>) -> bool {
             false
         }
         Offer::Failed => {
-            debug!("subscriber {} is gone; not sending {}", s.peer, event.ivorn);
+            debug!(
+                "subscriber {} is gone; not sending {}",
+                s.peer(),
+                event.ivorn
+            );
             s.out.shutdown();
             false
         }
@@ -829,14 +850,8 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (server, peer) = l.accept().unwrap();
-        let (out, _waker) = Outbox::new(server, 16);
-        let sub = SubscriberHandle {
-            id: 1,
-            peer,
-            out,
-            filters: Vec::new(),
-            imposed: Vec::new(),
-        };
+        let (out, _waker) = Outbox::new(server, peer, 16);
+        let sub = SubscriberHandle::new(1, out);
         tx.send(Msg::Register { sub, hold: 4 }).unwrap();
         let (ptx, prx) = crossbeam_channel::bounded(1);
         tx.send(Msg::Replaying { id: 1, answer: ptx }).unwrap();

@@ -12,7 +12,6 @@
 //! serves events waits on them otherwise. A subscriber's queue length is read through its
 //! [`Outbox`], whose lock the dispatcher holds for one append at a time.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -221,27 +220,6 @@ impl Histogram {
     }
 }
 
-/// One connected subscriber, as the operator sees it.
-pub struct SubscriberStat {
-    pub peer: SocketAddr,
-    /// When it connected (Unix ms).
-    pub since_ms: u64,
-    /// Its write side: events written, frames queued.
-    pub out: Arc<Outbox>,
-    /// Events it acknowledged.
-    pub acked: AtomicU64,
-    /// The filters it asked for (set by its thread when they arrive).
-    pub filters: Mutex<Vec<String>>,
-}
-
-impl SubscriberStat {
-    /// The filters it asked for in its latest authenticate answer.
-    #[inline(never)]
-    pub fn set_filters(&self, exprs: &[String]) {
-        *self.filters.lock().unwrap_or_else(|e| e.into_inner()) = exprs.to_vec();
-    }
-}
-
 /// What an upstream link is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -325,8 +303,7 @@ impl<T> Registry<T> {
     /// Add `stat` until the returned guard is dropped. Not inlined (nor is removal): a
     /// subscriber thread's stack stays small (`broadcaster`'s `subscriber_stack_budget`).
     #[inline(never)]
-    pub fn register(&'static self, stat: T) -> Registered<T> {
-        let stat = Arc::new(stat);
+    pub fn register(&'static self, stat: Arc<T>) -> Registered<T> {
         self.lock().push(Arc::clone(&stat));
         Registered {
             registry: self,
@@ -393,7 +370,9 @@ pub struct Metrics {
     /// From an event's arrival at the dispatcher to its last copy handed to the kernel or
     /// queued for its subscriber's thread.
     pub fanout_latency: Histogram,
-    pub subscribers: Registry<SubscriberStat>,
+    /// Connected subscribers: their outboxes, which hold what the view shows
+    /// ([`crate::outbox::SubscriberStat`]).
+    pub subscribers: Registry<Outbox>,
     pub upstreams: Registry<UpstreamStat>,
 }
 
@@ -466,30 +445,20 @@ impl Metrics {
 
     /// A subscriber connected: listed until the guard is dropped.
     #[inline(never)]
-    pub fn subscriber(
-        &'static self,
-        peer: SocketAddr,
-        out: Arc<Outbox>,
-    ) -> Registered<SubscriberStat> {
-        self.subscribers.register(SubscriberStat {
-            peer,
-            since_ms: unix_now_ms(),
-            out,
-            acked: AtomicU64::new(0),
-            filters: Mutex::new(Vec::new()),
-        })
+    pub fn subscriber(&'static self, out: &Arc<Outbox>) -> Registered<Outbox> {
+        self.subscribers.register(Arc::clone(out))
     }
 
     /// An upstream thread started: listed until the guard is dropped.
     pub fn upstream(&'static self, remote: String) -> Registered<UpstreamStat> {
-        self.upstreams.register(UpstreamStat {
+        self.upstreams.register(Arc::new(UpstreamStat {
             remote,
             state: AtomicU8::new(LinkState::Connecting as u8),
             since_ms: AtomicU64::new(0),
             received: AtomicU64::new(0),
             last_event_ms: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
-        })
+        }))
     }
 }
 

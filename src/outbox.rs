@@ -15,10 +15,14 @@
 //! [`Outbox::stream`], so a subscriber costs one descriptor, not two. An empty backlog
 //! holds no allocation: its buffer is released whenever it drains, so an idle subscriber
 //! costs only the outbox itself.
+//!
+//! The outbox also carries what the operator's view shows of its subscriber
+//! ([`SubscriberStat`]): it exists exactly as long as the connection and is already
+//! shared, so the view costs no allocation of its own.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -66,6 +70,25 @@ pub enum Offer {
     Failed,
 }
 
+/// One connected subscriber, as the operator sees it ([`crate::metrics`], `/status`).
+pub struct SubscriberStat {
+    pub peer: SocketAddr,
+    /// When it connected (Unix ms).
+    pub since_ms: u64,
+    /// Events it acknowledged.
+    pub acked: AtomicU64,
+    /// The filters it asked for (set by its thread when they arrive).
+    pub filters: Mutex<Vec<String>>,
+}
+
+impl SubscriberStat {
+    /// The filters it asked for in its latest authenticate answer.
+    #[inline(never)]
+    pub fn set_filters(&self, exprs: &[String]) {
+        *self.filters.lock().unwrap_or_else(|e| e.into_inner()) = exprs.to_vec();
+    }
+}
+
 /// One subscriber's outgoing side.
 pub struct Outbox {
     stream: TcpStream,
@@ -79,6 +102,8 @@ pub struct Outbox {
     sent: AtomicU64,
     /// Set when the dispatcher dropped this subscriber.
     dropped: AtomicBool,
+    /// Its line in the operator's view.
+    pub stat: SubscriberStat,
 }
 
 /// The subscriber thread's handle to be woken when there is backlog to write.
@@ -101,9 +126,9 @@ impl Waker {
 }
 
 impl Outbox {
-    /// An outbox over `stream` (the subscriber thread reads it through
+    /// An outbox over `stream` from `peer` (the subscriber thread reads it through
     /// [`Outbox::stream`]; only the outbox writes), holding at most `limit` queued frames.
-    pub fn new(stream: TcpStream, limit: usize) -> (Arc<Outbox>, Waker) {
+    pub fn new(stream: TcpStream, peer: SocketAddr, limit: usize) -> (Arc<Outbox>, Waker) {
         let out = Arc::new(Outbox {
             stream,
             state: Mutex::new(State {
@@ -116,6 +141,12 @@ impl Outbox {
             cv: Condvar::new(),
             sent: AtomicU64::new(0),
             dropped: AtomicBool::new(false),
+            stat: SubscriberStat {
+                peer,
+                since_ms: crate::time::unix_now_ms(),
+                acked: AtomicU64::new(0),
+                filters: Mutex::new(Vec::new()),
+            },
         });
         (Arc::clone(&out), Waker(out))
     }
@@ -250,7 +281,8 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let w = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (r, _) = l.accept().unwrap();
-        let (out, waker) = Outbox::new(w, 8);
+        let peer = w.peer_addr().unwrap();
+        let (out, waker) = Outbox::new(w, peer, 8);
         let mut offered = Vec::new();
         let mut queued = 0;
         for n in 0..1000 {

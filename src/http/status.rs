@@ -115,13 +115,18 @@ pub fn status(ctx: &Context) -> Status {
         .subscribers
         .list()
         .iter()
-        .map(|s| Subscriber {
-            address: s.peer.to_string(),
-            connected_since: utc_timestamp_ms(s.since_ms),
-            filters: s.filters.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-            events_sent: s.out.sent(),
-            events_acked: s.acked.load(Ordering::Relaxed),
-            queued: s.out.queued(),
+        .map(|out| Subscriber {
+            address: out.stat.peer.to_string(),
+            connected_since: utc_timestamp_ms(out.stat.since_ms),
+            filters: out
+                .stat
+                .filters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            events_sent: out.sent(),
+            events_acked: out.stat.acked.load(Ordering::Relaxed),
+            queued: out.queued(),
         })
         .collect();
     let upstreams = m
