@@ -118,8 +118,9 @@
 //!   `/healthz`, a status page and the archive (`/events`, through
 //!   [`archive_reader::ArchiveReader::from_store`]: the broker's own LMDB environment, read
 //!   transactions only). What they show is counted where the work happens, in
-//!   [`metrics::METRICS`]: relaxed atomics, latency histograms of atomic buckets, and a
-//!   small stat struct per subscriber and upstream registered while it is connected; a
+//!   [`metrics::METRICS`]: relaxed atomics, latency histograms of atomic buckets, and the
+//!   subscribers' outboxes (each carries its subscriber's stat) and the upstreams' stats,
+//!   registered while they are connected; a
 //!   request reads those and never waits on a lock a serving thread holds longer than a
 //!   counter update.
 //! * **Listeners** ([`listener`]): connection threads accept for themselves
