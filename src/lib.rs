@@ -82,9 +82,9 @@
 //!   the dispatcher left in its outbox (blocking, under the write deadline), and drops
 //!   itself by the decision table's rules; the dispatcher drops it if its backlog is full.
 //! * **Catch-up** ([`replay`]): a subscriber that names its position in the archive (a
-//!   bolide, with the `bolide-position` Param of its authenticate answer) is sent, by its
-//!   own broadcaster thread, the archived events after it that pass its filters, a chunk
-//!   of at most its queue at a time, then handed over to live fan-out. The hand-over is
+//!   bolide, with the `bolide-position` Param of its authenticate answer) is sent the
+//!   archived events after it that pass its filters, a chunk of at most its queue at a
+//!   time, then handed over to live fan-out. The hand-over is
 //!   exact although fan-out happens before the commit gives an event its seq: archive
 //!   order is acceptance order; the dispatcher holds the events accepted since the
 //!   subscriber registered (`Msg::Replaying` makes that a window of the latest ones) and
@@ -93,7 +93,9 @@
 //!   `Msg::HandOver` names the last entry read, and the dispatcher sends the held events
 //!   after it, or, if its window no longer reaches back that far, has the replay read on.
 //!   At most `--max-replays` catch-ups read at once (`replay::ReplaySlots`, a FIFO of
-//!   turns); the rest wait, kept alive, so replays leave CPUs to live traffic.
+//!   turns), each on a short-lived helper thread at nice 19 while the subscriber's own
+//!   thread reads its acks; the rest wait, kept alive, so replays leave CPUs to live
+//!   traffic.
 //! * **Upstream** ([`upstream`]): one thread per `--remote`, the subscriber state
 //!   machine with backoff; its events take the author path from the dispatcher on, each
 //!   with a [`verdict::Settle`] so that its position in the upstream's archive (in `meta`)
@@ -157,7 +159,7 @@
 //! | Kafka gateway figures (`KafkaStats`) | updated on the `kafka-consumer` thread | `Arc`; under a mutex held only to copy values |
 //! | an upstream's catch-up position | its upstream thread | verdicts on a channel; the position in `meta` |
 //! | the handlers' position in the archive | the handler thread | `--cmd` completions on a channel; the position in `meta` |
-//! | a catch-up (reading the archive for one subscriber) | that subscriber's broadcaster thread | read txns; `Msg::Replaying` / `Msg::HandOver` with the dispatcher, which holds the live events meanwhile |
+//! | a catch-up (reading the archive for one subscriber) | that subscriber's broadcaster thread, reading on a helper thread at nice 19 | read txns; `Msg::Replaying` / `Msg::HandOver` with the dispatcher, which holds the live events meanwhile |
 //! | a subscriber socket (one descriptor) | its [`outbox::Outbox`]: the broadcaster thread reads through it, writes go through its backlog | `Arc<Outbox>` held by the thread and the dispatcher; one mutex orders their writes |
 //! | spare receive buffers of subscriber threads | [`broadcaster`] (a static list) | a thread borrows one while it reads and gives it back before it waits, under one mutex |
 //! | connection counts, the listening socket, parked threads | [`listener::ListenerState`] | atomics; the per-address map and the parked list each under a mutex |

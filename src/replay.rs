@@ -2,9 +2,11 @@
 //! to the dispatcher's live fan-out without gap, duplicate or reordering.
 //!
 //! A subscriber that says where it stopped (a bolide broker, with the
-//! [`transport::POSITION_PARAM`] Param of its authenticate answer) is sent, on its own
-//! broadcaster thread, every archived event after that point that passes its filters,
-//! then the live events. The archive is the only copy of past events: this module reads
+//! [`transport::POSITION_PARAM`] Param of its authenticate answer) is sent every archived
+//! event after that point that passes its filters, then the live events. Its broadcaster
+//! thread runs the catch-up; the reading and writing go on a helper thread at the lowest
+//! CPU priority, started for each pass to the archive's end (`read_in_background`),
+//! while the broadcaster thread reads the subscriber's acks. The archive is the only copy of past events: this module reads
 //! it in chunks of at most the subscriber's queue, each chunk in a short read
 //! transaction, and writes each chunk out (blocking, under the write deadline) before it
 //! reads the next, so a replay holds no more than the subscriber's queue in memory (the
@@ -486,62 +488,28 @@ pub fn catch_up(
         sub.out.push_control(crate::frame::encode(&hello));
         flush(sub)?;
     }
-    let mut table = FilterTable::default();
-    let mut acquire = |list: &[String]| -> Vec<FilterId> {
-        list.iter().filter_map(|e| table.acquire(e).ok()).collect()
-    };
-    let (wanted, imposed) = (acquire(exprs), acquire(&plan.imposed));
-    let filtered = !wanted.is_empty() || !imposed.is_empty();
     // Every event accepted before the registration is settled in the archive first.
     while ctx.commits.settled() < plan.fence {
         still_there(sub, link)?;
         std::thread::sleep(FENCE_POLL);
     }
-    let cutoff = crate::time::unix_now_ms().saturating_sub(ctx.max_age_secs.saturating_mul(1000));
-    let chunk = sub.queue.clamp(1, CHUNK);
-    let mut next = after + 1;
-    let mut last: Option<Key> = None;
-    let (mut sent, mut read_total) = (0u64, 0u64);
-    let mut batch: Vec<Arc<Event>> = Vec::with_capacity(chunk);
+    let mut pass = Pass {
+        exprs,
+        imposed: &plan.imposed,
+        cutoff: crate::time::unix_now_ms().saturating_sub(ctx.max_age_secs.saturating_mul(1000)),
+        chunk: sub.queue.clamp(1, CHUNK),
+        next: after + 1,
+        last: None,
+        sent: 0,
+        read: 0,
+    };
     loop {
-        let mut read = 0;
-        ctx.store
-            .read_archive(next, |e| {
-                read += 1;
-                next = e.seq + 1;
-                last = Some(e.key);
-                let wanted = e.role != EventRole::Test
-                    && e.accepted_ms >= cutoff
-                    && (!filtered || {
-                        let mut ev = table.evaluate(e.bytes);
-                        ev.wants(&imposed) && ev.wants(&wanted)
-                    });
-                if wanted {
-                    batch.push(Arc::new(Event::archived(e)));
-                }
-                read < chunk
-            })
-            .map_err(Stop::Store)?;
-        read_total += read as u64;
-        for ev in batch.drain(..) {
-            match sub.out.offer(&ev) {
-                Offer::Written | Offer::Queued => sent += 1,
-                Offer::Full => return Err(Stop::Dropped),
-                Offer::Failed => return Err(Stop::Connection("write failed".into())),
-            }
-        }
-        flush(sub)?;
-        if !link.drain() {
-            return Err(Stop::Connection("closed".into()));
-        }
-        if read == chunk {
-            continue;
-        }
+        pass = read_in_background(ctx, sub, link, pass)?;
         let (tx, rx) = bounded(1);
         let hand_over = Msg::HandOver {
             id: sub.id,
             exprs: link.filters(),
-            after: last,
+            after: pass.last,
             answer: tx,
         };
         if sub.dispatcher.send(hand_over).is_err() {
@@ -553,10 +521,115 @@ pub fn catch_up(
             Err(_) => return Err(Stop::Dropped),
         }
     }
+    let Pass { sent, read, .. } = pass;
     info!(
-        "subscriber {addr}: caught up: {sent} events replayed ({read_total} read from the archive); live from here"
+        "subscriber {addr}: caught up: {sent} events replayed ({read} read from the archive); live from here"
     );
     Ok(sent)
+}
+
+/// Where a catch-up stands: what it reads, and how far it has read.
+struct Pass<'a> {
+    /// The subscriber's filters and those imposed on its network.
+    exprs: &'a [String],
+    imposed: &'a [String],
+    /// Events accepted before this (Unix ms) are not replayed (`--replay-max-age`).
+    cutoff: u64,
+    /// Most entries read per read transaction (and held in memory).
+    chunk: usize,
+    /// The next seq to read, and the key of the last entry read.
+    next: u64,
+    last: Option<Key>,
+    /// Events replayed, and entries read.
+    sent: u64,
+    read: u64,
+}
+
+impl Pass<'_> {
+    /// Read from `next` to the archive's end, a chunk per read transaction, offering the
+    /// events that pass the filters to `sub` and writing each chunk out (blocking, under
+    /// the write deadline) before reading the next.
+    fn read_to_end(&mut self, ctx: &ReplayContext, sub: &Subscriber<'_>) -> Result<(), Stop> {
+        let mut table = FilterTable::default();
+        let mut acquire = |list: &[String]| -> Vec<FilterId> {
+            list.iter().filter_map(|e| table.acquire(e).ok()).collect()
+        };
+        let (wanted, imposed) = (acquire(self.exprs), acquire(self.imposed));
+        let filtered = !wanted.is_empty() || !imposed.is_empty();
+        let mut batch: Vec<Arc<Event>> = Vec::with_capacity(self.chunk);
+        loop {
+            let mut read = 0;
+            ctx.store
+                .read_archive(self.next, |e| {
+                    read += 1;
+                    self.next = e.seq + 1;
+                    self.last = Some(e.key);
+                    let wanted = e.role != EventRole::Test
+                        && e.accepted_ms >= self.cutoff
+                        && (!filtered || {
+                            let mut ev = table.evaluate(e.bytes);
+                            ev.wants(&imposed) && ev.wants(&wanted)
+                        });
+                    if wanted {
+                        batch.push(Arc::new(Event::archived(e)));
+                    }
+                    read < self.chunk
+                })
+                .map_err(Stop::Store)?;
+            self.read += read as u64;
+            for ev in batch.drain(..) {
+                match sub.out.offer(&ev) {
+                    Offer::Written | Offer::Queued => self.sent += 1,
+                    Offer::Full => return Err(Stop::Dropped),
+                    Offer::Failed => return Err(Stop::Connection("write failed".into())),
+                }
+            }
+            flush(sub)?;
+            if read < self.chunk {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// One [`Pass::read_to_end`] on a helper thread at the lowest CPU priority, while this
+/// thread reads what the subscriber sends (its acks). A replay runs as fast as its
+/// subscriber reads: at nice 19 it takes the CPUs the threads that carry live traffic
+/// leave, and they are never kept waiting for it. The helper ends with the pass, so no
+/// thread that serves live traffic keeps the low priority.
+fn read_in_background<'a>(
+    ctx: &ReplayContext,
+    sub: &Subscriber<'_>,
+    link: &mut dyn Link,
+    mut pass: Pass<'a>,
+) -> Result<Pass<'a>, Stop> {
+    std::thread::scope(|s| {
+        let reader = std::thread::Builder::new()
+            .name("catch-up".into())
+            .spawn_scoped(s, || {
+                crate::sys::lower_thread_priority();
+                let done = pass.read_to_end(ctx, sub);
+                (pass, done)
+            })
+            .map_err(|e| Stop::Connection(format!("cannot start a catch-up thread: {e}")))?;
+        // The subscriber's messages are read meanwhile; once it is gone, the reader's next
+        // write fails and ends the pass.
+        let mut open = true;
+        while !reader.is_finished() {
+            if open && !link.drain() {
+                open = false;
+            }
+            std::thread::sleep(FENCE_POLL);
+        }
+        let (pass, done) = reader
+            .join()
+            .map_err(|_| Stop::Connection("the catch-up thread panicked".into()))?;
+        done?;
+        if !open || !link.drain() {
+            return Err(Stop::Connection("closed".into()));
+        }
+        Ok(pass)
+    })
 }
 
 /// Between the pauses of a wait before reading: read what the subscriber sent (its

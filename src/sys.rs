@@ -1,8 +1,9 @@
 //! Thin wrappers over the system calls bolide uses beyond `std::net`: non-blocking
 //! `recv`/`send` on a borrowed socket, reads under an absolute deadline, a listening
 //! socket's backlog and shutting it down, a connection from a chosen local address, an
-//! exclusive file lock, the calling thread's kernel name, the open-file limit, the
-//! process's resident memory and thread count, and glibc's per-thread malloc cache.
+//! exclusive file lock, the calling thread's kernel name and priority, the open-file
+//! limit, the process's resident memory and thread count, and glibc's per-thread malloc
+//! cache.
 //!
 //! Every role module (receiver, broadcaster, upstream, listener, verdict, outbox) and the
 //! tools take these from here, so non-blocking I/O has one home and no role module is
@@ -189,6 +190,18 @@ pub fn set_kernel_name(label: &str) {
         unsafe {
             libc::prctl(libc::PR_SET_NAME, c.as_ptr(), 0, 0, 0);
         }
+    }
+}
+
+/// Give the calling thread the lowest CPU priority (nice 19): it runs on what other
+/// threads leave. Linux keeps the nice value per thread, and a thread may always lower
+/// its own priority (raising it back would need privileges, so only threads that end
+/// with their work call this). Failure is ignored: the thread runs at normal priority.
+pub fn lower_thread_priority() {
+    // SAFETY: gettid and setpriority on the calling thread, no pointers.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
     }
 }
 

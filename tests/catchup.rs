@@ -395,6 +395,29 @@ fn a_subscriber_that_stops_reading_during_its_catch_up_is_dropped() {
     drop(stalled);
 }
 
+/// The nice value of each thread of `pid` named `catch-up`.
+fn catch_up_threads(pid: u32) -> Vec<i64> {
+    let mut nice = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "catch-up" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the command name; nice is field 19 of stat, the 17th after it.
+        let rest = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+        nice.extend(
+            rest.split_whitespace()
+                .nth(16)
+                .and_then(|v| v.parse::<i64>().ok()),
+        );
+    }
+    nice
+}
+
 /// With `--max-replays 1`, a second subscriber reconnecting while a first one's catch-up
 /// runs waits for its turn (getting iamalives meanwhile, and no event out of order), then
 /// catches up in full: catch-ups read the archive one at a time.
@@ -460,6 +483,12 @@ fn catch_ups_take_turns_and_the_waiting_are_kept_alive() {
     }
     assert!(second.iamalives >= 2, "{} iamalives", second.iamalives);
     assert_eq!(b.log_count(catching_up), before + 1);
+    // The one reading does so on a thread of its own at the lowest CPU priority.
+    assert_eq!(
+        catch_up_threads(b.pid()),
+        vec![19],
+        "nice of the catch-up threads"
+    );
     assert_eq!(receive(&mut first_back, 200), missed);
     assert_eq!(receive(&mut second, 200), missed);
     let log = b.log_text();

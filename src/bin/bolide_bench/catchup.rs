@@ -9,7 +9,8 @@
 //! (bolide: `--resume-subscribers 127.1.0.0/16`): the events come from its archive, then
 //! live. Reported: the time from the reconnect to the last of the N at the slowest
 //! subscriber, events/s over all of them, and the events lost, duplicated or out of order
-//! (any of which fails the run).
+//! (any of which fails the run). The replaying subscribers run at nice 19: they stand for
+//! remote subscribers, which would not take CPU from the broker.
 //!
 //! With `--live-rate R`, a live subscriber from the broker's usual address stays connected
 //! throughout, and an author submits R events a second, first for `--baseline` seconds
@@ -209,6 +210,10 @@ fn replay(
     deadline: Instant,
 ) -> Result<Replay, String> {
     let want: HashSet<&str> = missed.iter().map(String::as_str).collect();
+    // Replaying subscribers stand for remote ones, which would not share the broker's
+    // CPUs: at the lowest priority they take only what the broker and the live traffic
+    // leave, so the live figures show the broker's cost, not this tool's.
+    bolide::sys::lower_thread_priority();
     start.wait();
     let reconnected = Instant::now();
     let s = connect_from(from, subs).map_err(|e| format!("{from}: connect: {e}"))?;
