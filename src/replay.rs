@@ -6,11 +6,11 @@
 //! event after that point that passes its filters, then the live events. Its broadcaster
 //! thread runs the catch-up; the reading and writing go on a helper thread at the lowest
 //! CPU priority, started for each pass to the archive's end (`read_in_background`),
-//! while the broadcaster thread reads the subscriber's acks. The archive is the only copy of past events: this module reads
-//! it in chunks of at most the subscriber's queue, each chunk in a short read
-//! transaction, and writes each chunk out (blocking, under the write deadline) before it
-//! reads the next, so a replay holds no more than the subscriber's queue in memory (the
-//! archive pages it reads through LMDB's map are dropped as it goes,
+//! while the broadcaster thread reads the subscriber's acks. The archive is the only copy
+//! of past events: this module reads it in chunks of at most the subscriber's queue, each
+//! chunk in a short read transaction, and writes each chunk out (blocking, under the write
+//! deadline) before it reads the next, so a replay holds no more than the subscriber's
+//! queue in memory (the archive pages it reads through LMDB's map are dropped as it goes,
 //! [`Store::read_archive`]) and a subscriber that stops reading is dropped as it would be
 //! for live events.
 //!
@@ -529,6 +529,7 @@ pub fn catch_up(
 }
 
 /// Where a catch-up stands: what it reads, and how far it has read.
+#[derive(Clone)]
 struct Pass<'a> {
     /// The subscriber's filters and those imposed on its network.
     exprs: &'a [String],
@@ -594,24 +595,37 @@ impl Pass<'_> {
 
 /// One [`Pass::read_to_end`] on a helper thread at the lowest CPU priority, while this
 /// thread reads what the subscriber sends (its acks). A replay runs as fast as its
-/// subscriber reads: at nice 19 it takes the CPUs the threads that carry live traffic
-/// leave, and they are never kept waiting for it. The helper ends with the pass, so no
-/// thread that serves live traffic keeps the low priority.
+/// subscriber reads: at nice 19 it takes what the threads that carry live traffic leave
+/// of the CPUs, and the scheduler lets them run before it. The helper ends with the pass,
+/// so no thread that serves live traffic keeps the low priority. If no thread can be
+/// started, the pass runs on this thread.
 fn read_in_background<'a>(
     ctx: &ReplayContext,
     sub: &Subscriber<'_>,
     link: &mut dyn Link,
-    mut pass: Pass<'a>,
+    pass: Pass<'a>,
 ) -> Result<Pass<'a>, Stop> {
-    std::thread::scope(|s| {
-        let reader = std::thread::Builder::new()
+    let mut inline = pass.clone();
+    let (pass, done, open) = std::thread::scope(|s| {
+        let mut pass = pass;
+        let spawned = std::thread::Builder::new()
             .name("catch-up".into())
-            .spawn_scoped(s, || {
+            .spawn_scoped(s, move || {
                 crate::sys::lower_thread_priority();
                 let done = pass.read_to_end(ctx, sub);
                 (pass, done)
-            })
-            .map_err(|e| Stop::Connection(format!("cannot start a catch-up thread: {e}")))?;
+            });
+        let reader = match spawned {
+            Ok(reader) => reader,
+            Err(e) => {
+                debug!(
+                    "subscriber {}: no catch-up thread ({e}); reading here",
+                    sub.addr
+                );
+                let done = inline.read_to_end(ctx, sub);
+                return Ok((inline, done, true));
+            }
+        };
         // The subscriber's messages are read meanwhile; once it is gone, the reader's next
         // write fails and ends the pass.
         let mut open = true;
@@ -624,12 +638,13 @@ fn read_in_background<'a>(
         let (pass, done) = reader
             .join()
             .map_err(|_| Stop::Connection("the catch-up thread panicked".into()))?;
-        done?;
-        if !open || !link.drain() {
-            return Err(Stop::Connection("closed".into()));
-        }
-        Ok(pass)
-    })
+        Ok((pass, done, open))
+    })?;
+    done?;
+    if !open || !link.drain() {
+        return Err(Stop::Connection("closed".into()));
+    }
+    Ok(pass)
 }
 
 /// Between the pauses of a wait before reading: read what the subscriber sent (its
