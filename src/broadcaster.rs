@@ -116,7 +116,6 @@ struct Peer {
     out: Arc<Outbox>,
     addr: SocketAddr,
     frames: FrameReader,
-    acked: u64,
     /// Lists this subscriber in the operator's view ([`crate::metrics`]) while it lives;
     /// what the view shows is in its outbox.
     _listed: Registered<Outbox>,
@@ -164,7 +163,6 @@ pub fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<BroadcastContext>) {
         out,
         addr,
         frames: FrameReader::new(MAX_INCOMING),
-        acked: 0,
         _listed: listed,
         sent_at_last_tick: 0,
         iamalive_unanswered: false,
@@ -373,9 +371,10 @@ impl replay::Link for Replaying<'_> {
 impl Peer {
     /// Clamp: acks never exceed what was sent (no credit for unsolicited acks).
     fn count_ack(&mut self) {
-        if self.acked < self.out.sent() {
-            self.acked += 1;
-            self.out.stat.acked.fetch_add(1, Ordering::Relaxed);
+        // Only this thread counts acks, so a load and an add do not race.
+        let acked = &self.out.stat.acked;
+        if acked.load(Ordering::Relaxed) < self.out.sent() {
+            acked.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -581,7 +580,9 @@ impl Peer {
         if self.iamalive_unanswered {
             return Err(End::Dead);
         }
-        let overdue = self.sent_at_last_tick.saturating_sub(self.acked);
+        let overdue = self
+            .sent_at_last_tick
+            .saturating_sub(self.out.stat.acked.load(Ordering::Relaxed));
         if overdue > ctx.max_unacked {
             return Err(End::NotAcking(overdue));
         }
