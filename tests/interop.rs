@@ -466,6 +466,13 @@ fn pygcn_reconnecting_saves_what_it_missed() {
     for (i, ev) in missed.iter().enumerate() {
         assert_eq!(&wait_file(&name(i + 1)), ev, "{}", listen.text());
     }
+    // The catch-up logs its end once its reading thread is done and the hand-over is
+    // answered, which may come just after the subscriber has the events.
+    assert!(
+        b.wait_log("caught up: 5 events replayed", T),
+        "{}",
+        b.log_text()
+    );
     assert_eq!(
         b.log_count("caught up: 5 events replayed"),
         1,
