@@ -19,9 +19,10 @@
 //!
 //! A thread whose connection ends without the role parks, at most [`MAX_IDLE_THREADS`]
 //! per listener, and retires after [`IDLE_TIMEOUT`] unused. Reuse matters: starting a
-//! thread costs three TLB-shootdown interrupts on every CPU (Rust's guard-paged signal
-//! stack is mapped, protected and unmapped; glibc madvises the cached stack), a cost that
-//! one author connection per event would otherwise pay for every event.
+//! thread costs TLB-shootdown interrupts on every CPU (glibc madvises the cached stack), a
+//! cost that one author connection per event would otherwise pay for every event.
+//! Connection threads start through [`sys::spawn_detached`], not `std::thread`: no
+//! handle, result packet or signal stack, which a thread per subscriber would multiply.
 //! While it serves a connection, a thread carries the peer in its kernel name (what
 //! `top -H` and `ps -L` show), e.g. `author 192.0.2.7:4`.
 
@@ -358,12 +359,10 @@ where
     let s = Arc::clone(shared);
     // No Rust thread name: the thread sets its kernel name itself (`top -H`, `ps -L`), and
     // a name would cost each of thousands of connection threads two heap blocks.
-    let spawned = thread::Builder::new()
-        .stack_size(CONNECTION_STACK)
-        .spawn(move || {
-            accept_and_serve(&s);
-            s.state.threads.fetch_sub(1, Ordering::SeqCst);
-        });
+    let spawned = sys::spawn_detached(CONNECTION_STACK, move || {
+        accept_and_serve(&s);
+        s.state.threads.fetch_sub(1, Ordering::SeqCst);
+    });
     if spawned.is_err() {
         shared.state.threads.fetch_sub(1, Ordering::SeqCst);
     }
@@ -631,6 +630,32 @@ mod tests {
     /// Nothing being served, and every thread but the accepting one parked.
     fn quiet(state: &ListenerState) -> bool {
         state.active() == 0 && state.idle_list().len() + 1 == state.threads()
+    }
+
+    /// Connection threads are started lean ([`sys::spawn_detached`]): the stack asked for
+    /// and no signal stack, whose mapping and heap records thousands of subscriber
+    /// threads would otherwise each carry.
+    #[test]
+    fn connection_threads_are_lean() {
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let (addr, _state) = serve(
+            ListenerState::new(Caps::unlimited()),
+            move |_s: TcpStream, _, handoff: &mut Handoff<'_>| {
+                handoff.release();
+                let _ = tx.lock().unwrap().send(sys::thread_shape());
+            },
+        );
+        for _ in 0..3 {
+            let _c = TcpStream::connect(addr).unwrap();
+            let (alt, size) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            assert!(!alt, "a connection thread has a signal stack");
+            // glibc may reuse a cached stack up to 4 times larger.
+            assert!(
+                (CONNECTION_STACK..=4 * CONNECTION_STACK).contains(&size),
+                "{size}"
+            );
+        }
     }
 
     /// A thread is named after its peer while the connection has it to itself (the role

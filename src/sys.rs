@@ -205,6 +205,49 @@ pub fn lower_thread_priority() {
     }
 }
 
+/// Start `f` on a new detached thread with a stack of `stack` bytes, straight through
+/// `pthread_create` rather than `std::thread`.
+///
+/// For threads that exist by the thousand (one per subscriber): a `std::thread` also
+/// allocates a handle, a result packet and a stack-overflow record, and maps, protects and
+/// later unmaps a guard-paged signal stack, about 300 bytes of heap and two mappings per
+/// thread that such a thread never uses. The thread here has glibc's own guard page; if it
+/// overflows its stack the process dies of SIGSEGV without Rust's "has overflowed its
+/// stack" message. `std::thread::current()` and thread-locals work on it as on any thread.
+/// A panic in `f` ends the thread only, as with `std::thread` (the panic hook reports it).
+pub fn spawn_detached<F: FnOnce() + Send + 'static>(stack: usize, f: F) -> io::Result<()> {
+    extern "C" fn start<F: FnOnce()>(arg: *mut libc::c_void) -> *mut libc::c_void {
+        // SAFETY: `arg` is the box leaked below, handed to exactly this thread.
+        let f = unsafe { Box::from_raw(arg as *mut F) };
+        // Unwinding must not cross the C frame: stop it here, as std does.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        std::ptr::null_mut()
+    }
+    let arg = Box::into_raw(Box::new(f));
+    // SAFETY: the attribute is initialised before use and destroyed after; the thread
+    // takes ownership of `arg` only if `pthread_create` succeeds.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        let mut rc = libc::pthread_attr_init(&mut attr);
+        if rc == 0 {
+            rc = libc::pthread_attr_setstacksize(&mut attr, stack.max(libc::PTHREAD_STACK_MIN));
+            if rc == 0 {
+                rc = libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+            }
+            if rc == 0 {
+                let mut tid: libc::pthread_t = 0;
+                rc = libc::pthread_create(&mut tid, &attr, start::<F>, arg as *mut libc::c_void);
+            }
+            libc::pthread_attr_destroy(&mut attr);
+        }
+        if rc != 0 {
+            drop(Box::from_raw(arg));
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+    }
+    Ok(())
+}
+
 /// Raise this process's open-file soft limit to its hard limit; returns the soft limit now
 /// in force.
 pub fn raise_nofile_limit() -> u64 {
@@ -389,6 +432,26 @@ pub fn connect_from(from: Ipv4Addr, to: SocketAddr) -> io::Result<TcpStream> {
     }
 }
 
+/// Whether the calling thread has an alternate signal stack, and its stack's size: how
+/// tests tell a [`spawn_detached`] thread from a `std::thread` one.
+#[cfg(test)]
+pub(crate) fn thread_shape() -> (bool, usize) {
+    // SAFETY: queries about the calling thread into initialised structs.
+    unsafe {
+        let mut ss: libc::stack_t = std::mem::zeroed();
+        let alt = libc::sigaltstack(std::ptr::null(), &mut ss) == 0
+            && ss.ss_flags & libc::SS_DISABLE == 0;
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        let mut size = 0;
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) == 0 {
+            let mut addr = std::ptr::null_mut();
+            libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
+            libc::pthread_attr_destroy(&mut attr);
+        }
+        (alt, size)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,6 +482,46 @@ mod tests {
             )),
             None
         );
+    }
+
+    /// A detached thread gets the stack asked for and no signal stack; a panic ends only
+    /// its thread; `std::thread::current()` and thread-locals work on it.
+    #[test]
+    fn detached_threads_are_lean_and_contain_panics() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = tx.clone();
+        spawn_detached(512 * 1024, move || {
+            thread_local!(static N: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
+            N.with(|n| n.set(n.get() + 1));
+            let id = std::thread::current().id();
+            let _ = t.send((thread_shape(), id, N.with(|n| n.get())));
+        })
+        .unwrap();
+        let ((alt, size), id, n) = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        assert!(!alt, "a detached thread has no signal stack");
+        // At least the size asked for: glibc may reuse a cached stack up to 4 times larger.
+        assert!((512 * 1024..=2048 * 1024).contains(&size), "{size}");
+        assert_ne!(id, std::thread::current().id());
+        assert_eq!(n, 1);
+        // A std thread, for contrast: Rust maps it a signal stack.
+        let (std_alt, _) = std::thread::spawn(thread_shape).join().unwrap();
+        assert!(std_alt, "std::thread installs a signal stack");
+
+        spawn_detached(64 * 1024, || panic!("contained")).unwrap();
+        let t = tx.clone();
+        spawn_detached(64 * 1024, move || {
+            let _ = t.send(((false, 0), std::thread::current().id(), 0));
+        })
+        .unwrap();
+        assert!(rx.recv_timeout(std::time::Duration::from_secs(10)).is_ok());
+        // A stack size below the minimum is raised to it rather than refused.
+        let t = tx;
+        spawn_detached(1, move || {
+            let _ = t.send((thread_shape(), std::thread::current().id(), 0));
+        })
+        .unwrap();
+        let ((_, size), _, _) = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        assert!(size >= libc::PTHREAD_STACK_MIN, "{size}");
     }
 
     /// The fields are read from the kernel's format, and this process's figures are
