@@ -97,6 +97,33 @@ struct CatchUp {
     acks: Option<replay::Acked>,
 }
 
+/// A subscriber's message as [`Peer::next_message`] first sees it.
+enum Incoming {
+    Ack,
+    IAmAlive,
+    /// Anything else, copied out of the receive buffer to be parsed.
+    Other(Vec<u8>),
+}
+
+/// The next complete message in `frames`: an ack (passed to a catch-up's ack tracker,
+/// if any) or an iamalive answer is recognised in place, without a copy or an
+/// allocation; anything else is copied out.
+fn next_incoming(
+    frames: &mut FrameReader,
+    catchup: &mut Option<Box<CatchUp>>,
+) -> Result<Option<Incoming>, FrameError> {
+    frames.with_next_frame(|payload| match transport::quick_role(payload) {
+        Some(Role::Ack) => {
+            if let Some(a) = catchup.as_mut().and_then(|c| c.acks.as_mut()) {
+                a.acked(payload);
+            }
+            Incoming::Ack
+        }
+        Some(Role::IAmAlive) => Incoming::IAmAlive,
+        _ => Incoming::Other(payload.to_vec()),
+    })
+}
+
 struct Peer {
     id: u64,
     /// The dispatcher has been told the first filters ([`Msg::Start`]) yet?
@@ -444,13 +471,8 @@ impl Peer {
                 Err(e) => return Err(End::Io(e)),
             }
         }
-        loop {
-            match self.frames.next_frame() {
-                Ok(Some(f)) => self.handle_message(&f, ctx)?,
-                Ok(None) => return Ok(()),
-                Err(e) => return Err(End::Garbage(e.to_string())),
-            }
-        }
+        while self.next_message(ctx)? {}
+        Ok(())
     }
 
     /// Read everything the subscriber has sent so far, without blocking.
@@ -471,13 +493,7 @@ impl Peer {
                     }
                 }
             }
-            loop {
-                match self.frames.next_frame() {
-                    Ok(Some(f)) => self.handle_message(&f, ctx)?,
-                    Ok(None) => break,
-                    Err(e) => return Err(End::Garbage(e.to_string())),
-                }
-            }
+            while self.next_message(ctx)? {}
         }
     }
 
@@ -532,23 +548,34 @@ impl Peer {
         }
     }
 
-    fn handle_message(&mut self, payload: &[u8], ctx: &BroadcastContext) -> Result<(), End> {
-        // Acks and iamalive answers (one per delivered copy, one per interval) are
-        // recognised from their start tag; only other messages are parsed.
-        match transport::quick_role(payload) {
-            Some(Role::Ack) => {
-                if let Some(a) = self.catchup.as_mut().and_then(|c| c.acks.as_mut()) {
-                    a.acked(payload);
-                }
+    /// Handle the next complete message, if any (`false`: none buffered). Acks and
+    /// iamalive answers (one per delivered copy, one per interval) are recognised from
+    /// their start tag and handled where they lie in the receive buffer: with thousands of
+    /// subscriber threads, a copy per ack would be a `malloc` and a `free` per copy, each
+    /// taking a lock on one of the few malloc arenas that all those threads share. Other
+    /// messages are copied out and parsed.
+    fn next_message(&mut self, ctx: &BroadcastContext) -> Result<bool, End> {
+        let next = next_incoming(&mut self.frames, &mut self.catchup);
+        match next {
+            Ok(None) => Ok(false),
+            Ok(Some(Incoming::Ack)) => {
                 self.count_ack();
-                return Ok(());
+                Ok(true)
             }
-            Some(Role::IAmAlive) => {
+            Ok(Some(Incoming::IAmAlive)) => {
                 self.iamalive_unanswered = false;
-                return Ok(());
+                Ok(true)
             }
-            _ => {}
+            Ok(Some(Incoming::Other(payload))) => {
+                self.handle_message(&payload, ctx)?;
+                Ok(true)
+            }
+            Err(e) => Err(End::Garbage(e.to_string())),
         }
+    }
+
+    /// A message other than a plain ack or iamalive answer: parsed, then acted on.
+    fn handle_message(&mut self, payload: &[u8], ctx: &BroadcastContext) -> Result<(), End> {
         let msg = match transport::parse(payload) {
             Ok(m) => m,
             Err(e) => {
@@ -626,11 +653,57 @@ mod tests {
         (out, top - deepest)
     }
 
+    /// Acks and iamalive answers are handled where they lie in the receive buffer: no
+    /// allocation per message (with thousands of subscriber threads, one per ack would
+    /// contend for malloc's few arena locks). Anything else comes out whole, in order.
+    #[test]
+    fn acks_are_read_in_place() {
+        let mut wire = Vec::new();
+        for i in 0..50 {
+            wire.extend(crate::frame::encode(&transport::ack(
+                &format!("ivo://x/y#{i}"),
+                Some("ivo://sub/b"),
+            )));
+            if i % 10 == 0 {
+                wire.extend(crate::frame::encode(&transport::iamalive_response(
+                    "ivo://bolide.test/broker",
+                    Some("ivo://sub/b"),
+                )));
+            }
+        }
+        let auth = transport::authenticate_response("ivo://bolide.test/broker", None, &[]);
+        wire.extend(crate::frame::encode(&auth));
+        let mut frames = FrameReader::new(MAX_INCOMING);
+        let mut catchup = None;
+        let mut src = &wire[..];
+        while frames.read_some(&mut src, wire.len()).unwrap() > 0 {}
+        let before = crate::test_alloc::allocations();
+        let (mut acks, mut alive) = (0, 0);
+        loop {
+            match next_incoming(&mut frames, &mut catchup).unwrap() {
+                Some(Incoming::Ack) => acks += 1,
+                Some(Incoming::IAmAlive) => alive += 1,
+                Some(Incoming::Other(m)) => {
+                    assert_eq!((acks, alive), (50, 5));
+                    assert_eq!(
+                        crate::test_alloc::allocations() - before,
+                        1,
+                        "the copy of authenticate"
+                    );
+                    assert_eq!(m, auth);
+                }
+                None => break,
+            }
+        }
+        assert_eq!((acks, alive), (50, 5));
+        assert_eq!(crate::test_alloc::allocations() - before, 1);
+    }
+
     /// A whole subscriber session fits in a small stack. Every stack page a subscriber
     /// thread touches stays resident while it is connected, and a thousand subscribers
     /// hold a thousand threads: a connection thread enters [`handle`] about 4 KiB deep
     /// (glibc's thread descriptor and TLS, without the static TLS reserve that
-    /// [`crate::sys::LEAN_THREADS`] turns off; Rust's thread start; the listener), so a
+    /// [`crate::sys::LEAN_THREADS`] turns off; the thread's start; the listener), so a
     /// session within 3 KiB keeps each thread at two pages, with 1 KiB to spare for the
     /// paths inside libc this test does not take (a stack buffer of a few KiB on this
     /// path would cost every subscriber a third page). Frame sizes only mean something

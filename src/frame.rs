@@ -223,7 +223,16 @@ impl FrameReader {
     /// Take the next complete frame out of the buffer, if there is one. The returned
     /// payload is a fresh `Vec` of exactly the frame's length.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
-        Ok(self.take()?.map(|r| self.buf[r].to_vec()))
+        self.with_next_frame(<[u8]>::to_vec)
+    }
+
+    /// Hand the next complete frame's payload to `f` where it lies, without copying it
+    /// out: for messages that are only looked at, such as a subscriber's acks.
+    pub fn with_next_frame<R>(
+        &mut self,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>, FrameError> {
+        Ok(self.take()?.map(|r| f(&self.buf[r])))
     }
 
     /// True if at least one complete frame is buffered.

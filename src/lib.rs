@@ -221,6 +221,8 @@ pub mod signals;
 pub mod siteconfig;
 pub mod store;
 pub mod sys;
+#[cfg(test)]
+mod test_alloc;
 pub mod testevent;
 pub mod time;
 pub mod transport;
