@@ -131,8 +131,10 @@
 //!   new one), so every connection that waits has its own thread and, under load, the
 //!   next connections wait in the backlog instead of each waking a thread. Threads are
 //!   reused (no thread start per event); the whitelist ([`whitelist`]) and the connection
-//!   caps are checked at accept; stacks are sized explicitly, and the kernel queues up to
-//!   [`listener::LISTEN_BACKLOG`] connections not yet accepted.
+//!   caps are checked at accept; stacks are sized explicitly, threads start through
+//!   `pthread_create` ([`sys::spawn_detached`]) with nothing Rust's `std::thread` adds per
+//!   thread, and the kernel queues up to [`listener::LISTEN_BACKLOG`] connections not
+//!   yet accepted.
 //!
 //! A thread per subscriber costs its touched stack pages and its heap: bolide runs with
 //! glibc's per-thread malloc cache off, no static TLS reserve at the top of each stack,
