@@ -24,7 +24,9 @@
 //! Connection threads start through [`sys::spawn_detached`], not `std::thread`: no
 //! handle, result packet or signal stack, which a thread per subscriber would multiply.
 //! While it serves a connection, a thread carries the peer in its kernel name (what
-//! `top -H` and `ps -L` show), e.g. `author 192.0.2.7:4`.
+//! `top -H` and `ps -L` show), e.g. `author 192.0.2.7:4`. Subscriber threads run under
+//! `SCHED_BATCH` ([`sys::batch_scheduling`]): their wake-ups do not preempt the
+//! dispatcher's fan-out.
 
 use std::collections::HashMap;
 use std::io;
@@ -404,6 +406,13 @@ where
     let state = &a.state;
     let idle_name = a.kind.idle_name();
     set_kernel_name(idle_name);
+    if a.kind == Kind::Subscribers {
+        // A subscriber thread reads acks and iamalive answers every few seconds and
+        // writes backlog for slow readers: work that can wait a tick, and with thousands
+        // of subscribers, wake-ups that would otherwise preempt the dispatcher in the
+        // middle of a fan-out.
+        sys::batch_scheduling();
+    }
     let role = Arc::new(AtomicBool::new(true));
     loop {
         // This thread holds the accept role here.
@@ -655,6 +664,44 @@ mod tests {
                 (CONNECTION_STACK..=4 * CONNECTION_STACK).contains(&size),
                 "{size}"
             );
+        }
+    }
+
+    /// Subscriber connection threads run under `SCHED_BATCH`, author threads under the
+    /// normal policy.
+    #[test]
+    fn subscriber_threads_do_not_preempt() {
+        for (kind, policy) in [
+            (Kind::Subscribers, libc::SCHED_BATCH),
+            (Kind::Authors, libc::SCHED_OTHER),
+        ] {
+            let (tx, rx) = mpsc::channel();
+            let tx = Mutex::new(tx);
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            let state = Arc::new(ListenerState::new(Caps::unlimited()));
+            start(
+                l,
+                Whitelist::allow_all(),
+                kind,
+                Arc::clone(&state),
+                move |_s: TcpStream, _, handoff: &mut Handoff<'_>| {
+                    handoff.release();
+                    // SAFETY: a query about the calling thread.
+                    let _ = tx
+                        .lock()
+                        .unwrap()
+                        .send(unsafe { libc::sched_getscheduler(0) });
+                },
+            )
+            .unwrap();
+            let _c = TcpStream::connect(addr).unwrap();
+            assert_eq!(
+                rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+                policy,
+                "{kind:?}"
+            );
+            state.stop();
         }
     }
 

@@ -248,6 +248,19 @@ pub fn spawn_detached<F: FnOnce() + Send + 'static>(stack: usize, f: F) -> io::R
     Ok(())
 }
 
+/// Put the calling thread under `SCHED_BATCH`: same share of the CPU as before (its nice
+/// value is kept), but a wake-up of this thread does not preempt the thread running. For
+/// threads whose work can wait a scheduling tick, so that thousands of them waking do not
+/// interrupt a thread on the critical path. Any thread may do this to itself; failure is
+/// ignored (the thread keeps the normal policy).
+pub fn batch_scheduling() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid struct.
+    unsafe {
+        libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
+    }
+}
+
 /// Raise this process's open-file soft limit to its hard limit; returns the soft limit now
 /// in force.
 pub fn raise_nofile_limit() -> u64 {
