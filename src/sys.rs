@@ -210,7 +210,7 @@ pub fn lower_thread_priority() {
 ///
 /// For threads that exist by the thousand (one per subscriber): a `std::thread` also
 /// allocates a handle, a result packet and a stack-overflow record, and maps, protects and
-/// later unmaps a guard-paged signal stack, about 300 bytes of heap and two mappings per
+/// later unmaps a guard-paged signal stack: about 250 bytes of heap and two mappings per
 /// thread that such a thread never uses. The thread here has glibc's own guard page; if it
 /// overflows its stack the process dies of SIGSEGV without Rust's "has overflowed its
 /// stack" message. `std::thread::current()` and thread-locals work on it as on any thread.
