@@ -49,6 +49,10 @@
 //! A record whose `time + ttl <= now` is expired: [`Store::seen`] reports it
 //! as not seen, [`Store::insert_batch`] overwrites it, and [`Store::prune`]
 //! deletes it.
+//!
+//! Every page LMDB reads stays mapped in the process until dropped: `maptrim`
+//! drops the map's pages after commits and archive reads once they have grown
+//! by a few MiB, so the RSS does not grow with the archive.
 
 use std::fmt;
 use std::fs;
@@ -65,9 +69,11 @@ use log::{info, warn};
 use crate::archive::{self, ArchiveConfig, Counters, Dbs};
 
 mod error;
+mod maptrim;
 use crate::voevent::Event;
 pub use error::StoreError;
 use error::{is_denied, map_lmdb};
+use maptrim::MapTrim;
 
 /// SHA-256 of an event's VTP 2.0 span (root element start to end): the key of a record.
 pub use crate::voevent::Key;
@@ -99,13 +105,6 @@ const EVENTS_DB: &str = "events";
 const BY_TIME_DB: &str = "by_time";
 const FORMAT_KEY: &[u8] = b"format";
 const DATA_FILE: &str = "data.mdb";
-/// How often the writer drops the map's pages from its page tables (see
-/// [`Store::trim_mapping`]).
-const TRIM_EVERY_MS: u64 = 1000;
-/// Bytes of events read from the archive after which a reader drops the map's pages (see
-/// [`Store::trim_mapping`]): a catch-up reads old entries far faster than once a second,
-/// and every page it reads through the map counts in the RSS until dropped.
-const TRIM_AFTER_READING: u64 = 1 << 20;
 /// Most archive entries deleted by retention inside one insert transaction.
 const EVICT_PER_COMMIT: usize = 256;
 /// Pages the archive keeps free beyond the reserve, for a transaction that deletes its
@@ -209,13 +208,8 @@ pub struct Store {
     /// Notified after every commit that appended to the archive (with `counters`).
     appended: Condvar,
     archive_id: [u8; 16],
-    /// LMDB's map of `data.mdb` (address, length), found once at open; it does not move
-    /// while the environment is open.
-    mapping: Option<(usize, usize)>,
-    /// When the map's pages were last dropped from the page tables (Unix ms).
-    last_trim_ms: std::sync::atomic::AtomicU64,
-    /// Bytes of events read from the archive since the map's pages were last dropped.
-    read_since_trim: std::sync::atomic::AtomicU64,
+    /// LMDB's map of `data.mdb`, kept out of the RSS.
+    map_trim: MapTrim,
     /// The directory's `flock`, released (closed) after the environment.
     _lock: fs::File,
     _guard: OpenGuard,
@@ -298,7 +292,7 @@ impl Store {
             .map(|s| s.page_size() as usize)
             .map_err(|e| map_lmdb(&dir, map_size, e))?;
         let map_pages = map_size / page_size.max(1);
-        let mapping = crate::sys::find_file_mapping(&dir.join(DATA_FILE));
+        let map_trim = MapTrim::new(&dir.join(DATA_FILE));
         Ok(Store {
             env,
             events,
@@ -313,9 +307,7 @@ impl Store {
             counters: Mutex::new(counters),
             appended: Condvar::new(),
             archive_id,
-            mapping,
-            last_trim_ms: std::sync::atomic::AtomicU64::new(0),
-            read_since_trim: std::sync::atomic::AtomicU64::new(0),
+            map_trim,
             _lock: lock,
             _guard: guard,
         })
@@ -608,7 +600,7 @@ impl Store {
                         force = (force * 2).max(self.batch_pages(events) * 4)
                     }
                     other => {
-                        self.trim_mapping();
+                        self.map_trim.after_commit();
                         return other.map_err(|e| self.err(e));
                     }
                 }
@@ -626,51 +618,8 @@ impl Store {
             });
         }
         let written = self.write_batch(records, &[]).map_err(|e| self.err(e));
-        self.trim_mapping();
+        self.map_trim.after_commit();
         written
-    }
-
-    /// At most once a second, drop the map's pages from this process's page tables.
-    /// Reading a B-tree page through the map also maps the pages around it that are in
-    /// the page cache (the kernel's fault-around), and with the archive those are the
-    /// events just written: without this the process's RSS would grow with the archive.
-    /// The pages stay in the page cache; the next access maps them again (a minor fault).
-    fn trim_mapping(&self) {
-        use std::sync::atomic::Ordering;
-        let now = crate::time::unix_now_ms();
-        let last = self.last_trim_ms.load(Ordering::Relaxed);
-        if now.saturating_sub(last) < TRIM_EVERY_MS
-            || self
-                .last_trim_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            return;
-        }
-        self.drop_mapping();
-    }
-
-    /// A reader went through an archived event of `size` bytes: past
-    /// `TRIM_AFTER_READING` since the last trim, drop the map's pages now.
-    fn count_read(&self, size: usize) {
-        use std::sync::atomic::Ordering;
-        let size = size as u64;
-        if self.read_since_trim.fetch_add(size, Ordering::Relaxed) + size >= TRIM_AFTER_READING {
-            self.drop_mapping();
-        }
-    }
-
-    /// Drop the map's pages from this process's page tables.
-    fn drop_mapping(&self) {
-        self.read_since_trim
-            .store(0, std::sync::atomic::Ordering::Relaxed);
-        let Some((addr, len)) = self.mapping else {
-            return;
-        };
-        // SAFETY: `mapping` is LMDB's shared, read-only map of data.mdb, found at open.
-        if let Err(e) = unsafe { crate::sys::drop_mapped_pages(addr, len) } {
-            log::debug!("madvise on the event database's map: {e}");
-        }
     }
 
     /// One write transaction: the dedup records, and the archive entries of `events`
@@ -808,6 +757,7 @@ impl Store {
             *counters = c;
             total += gone;
             drop(counters);
+            self.map_trim.after_commit();
             std::thread::yield_now();
         }
     }
@@ -865,7 +815,7 @@ impl Store {
                     archive::ReadFail::Bad(e) => self.corrupt(e.to_string()),
                 })?;
             n += 1;
-            self.count_read(entry.size);
+            self.map_trim.after_read(entry.size);
             if !visit(&entry) {
                 break;
             }
@@ -1003,6 +953,7 @@ impl Store {
                 }
             }
             total += self.delete_expired(&victims, now)?;
+            self.map_trim.after_commit();
             if at_end {
                 return Ok(total);
             }

@@ -573,15 +573,121 @@ fn format_2_is_upgraded_keeping_records() {
 fn the_map_is_found_and_trimming_it_keeps_the_data() {
     let d = TestDir::new("mapping");
     let s = Store::open(&d.cfg()).unwrap();
-    let (_, len) = s.mapping.expect("data.mdb is mapped");
+    let (_, len) = s.map_trim.mapping().expect("data.mdb is mapped");
     assert_eq!(len, s.map_size);
     let e = archived_event(1, 100);
     s.insert_batch(&[(e.key, NOW)], &[&e]).unwrap();
-    s.last_trim_ms.store(0, Ordering::Relaxed);
-    s.trim_mapping();
-    assert!(s.last_trim_ms.load(Ordering::Relaxed) > 0);
+    s.map_trim.drop_pages();
     assert!(s.seen(&e.key, NOW).unwrap());
     assert_eq!(s.archive_counters().count, 1);
+}
+
+/// KiB of `file` mapped in this process (its mappings' `Rss` in /proc/self/smaps).
+fn mapped_kib(file: &Path) -> u64 {
+    let smaps = fs::read_to_string("/proc/self/smaps").unwrap();
+    let name = file.to_str().unwrap();
+    let mut inside = false;
+    let mut kib = 0;
+    for line in smaps.lines() {
+        if let Some(rss) = line.strip_prefix("Rss:") {
+            if inside {
+                kib += rss
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap();
+            }
+        } else if line.contains('-') && !line.ends_with(" kB") {
+            inside = line.ends_with(name);
+        }
+    }
+    kib
+}
+
+/// While a reader holds an old snapshot, every commit reads a fresh path of pages through
+/// the map: once the process's file-backed RSS has grown by `MAPPED_LIMIT`, the next
+/// commit allowed to (one a `WRITER_INTERVAL` after the last drop) drops them, and the
+/// data stays readable. A reader going through the archive drops them the same way,
+/// without waiting.
+#[test]
+fn the_map_is_dropped_once_it_has_grown_by_the_limit() {
+    use maptrim::MAPPED_LIMIT;
+    let d = TestDir::new("trim-growth");
+    let s = Store::open(&StoreConfig {
+        no_sync: true,
+        ..d.cfg()
+    })
+    .unwrap();
+    let data = fs::canonicalize(d.0.join(DATA_FILE)).unwrap();
+    let limit_kib = MAPPED_LIMIT / 1024;
+    let first = archived_event(0, 3000);
+    s.insert_batch(&[(first.key, NOW)], &[&first]).unwrap();
+    let snapshot = s.env.begin_ro_txn().unwrap();
+    let mut i = 1;
+    // Commit event `i` and say how much of data.mdb is mapped.
+    let commit = |i: &mut u64, gate_shut: bool| {
+        s.map_trim.set_writer_gate(gate_shut);
+        let e = archived_event(*i, 3000);
+        s.insert_batch(&[(e.key, NOW)], &[&e]).unwrap();
+        *i += 1;
+        mapped_kib(&data)
+    };
+    // Commits with the interval gate shut: nothing is dropped, however much is mapped.
+    let mut last = 0;
+    while last < 2 * limit_kib {
+        assert!(i < 20_000, "{i} commits mapped only {last} KiB");
+        let now = commit(&mut i, true);
+        assert!(now >= last, "dropped at {last} KiB with the gate shut");
+        last = now;
+    }
+    // Commits allowed to drop: until the map has been dropped at least twice and
+    // data.mdb holds several limits' worth, it is never much more than the limit, and
+    // not dropped at every commit. Other tests running in this process map files too
+    // (their growth counts with ours), so the map is dropped no later than the limit,
+    // perhaps sooner.
+    let (mut drops, mut most, start) = (0, 0, i);
+    while drops < 3 || fs::metadata(&data).unwrap().len() < 6 * MAPPED_LIMIT {
+        assert!(
+            i < 40_000,
+            "{i} commits and the map was dropped {drops} times"
+        );
+        let now = commit(&mut i, false);
+        if now < last {
+            drops += 1;
+        }
+        if drops > 1 {
+            most = most.max(now);
+        }
+        last = now;
+    }
+    assert!(
+        most <= limit_kib + 1024,
+        "{most} KiB of data.mdb mapped (limit {limit_kib} KiB)"
+    );
+    assert!(
+        drops * 8 <= i - start,
+        "dropped {drops} times in {} commits",
+        i - start
+    );
+    drop(snapshot);
+    assert!(s.seen(&first.key, NOW).unwrap());
+    assert_eq!(s.archive_counters().count, i);
+    // The reader: all of the archive read in one go.
+    s.map_trim.drop_pages();
+    let mut most = 0;
+    let read = s
+        .read_archive(0, |_| {
+            most = most.max(mapped_kib(&data));
+            true
+        })
+        .unwrap();
+    assert_eq!(read as u64, i);
+    assert!(
+        most <= limit_kib + 1024,
+        "{most} KiB of data.mdb mapped while reading"
+    );
+    assert!(s.map_trim.headroom().is_some(), "/proc/self/statm is read");
 }
 
 /// A format-3 archive (metadata and bytes in one value per entry) is rewritten in place
