@@ -22,9 +22,10 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use log::{debug, error, info, warn};
 
 use crate::committer::{CommitQueue, Committer, Record, INLINE_BATCH};
+use crate::fanout::{self, Delivery, FanOut, Targets};
 use crate::filters::{Evaluation, FilterId, FilterTable};
 use crate::metrics::{DropReason, METRICS};
-use crate::outbox::{Offer, Outbox};
+use crate::outbox::Outbox;
 use crate::siteconfig::SiteConfig;
 use crate::store::Store;
 use crate::testevent;
@@ -162,6 +163,10 @@ pub struct Dispatcher {
     stats: Stats,
     handlers: Option<Sender<Arc<Event>>>,
     filters: FilterTable,
+    /// Writes an event's copies, with helper threads when they are many.
+    fanout: FanOut,
+    /// The subscribers an event passes the filters of (reused for each event).
+    passing: Vec<usize>,
     /// Keys of our own recent test events: they are never stored, so without this one
     /// could come back through a ring of brokers and be relayed as new.
     own_tests: std::collections::VecDeque<Key>,
@@ -201,6 +206,8 @@ impl Dispatcher {
             stats: Stats::default(),
             handlers,
             filters: FilterTable::default(),
+            fanout: FanOut::for_this_machine(),
+            passing: Vec::new(),
             own_tests: std::collections::VecDeque::with_capacity(OWN_TESTS),
             inline,
             uncommitted: 0,
@@ -487,40 +494,39 @@ impl Dispatcher {
     /// or gone. The event is parsed for XPath only if some subscriber has filters, and
     /// each distinct expression is evaluated at most once.
     fn fan_out(&mut self, event: &Arc<Event>) -> usize {
-        let mut sent = 0;
-        let mut i = 0;
         let filtered = self
             .subscribers
             .iter()
             .any(|s| !s.filters.is_empty() || !s.imposed.is_empty());
-        let mut eval = filtered.then(|| self.filters.evaluate(event.payload()));
-        let mut dropped = Vec::new();
-        while i < self.subscribers.len() {
-            let s = &self.subscribers[i];
-            if let Some(e) = eval.as_mut() {
-                if !passes(e, s, event) {
-                    i += 1;
-                    continue;
-                }
-            }
-            if offer(&mut self.stats, s, event) {
-                sent += 1;
-            } else {
-                dropped.push(i);
-            }
-            i += 1;
+        // The indices of the subscribers whose filters pass it, in a buffer kept from one
+        // event to the next.
+        let mut passing = std::mem::take(&mut self.passing);
+        passing.clear();
+        if filtered {
+            let mut eval = self.filters.evaluate(event.payload());
+            passing.extend(
+                (0..self.subscribers.len())
+                    .filter(|&i| passes(&mut eval, &self.subscribers[i], event)),
+            );
         }
-        drop(eval);
+        let targets = if filtered {
+            Targets::Only(&passing)
+        } else {
+            Targets::All
+        };
+        let copies = self.fanout.write_all(&self.subscribers, targets, event);
+        self.passing = passing;
         // Highest index first, so swap_remove never moves an index still to be removed.
-        for &i in dropped.iter().rev() {
+        for &i in copies.gone.iter().rev() {
             self.remove(i);
         }
-        self.stats.copies += sent as u64;
-        METRICS.copies.fetch_add(sent as u64, Ordering::Relaxed);
+        self.stats.dropped_subscribers += copies.too_slow;
+        self.stats.copies += copies.sent;
+        METRICS.copies.fetch_add(copies.sent, Ordering::Relaxed);
         if !self.awaiting.is_empty() {
             self.hold(event);
         }
-        sent
+        copies.sent as usize
     }
 
     /// Keep `event` for every subscriber whose filters are awaited; drop those already
@@ -610,9 +616,17 @@ impl Dispatcher {
             if filtered && !passes(&mut self.filters.evaluate(event.payload()), s, event) {
                 continue;
             }
-            alive = offer(&mut self.stats, s, event);
-            if !alive {
-                break;
+            match fanout::offer(&s.out, event) {
+                Delivery::Sent => {}
+                Delivery::TooSlow => {
+                    self.stats.dropped_subscribers += 1;
+                    alive = false;
+                    break;
+                }
+                Delivery::Gone => {
+                    alive = false;
+                    break;
+                }
             }
             sent += 1;
         }
@@ -692,39 +706,6 @@ fn passes(e: &mut Evaluation<'_>, s: &SubscriberHandle, event: &Event) -> bool {
         );
     }
     pass
-}
-
-/// Write or queue `event` for subscriber `s`. `false`: its backlog is full or its
-/// connection failed, so it is shut down and must be removed from the table.
-#[inline]
-fn offer(stats: &mut Stats, s: &SubscriberHandle, event: &Arc<Event>) -> bool {
-    match s.out.offer(event) {
-        Offer::Written | Offer::Queued => {
-            debug!("sent {} to subscriber {}", event.ivorn, s.peer());
-            true
-        }
-        Offer::Full => {
-            warn!(
-                "dropping subscriber {}: too slow ({} events queued, not sending {})",
-                s.peer(),
-                s.out.queued(),
-                event.ivorn
-            );
-            s.out.shutdown();
-            stats.dropped_subscribers += 1;
-            METRICS.dropped(DropReason::TooSlow);
-            false
-        }
-        Offer::Failed => {
-            debug!(
-                "subscriber {} is gone; not sending {}",
-                s.peer(),
-                event.ivorn
-            );
-            s.out.shutdown();
-            false
-        }
-    }
 }
 
 #[cfg(test)]

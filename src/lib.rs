@@ -21,7 +21,10 @@
 //!                          ┌──────────── dispatcher (1 thread) ─┼───────────┐
 //!                          │ owns: subscriber table, filter     │           │
 //!                          │ table (sxd-xpath), test-event and  │           │
-//!                          │ summary timers; reads LMDB         │           │
+//!                          │ summary timers; reads LMDB; from   │           │
+//!                          │ 2048 recipients shares the sends   │           │
+//!                          │ with fan-out helpers (1 per CPU    │           │
+//!                          │ beyond its own, at most 3)         │           │
 //!                          └──┬────────────────┬────────────────┼──┬────────┘
 //!   CommitQueue::admit        │                │ send(MSG_DONTWAIT)  │ Arc<Event> (try_send)
 //!   (key joins `pending`)     v                v per subscriber      v
@@ -55,8 +58,11 @@
 //!   LMDB. A new event is written at once to every subscriber whose filters ([`filters`]:
 //!   each distinct expression evaluated at most once per event) select it, through that
 //!   subscriber's [`outbox::Outbox`]: one non-blocking `send` of the shared bytes, no
-//!   thread wake-up unless the socket is full. Then it goes to the commit queue and the
-//!   handlers. Fan-out never waits for the disk.
+//!   thread wake-up unless the socket is full. From [`fanout::PARALLEL_FROM`] recipients
+//!   on, the sends are split into contiguous shares written at once by the dispatcher and
+//!   its long-lived helper threads ([`fanout`]); the next event starts when every share
+//!   is written, so each subscriber's events stay in order. Then it goes to the commit
+//!   queue and the handlers. Fan-out never waits for the disk.
 //! * **Committer** ([`committer`]): group commit. It takes every queued record into one
 //!   write transaction, with each new event's archive entry ([`archive`]: the broker's
 //!   ordered log of accepted events, one seq each), and commits once; only then do the
@@ -155,6 +161,7 @@
 //! |---|---|---|
 //! | an event's bytes (frame as received) | [`voevent::Event`] | `Arc<Event>` in outbox backlogs and the handler queue |
 //! | dedup decision, subscriber table, filters | dispatcher thread | messages only ([`dispatcher::Msg`]) |
+//! | one share of a large event's copies | a fan-out helper thread, until it answers | the share's `Arc<Outbox>` clones over a channel; the dispatcher waits for the answer |
 //! | keys accepted but not yet durable (`pending`) | [`committer::CommitQueue`] | admitted by the dispatcher, removed by the committer after the commit, under one mutex |
 //! | LMDB environment ([`store::Store`]): dedup records and archive | `Arc<Store>` | read txns on the dispatcher and the Kafka publisher, writes on committer, pruner and (its position, in `meta`) the publisher; the archive's counters under one mutex held by the writer |
 //! | Kafka offsets settled / the publisher's position | the `kafka-consumer` / `kafka-publisher` thread | verdicts on a channel; the offsets under a mutex shared with the consumer's rebalance callbacks (same thread); the position in `meta` |
@@ -203,6 +210,7 @@ pub mod broker;
 pub mod cli;
 pub mod committer;
 pub mod dispatcher;
+pub mod fanout;
 pub mod filters;
 pub mod frame;
 pub mod handlers;
