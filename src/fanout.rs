@@ -267,21 +267,10 @@ pub fn offer(out: &Outbox, event: &Arc<Event>) -> Delivery {
 mod tests {
     use super::*;
     use crate::frame::FrameReader;
-    use crate::voevent::{EventRole, Origin};
     use std::net::{TcpListener, TcpStream};
 
     fn event(n: usize) -> Arc<Event> {
-        let body = format!(
-            "<VOEvent ivorn='ivo://x.y/z#{n}'>{}</VOEvent>",
-            "p".repeat(300)
-        );
-        Arc::new(Event::new(
-            body.as_bytes(),
-            format!("ivo://x.y/z#{n}"),
-            EventRole::Test,
-            0..body.len(),
-            Origin::Local,
-        ))
+        crate::outbox::tests::sized_event(n, 300)
     }
 
     /// `n` subscribers over loopback connections: the table and each one's reading end.

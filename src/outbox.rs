@@ -254,16 +254,21 @@ impl Outbox {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::frame::FrameReader;
     use crate::voevent::{EventRole, Origin};
     use std::net::TcpListener;
 
     fn event(n: usize) -> Arc<Event> {
+        sized_event(n, 60_000)
+    }
+
+    /// Test event `n` (ivorn `ivo://x.y/z#n`) with `pad` bytes of text.
+    pub(crate) fn sized_event(n: usize, pad: usize) -> Arc<Event> {
         let body = format!(
             "<VOEvent ivorn='ivo://x.y/z#{n}'>{}</VOEvent>",
-            "p".repeat(60_000)
+            "p".repeat(pad)
         );
         Arc::new(Event::new(
             body.as_bytes(),
