@@ -52,6 +52,20 @@ pub struct Copies {
     pub too_slow: u64,
 }
 
+impl Copies {
+    /// Count what became of the copy for subscriber `i`.
+    fn record(&mut self, i: usize, d: Delivery) {
+        match d {
+            Delivery::Sent => self.sent += 1,
+            Delivery::TooSlow => {
+                self.too_slow += 1;
+                self.gone.push(i);
+            }
+            Delivery::Gone => self.gone.push(i),
+        }
+    }
+}
+
 /// What became of one copy.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Delivery {
@@ -125,10 +139,16 @@ impl FanOut {
             1
         };
         let per = n.div_ceil(shares);
+        let mut copies = Copies::default();
+        let write_here = |copies: &mut Copies, part: std::ops::Range<usize>| {
+            for p in part {
+                let i = index(p);
+                copies.record(i, offer(&subs[i].out, event));
+            }
+        };
         // Hand the helpers their shares (the last ones), then write the first here.
         let mut handed = Vec::with_capacity(shares - 1);
-        // Shares of helpers that are gone: written here.
-        let mut unhanded = Vec::new();
+        let mut lost = Vec::new();
         for (k, helper) in self.helpers.iter().enumerate().take(shares - 1) {
             let part = (k + 1) * per..((k + 2) * per).min(n);
             let outs = part
@@ -141,32 +161,20 @@ impl FanOut {
             };
             match helper.jobs.send(job) {
                 Ok(()) => handed.push((k, part)),
-                Err(_) => unhanded.push((k, part)),
+                // The helper is gone: its share is written here, and it is replaced at
+                // the next large event.
+                Err(_) => {
+                    lost.push(k);
+                    write_here(&mut copies, part);
+                }
             }
         }
-        let mut copies = Copies::default();
-        let mut record = |i: usize, d: Delivery| match d {
-            Delivery::Sent => copies.sent += 1,
-            Delivery::TooSlow => {
-                copies.too_slow += 1;
-                copies.gone.push(i);
-            }
-            Delivery::Gone => copies.gone.push(i),
-        };
-        let mine = 0..if shares == 1 { n } else { per };
-        let mut lost = Vec::new();
-        for p in mine.chain(unhanded.into_iter().flat_map(|(k, part)| {
-            lost.push(k);
-            part
-        })) {
-            let i = index(p);
-            record(i, offer(&subs[i].out, event));
-        }
+        write_here(&mut copies, 0..per);
         for (k, part) in handed {
             match self.helpers[k].done.recv() {
                 Ok(done) => {
                     for (p, d) in part.zip(done) {
-                        record(index(p), d);
+                        copies.record(index(p), d);
                     }
                 }
                 // The thread is gone (it contains its panics, so this is not expected):
@@ -174,10 +182,7 @@ impl FanOut {
                 Err(_) => {
                     warn!("a fan-out helper thread ended writing {}", event.ivorn);
                     lost.push(k);
-                    for p in part {
-                        let i = index(p);
-                        record(i, offer(&subs[i].out, event));
-                    }
+                    write_here(&mut copies, part);
                 }
             }
         }

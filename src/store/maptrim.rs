@@ -10,9 +10,9 @@
 //! written. A commit reads the root-to-leaf path of each database it changes; while a
 //! catch-up holds an old snapshot, those are pages the previous commit wrote in new
 //! places all over the file, and each maps its 64-KiB neighbourhood. So [`MapTrim`]
-//! measures rather than estimates: after each commit, and after every
-//! [`CHECK_AFTER_READING`] bytes a reader goes through, it reads the process's
-//! file-backed resident pages (`/proc/self/statm`, half a microsecond) and drops the
+//! measures rather than estimates: after a commit (at most every [`WRITER_CHECK_EVERY`])
+//! and after every [`CHECK_AFTER_READING`] bytes a reader goes through, it reads the
+//! process's file-backed resident pages (`/proc/self/statm`, half a microsecond) and drops the
 //! map's pages from the page tables (`madvise(MADV_DONTNEED)`) once they have grown by
 //! [`MAPPED_LIMIT`] since the last drop.
 //!
@@ -32,6 +32,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 pub(super) const MAPPED_LIMIT: u64 = 4 << 20;
 /// Bytes of events a reader goes through between two checks.
 pub(super) const CHECK_AFTER_READING: u64 = 64 << 10;
+/// Least time between two looks at the RSS after commits: commits can come several a
+/// millisecond, and each look is a system call.
+pub(super) const WRITER_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 /// Least time between two drops a commit asks for.
 pub(super) const WRITER_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 /// Without `/proc/self/statm`, the map's pages are dropped at every this many checks.
@@ -87,10 +90,13 @@ impl MapTrim {
         self.mapping
     }
 
-    /// A transaction committed: drop the map's pages if they have grown past the limit
-    /// and the last drop is `WRITER_INTERVAL` ago.
+    /// A transaction committed: drop the map's pages if they have grown past the limit,
+    /// looking at most every `WRITER_CHECK_EVERY` and `WRITER_INTERVAL` after a drop.
     pub(super) fn after_commit(&self) {
-        if self.since_epoch_ms() >= self.writer_next_ms.load(Ordering::Relaxed) {
+        let now = self.since_epoch_ms();
+        if now >= self.writer_next_ms.load(Ordering::Relaxed) {
+            let next = now + WRITER_CHECK_EVERY.as_millis() as u64;
+            self.writer_next_ms.store(next, Ordering::Relaxed);
             self.check();
         }
     }
