@@ -12,8 +12,10 @@
 //! An entry's metadata (times, role, source, ivorn, `Who`, size: about 150 bytes) is a
 //! record apart from its bytes, so listings, statistics, time searches and retention read
 //! small records packed many to a page and never the bytes. The bytes are LZ4-compressed
-//! (a block, `lz4_flex`) when that makes them smaller, behind a one-byte codec: VOEvent
-//! XML shrinks to about half at a cost of microseconds; reading restores the exact bytes.
+//! against a dictionary of typical VOEvents when that makes them smaller, behind a
+//! one-byte codec ([`codec`]): a GCN notice shrinks to about a quarter at a cost of
+//! microseconds, spent by the thread that checked the event ([`Event::packed`]);
+//! reading restores the exact bytes.
 //! They are stored in parts of at most [`PART`] bytes, which LMDB keeps inside its leaf
 //! pages (four to a page, appended in seq order, so the pages fill up) rather than in
 //! overflow pages of their own, whose unused ends would be written with every event.
@@ -24,7 +26,18 @@
 //! shares an ivorn (each under its own seq) and, sorted by ivorn, answers prefix queries
 //! (`ivo://authority/stream#`) with a range scan. The `meta` database holds the archive's
 //! identity (16 random bytes created with it), the next seq, and the count and bytes of
-//! what it holds, updated in every transaction that changes them.
+//! what it holds.
+//!
+//! An entry and its bytes are written in the transaction that accepts the event; its
+//! `by_ivorn` key and the counters in `meta` follow later ([`index_tail`]): when the
+//! entries not yet indexed, the *tail*, reach [`INDEX_EVERY`], or when entries are
+//! deleted. The stored next seq says where the tail starts. Each of those writes dirties
+//! a path of B-tree pages that a durable commit writes and flushes, about a third of
+//! what archiving adds to a commit of a few events, so the index is written once for
+//! hundreds of entries instead of with each. Nothing is lost or hidden meanwhile: every
+//! lookup by ivorn also reads the tail (a few pages of metadata,
+//! [`for_each_in_tail`]), and opening the database adds the tail to the stored counters
+//! ([`load_counters`]), after a crash too.
 //!
 //! Retention takes the oldest entries first: by age ([`ArchiveConfig::max_age_secs`]),
 //! by total size ([`ArchiveConfig::max_bytes`]), and when the map runs short of space,
@@ -36,7 +49,10 @@ use lmdb::{Cursor, Database, RwTransaction, Transaction, WriteFlags};
 
 use crate::voevent::{Event, EventRole, Key, Origin};
 
+pub mod codec;
 pub mod v1;
+
+pub use codec::{pack, unpack};
 
 /// Longest ivorn prefix kept in a `by_ivorn` key (LMDB keys are at most 511 bytes; 8
 /// more hold the seq). Longer ivorns share the prefix; the entry holds the whole ivorn.
@@ -48,10 +64,6 @@ const ENTRY_VERSION: u8 = 2;
 const HEADER: usize = 1 + 8 + 1 + 1 + 32 + 4 + 4 * 4;
 /// Where the string lengths start in the metadata.
 const LENGTHS_AT: usize = 1 + 8 + 1 + 1 + 32 + 4;
-/// First byte of an `event_bytes` value: the bytes follow as they are, or as one LZ4
-/// block.
-const CODEC_RAW: u8 = 0;
-const CODEC_LZ4: u8 = 1;
 /// Most bytes of one `event_bytes` value: four such values and their 12-byte keys fill a
 /// 4 KiB leaf page, and none needs an overflow page (LMDB moves a value to overflow pages
 /// once it takes more than about half a page).
@@ -328,24 +340,6 @@ fn decode_common(
     Ok((e, at))
 }
 
-/// `payload` as an `event_bytes` value: LZ4-compressed if that is smaller, else as it is,
-/// behind its codec byte.
-pub fn pack(payload: &[u8]) -> Vec<u8> {
-    let mut packed = vec![0u8; 1 + lz4_flex::block::get_maximum_output_size(payload.len())];
-    match lz4_flex::block::compress_into(payload, &mut packed[1..]) {
-        Ok(n) if n < payload.len() => {
-            packed[0] = CODEC_LZ4;
-            packed.truncate(1 + n);
-        }
-        _ => {
-            packed[0] = CODEC_RAW;
-            packed.truncate(1);
-            packed.extend_from_slice(payload);
-        }
-    }
-    packed
-}
-
 /// The `event_bytes` key of part `part` of entry `seq`.
 fn part_key(seq: u64, part: u32) -> [u8; 12] {
     let mut k = [0; 12];
@@ -363,7 +357,18 @@ pub fn put_bytes(
     payload: &[u8],
     flags: WriteFlags,
 ) -> lmdb::Result<()> {
-    for (i, part) in pack(payload).chunks(PART).enumerate() {
+    put_parts(txn, db, seq, &pack(payload), flags)
+}
+
+/// Store `packed` (a [`pack`]ed payload) as the bytes of entry `seq`, in parts.
+fn put_parts(
+    txn: &mut RwTransaction<'_>,
+    db: Database,
+    seq: u64,
+    packed: &[u8],
+    flags: WriteFlags,
+) -> lmdb::Result<()> {
+    for (i, part) in packed.chunks(PART).enumerate() {
         txn.put(db, &part_key(seq, i as u32), &part, flags)?;
     }
     Ok(())
@@ -378,43 +383,6 @@ pub fn delete_bytes(txn: &mut RwTransaction<'_>, db: Database, seq: u64) -> lmdb
             Err(lmdb::Error::NotFound) => return Ok(part),
             Err(e) => return Err(e),
         }
-    }
-}
-
-/// The exact bytes of `e` from its stored `event_bytes` value (its parts joined): borrowed
-/// from it, or decompressed into `buf`.
-pub fn unpack<'b>(
-    e: &Entry<'_>,
-    stored: &'b [u8],
-    buf: &'b mut Vec<u8>,
-) -> Result<&'b [u8], BadEntry> {
-    match stored.split_first() {
-        Some((&CODEC_RAW, bytes)) if bytes.len() == e.size => Ok(bytes),
-        _ => {
-            unpack_into(e, stored, buf)?;
-            Ok(&buf[..])
-        }
-    }
-}
-
-/// The exact bytes of `e` from its stored `event_bytes` value, into `buf`.
-fn unpack_into(e: &Entry<'_>, stored: &[u8], buf: &mut Vec<u8>) -> Result<(), BadEntry> {
-    let bad = |why| BadEntry { seq: e.seq, why };
-    buf.clear();
-    match stored.split_first() {
-        Some((&CODEC_RAW, bytes)) if bytes.len() == e.size => {
-            buf.extend_from_slice(bytes);
-            Ok(())
-        }
-        Some((&CODEC_LZ4, packed)) => {
-            buf.resize(e.size, 0);
-            match lz4_flex::block::decompress_into(packed, buf) {
-                Ok(n) if n == e.size => Ok(()),
-                _ => Err(bad("its compressed bytes are damaged")),
-            }
-        }
-        Some((&CODEC_RAW, _)) => Err(bad("its bytes are not the size it records")),
-        _ => Err(bad("its bytes are in an unknown encoding")),
     }
 }
 
@@ -446,7 +414,7 @@ pub fn with_bytes<'b, T: Transaction>(
         }
         [one] => unpack(e, one, buf)?,
         _ => {
-            unpack_into(e, &parts.concat(), buf)?;
+            codec::unpack_into(e, &parts.concat(), buf)?;
             &buf[..]
         }
     };
@@ -479,8 +447,8 @@ pub struct Dbs {
     pub meta: Database,
 }
 
-/// The writer's view of the archive, kept in memory by the one writing [`crate::store::Store`]
-/// and written to `meta` with every change.
+/// The writer's view of the archive, kept in memory by the one writing
+/// [`crate::store::Store`], and written to `meta` with the tail ([`index_tail`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     pub next_seq: u64,
@@ -488,7 +456,13 @@ pub struct Counters {
     pub last_ms: u64,
     pub count: u64,
     pub bytes: u64,
+    /// Where the tail starts: the first seq not yet in `by_ivorn` (the stored next seq).
+    pub indexed: u64,
 }
+
+/// Most entries in the tail after a commit: the commit that reaches this many indexes
+/// them.
+pub const INDEX_EVERY: u64 = 256;
 
 /// Read a big-endian u64 from `meta` (`None` if absent).
 pub fn meta_u64<T: Transaction>(
@@ -503,8 +477,29 @@ pub fn meta_u64<T: Transaction>(
     }
 }
 
-/// The counters as stored, and the newest entry's time.
-pub fn load_counters<T: Transaction>(txn: &T, dbs: Dbs) -> Result<Counters, lmdb::Error> {
+/// Where the tail starts in `txn`: the first seq not in `by_ivorn`.
+pub fn tail_start<T: Transaction>(txn: &T, dbs: Dbs) -> Result<u64, lmdb::Error> {
+    Ok(meta_u64(txn, dbs.meta, NEXT_SEQ_KEY)?.unwrap_or(1))
+}
+
+/// Call `visit` with each entry of the tail (metadata only), oldest first.
+pub fn for_each_in_tail<T: Transaction>(
+    txn: &T,
+    dbs: Dbs,
+    mut visit: impl FnMut(&Entry<'_>),
+) -> Result<(), ReadFail> {
+    let from = tail_start(txn, dbs)?;
+    let mut cursor = txn.open_ro_cursor(dbs.archive)?;
+    for item in cursor.iter_from(from.to_be_bytes()) {
+        let (k, v) = item?;
+        let seq = k.try_into().map(u64::from_be_bytes).unwrap_or(0);
+        visit(&decode(seq, v)?);
+    }
+    Ok(())
+}
+
+/// The counters: as stored, with the tail's entries added.
+pub fn load_counters<T: Transaction>(txn: &T, dbs: Dbs) -> Result<Counters, ReadFail> {
     let last_ms = {
         let cursor = txn.open_ro_cursor(dbs.archive)?;
         match cursor.get(None, None, lmdb_sys::MDB_LAST) {
@@ -513,15 +508,45 @@ pub fn load_counters<T: Transaction>(txn: &T, dbs: Dbs) -> Result<Counters, lmdb
                 .and_then(|b| b.try_into().ok())
                 .map_or(0, u64::from_be_bytes),
             Err(lmdb::Error::NotFound) => 0,
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     };
-    Ok(Counters {
-        next_seq: meta_u64(txn, dbs.meta, NEXT_SEQ_KEY)?.unwrap_or(1),
+    let indexed = tail_start(txn, dbs)?;
+    let mut c = Counters {
+        next_seq: indexed,
         last_ms,
         count: meta_u64(txn, dbs.meta, COUNT_KEY)?.unwrap_or(0),
         bytes: meta_u64(txn, dbs.meta, BYTES_KEY)?.unwrap_or(0),
-    })
+        indexed,
+    };
+    for_each_in_tail(txn, dbs, |e| {
+        c.next_seq = e.seq + 1;
+        c.count += 1;
+        c.bytes += e.size as u64;
+    })?;
+    Ok(c)
+}
+
+/// Index the tail: put its entries' `by_ivorn` keys and store the counters, so that the
+/// tail is empty once `txn` commits. Each commit that appends or deletes entries leaves a
+/// tail of fewer than [`INDEX_EVERY`] entries, and one that deletes any leaves none.
+pub fn index_tail(txn: &mut RwTransaction<'_>, dbs: Dbs, c: &mut Counters) -> lmdb::Result<()> {
+    let mut keys = Vec::new();
+    {
+        let mut cursor = txn.open_ro_cursor(dbs.archive)?;
+        for item in cursor.iter_from(c.indexed.to_be_bytes()) {
+            let (k, v) = item?;
+            let seq = k.try_into().map(u64::from_be_bytes).unwrap_or(0);
+            let e = decode(seq, v).map_err(|_| lmdb::Error::Corrupted)?;
+            keys.push(ivorn_key(e.ivorn, seq));
+        }
+    }
+    for k in keys {
+        txn.put(dbs.by_ivorn, &k, &[], WriteFlags::empty())?;
+    }
+    store_counters(txn, dbs, c)?;
+    c.indexed = c.next_seq;
+    Ok(())
 }
 
 /// Write the counters to `meta`.
@@ -537,7 +562,8 @@ pub fn store_counters(txn: &mut RwTransaction<'_>, dbs: Dbs, c: &Counters) -> lm
 }
 
 /// Append `event` as the next entry, accepted at `now_ms` (or the newest entry's time if
-/// the clock went back). The broker's own test events are not archived: `false`.
+/// the clock went back), to the tail. The broker's own test events are not archived:
+/// `false`.
 pub fn append(
     txn: &mut RwTransaction<'_>,
     dbs: Dbs,
@@ -559,13 +585,10 @@ pub fn append(
         WriteFlags::APPEND,
     )?;
     encode_meta_into(out, &e);
-    put_bytes(txn, dbs.bytes, seq, event.payload(), WriteFlags::APPEND)?;
-    txn.put(
-        dbs.by_ivorn,
-        &ivorn_key(&event.ivorn, seq),
-        &[],
-        WriteFlags::empty(),
-    )?;
+    match &event.packed {
+        Some(packed) => put_parts(txn, dbs.bytes, seq, packed, WriteFlags::APPEND)?,
+        None => put_bytes(txn, dbs.bytes, seq, event.payload(), WriteFlags::APPEND)?,
+    }
     c.next_seq += 1;
     c.last_ms = accepted;
     c.count += 1;
@@ -630,8 +653,25 @@ pub fn new_identity() -> std::io::Result<[u8; 16]> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// An entry's metadata for bytes of `size`, to read stored bytes back with.
+    pub(crate) fn entry_of_size(size: usize) -> Entry<'static> {
+        Entry {
+            seq: 1,
+            accepted_ms: 0,
+            role: EventRole::Observation,
+            source_kind: SourceKind::Author,
+            source: "",
+            ivorn: "",
+            author_ivorn: None,
+            authored: None,
+            key: [0; 32],
+            size,
+            bytes: &[],
+        }
+    }
 
     fn event(origin: Origin, who: bool) -> Event {
         let xml = if who {
@@ -650,9 +690,9 @@ mod tests {
         .with_who(&doc)
     }
 
-    /// Every field survives encode/decode, absent strings stay absent, the bytes come back
-    /// bit for bit (compressed or not), format-3 entries decode to the same entry, and
-    /// damaged values are refused with the reason rather than misread.
+    /// Every field survives encode/decode, absent strings stay absent, format-3 entries
+    /// decode to the same entry, and damaged values are refused with the reason rather
+    /// than misread (the bytes: [`codec`]'s tests).
     #[test]
     fn entries_round_trip() {
         let e = event(Origin::Author("192.0.2.7:4000".parse().unwrap()), true);
@@ -698,38 +738,6 @@ mod tests {
         let mut long = v.clone();
         long[LENGTHS_AT..LENGTHS_AT + 4].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(decode(1, &long).is_err());
-        // Stored bytes: a compressible event is stored compressed, a short one as it is;
-        // both come back exactly; damage is an error.
-        let xml = format!(
-            "<VOEvent>{}</VOEvent>",
-            "<Param name=\"a\" value=\"1\"/>".repeat(100)
-        );
-        let mut buf = Vec::new();
-        for payload in [xml.as_bytes(), b"<x/>".as_slice()] {
-            let stored = pack(payload);
-            assert_eq!(
-                stored[0],
-                if payload.len() > 100 {
-                    CODEC_LZ4
-                } else {
-                    CODEC_RAW
-                }
-            );
-            assert!(stored.len() <= payload.len() + 1);
-            let meta = Entry {
-                size: payload.len(),
-                ..d.clone()
-            };
-            assert_eq!(unpack(&meta, &stored, &mut buf).unwrap(), payload);
-            let short = Entry {
-                size: payload.len() - 1,
-                ..d.clone()
-            };
-            assert!(unpack(&short, &stored, &mut buf).is_err());
-            let mut odd = stored.clone();
-            odd[0] = 7;
-            assert!(unpack(&meta, &odd, &mut buf).is_err());
-        }
         assert_eq!(source_of(&Origin::Local), None);
         let kafka = Origin::Kafka {
             topic: "gcn.classic.voevent.SWIFT_BAT_GRB_POS_ACK".into(),

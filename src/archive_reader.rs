@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::archive::{self, BadEntry, Entry};
 use crate::filters::{FilterTable, InvalidFilter};
-use crate::store::{Store, FORMAT};
+use crate::store::{Store, FORMAT, FORMAT_4};
 use crate::time::utc_timestamp_ms;
 use crate::voevent::EventRole;
 
@@ -263,7 +263,8 @@ impl ArchiveReader {
         {
             let txn = env.begin_ro_txn().map_err(lmdb)?;
             match txn.get(meta, &b"format") {
-                Ok(v) if v == FORMAT => {}
+                // Format 4 reads as format 5 with an empty tail.
+                Ok(v) if v == FORMAT || v == FORMAT_4 => {}
                 Ok(v) if format_number(v).is_some_and(|n| Some(n) < format_number(FORMAT)) => {
                     return Err(foreign(format!(
                         "an event database of format {:?}, older than this tool reads: start this version of bolide on it once to upgrade it",
@@ -465,11 +466,11 @@ impl ArchiveReader {
         }
     }
 
-    /// The seqs of every entry whose ivorn starts with one of `prefixes` (by `by_ivorn`;
-    /// a prefix longer than the key limit matches on its first part, and the caller's
-    /// filter checks the whole ivorn). With `exact`, only the entries whose ivorn is the
-    /// prefix itself (as far as the key holds it): the other keys are skipped without
-    /// reading their entries, so `ivo://a/b#1` does not read `#10`, `#11`, ...
+    /// The seqs of every entry whose ivorn starts with one of `prefixes` (by `by_ivorn`
+    /// and the tail; a prefix longer than the key limit matches on its first part, and
+    /// the caller's filter checks the whole ivorn). With `exact`, only the entries whose
+    /// ivorn is the prefix itself (as far as the key holds it): the other keys are
+    /// skipped without reading their entries, so `ivo://a/b#1` does not read `#10`, ...
     fn prefix_seqs(
         &self,
         txn: &RoTransaction<'_>,
@@ -495,6 +496,25 @@ impl ArchiveReader {
                 }
             }
         }
+        // The entries not yet in `by_ivorn`, matched as their keys would be.
+        archive::for_each_in_tail(txn, self.dbs, |e| {
+            let iv = &e.ivorn.as_bytes()[..e.ivorn.len().min(archive::IVORN_KEY_MAX)];
+            let matches = |p: &String| {
+                let p = &p.as_bytes()[..p.len().min(archive::IVORN_KEY_MAX)];
+                if exact {
+                    iv == p
+                } else {
+                    iv.starts_with(p)
+                }
+            };
+            if prefixes.iter().any(matches) {
+                seqs.push(e.seq);
+            }
+        })
+        .map_err(|e| match e {
+            archive::ReadFail::Bad(e) => ReadError::Entry(e),
+            archive::ReadFail::Lmdb(e) => self.err(e),
+        })?;
         Ok(seqs)
     }
 
@@ -705,6 +725,8 @@ mod tests {
             }
             let c = store.archive_counters();
             assert_eq!((c.count, c.next_seq), (300, 301));
+            // Some entries are in `by_ivorn`, the newest in the tail: both are queried.
+            assert!(c.indexed > 1 && c.indexed < c.next_seq, "{c:?}");
         }
         let r = ArchiveReader::open(&dir).unwrap();
         let all = list(&r, &Query::default());

@@ -252,6 +252,7 @@ impl Broker {
                 authors: broker.author_rules.clone(),
                 rate: cfg.author_rate.map(RateLimiter::new),
                 rate_log: Default::default(),
+                archive: cfg.archive.is_some(),
             });
             broker.listen(
                 l,
@@ -326,6 +327,7 @@ impl Broker {
             let source = crate::kafka::Source {
                 max_event_size: cfg.max_event_size,
                 dispatcher: dispatch_tx.clone(),
+                archive: cfg.archive.is_some(),
             };
             broker.kafka =
                 Some(crate::kafka::Gateway::start(k, &store, source).map_err(StartError::Kafka)?);

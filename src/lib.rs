@@ -51,7 +51,10 @@
 //!   address's rate, [`ratelimit`]: a refusal is its nak, the event goes no further),
 //!   then submits the resulting [`voevent::Event`] to the dispatcher together with the
 //!   connection itself ([`verdict::ReplyTo`]), and goes back to `accept`: it never waits
-//!   for the verdict. Upstream events never meet that policy.
+//!   for the verdict. Upstream events never meet that policy. With the archive on, the
+//!   thread that checked an event (author, upstream or Kafka consumer) also compresses
+//!   it for the archive ([`voevent::Event::packed`]), so the one committing thread does
+//!   not.
 //! * **Dispatcher** ([`dispatcher`]): the only thread that decides "new or duplicate" and
 //!   the only one that admits keys, so check-and-insert is atomic: a key is duplicate if
 //!   it is pending in the [`committer::CommitQueue`] (accepted, not yet committed) or in
@@ -65,7 +68,8 @@
 //!   queue and the handlers. Fan-out never waits for the disk.
 //! * **Committer** ([`committer`]): group commit. It takes every queued record into one
 //!   write transaction, with each new event's archive entry ([`archive`]: the broker's
-//!   ordered log of accepted events, one seq each), and commits once; only then do the
+//!   ordered log of accepted events, one seq each; its ivorn index follows every few
+//!   hundred entries), and commits once; only then do the
 //!   keys leave `pending` and each author get its `ack` (one non-blocking send on its
 //!   [`verdict::ReplyTo`], then close): an `ack` therefore means the record is durable
 //!   and the event archived. Duplicates are answered by the

@@ -53,6 +53,8 @@ pub struct ReceiverContext {
     pub rate: Option<RateLimiter>,
     /// Rate-limit refusals, which a runaway author multiplies: one line a second.
     pub rate_log: RateLimitedLog,
+    /// The broker archives what it accepts: events are packed for it here.
+    pub archive: bool,
 }
 
 /// Largest event checked while the accept role is held: parsing and validating it takes
@@ -173,6 +175,10 @@ pub fn handle(
         Arc::clone(&ctx.local_ivo),
         deadline,
     );
+    let mut event = event;
+    if ctx.archive {
+        event.pack_for_archive();
+    }
     let msg = Msg::Submit {
         event: Arc::new(event),
         reply: Some(Reply::Author(reply_to)),
@@ -297,6 +303,57 @@ fn drain(stream: &TcpStream, deadline: Instant) {
         total += n;
         if n == 0 || total > 64 << 20 {
             break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::listener::{self, Kind, ListenerState};
+    use crate::whitelist::Whitelist;
+    use std::net::TcpListener;
+
+    /// The event an author sends reaches the dispatcher packed for the archive when the
+    /// broker archives (so the committing thread does not compress it), and unpacked
+    /// under `--no-archive`.
+    #[test]
+    fn events_are_packed_on_the_author_thread_when_archived() {
+        let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/voevents/swift_grb690738-bat-grb-pos_10.xml");
+        let payload = std::fs::read(&corpus).unwrap();
+        for archive in [true, false] {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let ctx = ReceiverContext {
+                local_ivo: Arc::from("ivo://x.y/broker"),
+                max_event_size: 1 << 20,
+                timeout: Duration::from_secs(10),
+                limits: Limits::default(),
+                dispatcher: tx,
+                authors: None,
+                rate: None,
+                rate_log: Default::default(),
+                archive,
+            };
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            let state = Arc::new(ListenerState::new(listener::Caps::unlimited()));
+            listener::start(
+                l,
+                Whitelist::allow_all(),
+                Kind::Authors,
+                Arc::clone(&state),
+                move |s: TcpStream, peer, h: &mut Handoff<'_>| handle(s, peer, &ctx, h),
+            )
+            .unwrap();
+            let mut author = TcpStream::connect(addr).unwrap();
+            author.write_all(&crate::frame::encode(&payload)).unwrap();
+            let Ok(Msg::Submit { event, .. }) = rx.recv_timeout(Duration::from_secs(10)) else {
+                panic!("no event reached the dispatcher");
+            };
+            let expected = archive.then(|| crate::archive::pack(&payload).into_boxed_slice());
+            assert_eq!(event.packed, expected, "archive: {archive}");
+            state.stop();
         }
     }
 }

@@ -19,7 +19,7 @@
 //!
 //! | database  | key                                        | value                     |
 //! |-----------|--------------------------------------------|---------------------------|
-//! | `meta`    | `format`                                   | `bolide-eventdb-4` (bytes)|
+//! | `meta`    | `format`                                   | `bolide-eventdb-5` (bytes)|
 //! | `meta`    | `archive_id`, `next_seq`, `archive_count`, `archive_bytes` | see [`crate::archive`] |
 //! | `meta`    | `kafka_group_id`, `kafka_published_seq` | the Kafka gateway's consumer group and last confirmed published seq (module `kafka`) |
 //! | `events`  | 32-byte SHA-256 of the event's VTP span   | 8-byte big-endian Unix seconds of insertion |
@@ -44,7 +44,11 @@
 //! archive entry's metadata and bytes in one value) is rewritten entry by entry
 //! as metadata and `event_bytes` records, [`UPGRADE_CHUNK`] entries per
 //! transaction, and says 3 until the last is done: an upgrade cut short (a
-//! crash) goes on at the next open.
+//! crash) goes on at the next open. Format 4 (every archive entry indexed in the
+//! transaction that appends it, bytes compressed without a dictionary) is format 5
+//! with an empty tail ([`crate::archive`]): only its format record changes. A
+//! database of format 5 is refused by older versions of bolide, which would
+//! neither read its newest entries by ivorn nor decompress its bytes.
 //!
 //! A record whose `time + ttl <= now` is expired: [`Store::seen`] reports it
 //! as not seen, [`Store::insert_batch`] overwrites it, and [`Store::prune`]
@@ -79,18 +83,20 @@ use maptrim::MapTrim;
 pub use crate::voevent::Key;
 
 /// Value of the `format` record in the `meta` database.
-pub const FORMAT: &[u8] = b"bolide-eventdb-4";
+pub const FORMAT: &[u8] = b"bolide-eventdb-5";
 /// Older formats, upgraded in place on open: with a `by_time` index and no archive,
-/// without an archive, and with each archive entry in one value.
+/// without an archive, with each archive entry in one value, and with every entry
+/// indexed in the transaction that appends it.
 const FORMAT_1: &[u8] = b"bolide-eventdb-1";
 const FORMAT_2: &[u8] = b"bolide-eventdb-2";
 const FORMAT_3: &[u8] = b"bolide-eventdb-3";
+pub const FORMAT_4: &[u8] = b"bolide-eventdb-4";
 /// Archive entries rewritten per transaction by the upgrade from format 3.
 pub const UPGRADE_CHUNK: usize = 2000;
 /// Default size of the memory map, i.e. the maximum size of `data.mdb`: 4 GiB, which
 /// holds 30 days of a busy network's archive (GCN sent about 2 000 VOEvents a day of
-/// 2-10 KB: at most 60 000 events, at most 0.6 GiB as they came and about half that
-/// stored compressed) several times over, besides the dedup records.
+/// 2-10 KB: at most 60 000 events, at most 0.6 GiB as they came and about a quarter of
+/// that stored compressed) many times over, besides the dedup records.
 pub const DEFAULT_MAP_SIZE: usize = 4 << 30;
 /// Default lifetime of a record: 30 days.
 pub const DEFAULT_TTL_SECS: u64 = 30 * 86_400;
@@ -285,7 +291,13 @@ impl Store {
             let txn = env
                 .begin_ro_txn()
                 .map_err(|e| map_lmdb(&dir, map_size, e))?;
-            archive::load_counters(&txn, archive).map_err(|e| map_lmdb(&dir, map_size, e))?
+            archive::load_counters(&txn, archive).map_err(|e| match e {
+                archive::ReadFail::Lmdb(e) => map_lmdb(&dir, map_size, e),
+                archive::ReadFail::Bad(e) => StoreError::Corrupt {
+                    path: dir.join(DATA_FILE),
+                    reason: e.to_string(),
+                },
+            })?
         };
         let page_size = env
             .stat()
@@ -370,7 +382,9 @@ impl Store {
         };
         let (meta, from) = match unsafe { txn.open_db(Some(META_DB)) } {
             Ok(meta) => match txn.get(meta, &FORMAT_KEY) {
-                Ok(v) if [FORMAT, FORMAT_1, FORMAT_2, FORMAT_3].contains(&v) => (meta, v.to_vec()),
+                Ok(v) if [FORMAT, FORMAT_1, FORMAT_2, FORMAT_3, FORMAT_4].contains(&v) => {
+                    (meta, v.to_vec())
+                }
                 Ok(v) => {
                     return Err(corrupt(format!(
                         "format is {:?}, expected {:?}",
@@ -424,7 +438,7 @@ impl Store {
             unsafe { txn.drop_db(by_time) }.map_err(err)?;
         }
         let from_3 = from == FORMAT_3;
-        let dbs = if from == FORMAT || from_3 {
+        let dbs = if from == FORMAT || from == FORMAT_4 || from_3 {
             Dbs {
                 archive: open_named(&txn, archive::ARCHIVE_DB)?,
                 // Format 3 -> 4 (`upgrade_from_3`): its entries' bytes go there.
@@ -437,7 +451,7 @@ impl Store {
                 meta,
             }
         } else {
-            // A new environment, or format 1/2 -> 4: an empty archive.
+            // A new environment, or format 1/2 -> 5: an empty archive.
             let dbs = Dbs {
                 archive: create(&mut txn, archive::ARCHIVE_DB)?,
                 bytes: create(&mut txn, archive::BYTES_DB)?,
@@ -471,6 +485,18 @@ impl Store {
             }
             dbs
         };
+        if from == FORMAT_4 {
+            // Format 4 -> 5: the same records; its index is whole (an empty tail), and
+            // its bytes' codec stays readable.
+            txn.put(meta, &FORMAT_KEY, &FORMAT, WriteFlags::empty())
+                .map_err(err)?;
+            info!(
+                "upgraded event database {} from {} to {} (every record and archived event kept)",
+                dir.join(DATA_FILE).display(),
+                String::from_utf8_lossy(FORMAT_4),
+                String::from_utf8_lossy(FORMAT)
+            );
+        }
         let id: [u8; 16] = match txn.get(meta, &archive::ID_KEY) {
             Ok(v) => v
                 .try_into()
@@ -485,7 +511,8 @@ impl Store {
     }
 
     /// Rewrite a format-3 archive's entries as metadata and `event_bytes` records,
-    /// [`UPGRADE_CHUNK`] per committed transaction, then mark the database format 4.
+    /// [`UPGRADE_CHUNK`] per committed transaction, then mark the database as the current
+    /// format (its `by_ivorn` and counters are whole: an empty tail).
     fn upgrade_from_3(
         env: &Environment,
         dir: &Path,
@@ -528,6 +555,13 @@ impl Store {
 
     fn err(&self, e: lmdb::Error) -> StoreError {
         map_lmdb(&self.dir, self.map_size, e)
+    }
+
+    fn read_fail(&self, e: archive::ReadFail) -> StoreError {
+        match e {
+            archive::ReadFail::Lmdb(e) => self.err(e),
+            archive::ReadFail::Bad(e) => self.corrupt(e.to_string()),
+        }
     }
 
     fn corrupt(&self, reason: String) -> StoreError {
@@ -642,8 +676,11 @@ impl Store {
             let over = |oldest_ms: u64, c: &Counters| {
                 cfg.max_bytes.is_some_and(|max| c.bytes > max) || oldest_ms < cutoff
             };
-            archive::evict_oldest(&mut txn, self.archive, &mut c, EVICT_PER_COMMIT, &over)?;
-            archive::store_counters(&mut txn, self.archive, &c)?;
+            let (gone, _) =
+                archive::evict_oldest(&mut txn, self.archive, &mut c, EVICT_PER_COMMIT, &over)?;
+            if gone > 0 || c.next_seq - c.indexed >= archive::INDEX_EVERY {
+                archive::index_tail(&mut txn, self.archive, &mut c)?;
+            }
         }
         txn.commit()?;
         if c.next_seq != counters.next_seq {
@@ -696,7 +733,7 @@ impl Store {
                 &|_, c: &Counters| start - c.bytes < want,
             )
             .map_err(|e| self.err(e))?;
-            archive::store_counters(&mut txn, self.archive, &c).map_err(|e| self.err(e))?;
+            archive::index_tail(&mut txn, self.archive, &mut c).map_err(|e| self.err(e))?;
             txn.commit().map_err(|e| self.err(e))?;
             *counters = c;
             force = 0;
@@ -752,7 +789,7 @@ impl Store {
             if gone == 0 {
                 return Ok(total);
             }
-            archive::store_counters(&mut txn, self.archive, &c).map_err(|e| self.err(e))?;
+            archive::index_tail(&mut txn, self.archive, &mut c).map_err(|e| self.err(e))?;
             txn.commit().map_err(|e| self.err(e))?;
             *counters = c;
             total += gone;
@@ -771,6 +808,11 @@ impl Store {
     /// The archive's databases in [`Store::env`].
     pub fn archive_dbs(&self) -> Dbs {
         self.archive
+    }
+
+    /// Whether accepted events are archived (not `--no-archive`).
+    pub fn archiving(&self) -> bool {
+        self.archive_cfg.is_some()
     }
 
     /// The archive's counters: next seq, newest time, events and bytes held.
@@ -824,14 +866,24 @@ impl Store {
     }
 
     /// The seq of the newest archived event with this ivorn (and this dedup key, if
-    /// given), found through `by_ivorn` (`None`: not in the archive, e.g. not committed
-    /// yet or deleted by retention).
+    /// given), found in the tail or else through `by_ivorn` (`None`: not in the
+    /// archive, e.g. not committed yet or deleted by retention).
     pub fn archive_seq_of(
         &self,
         ivorn: &str,
         key: Option<&Key>,
     ) -> Result<Option<u64>, StoreError> {
         let txn = self.env.begin_ro_txn().map_err(|e| self.err(e))?;
+        let mut newest = None;
+        archive::for_each_in_tail(&txn, self.archive, |e| {
+            if e.ivorn == ivorn && key.map_or(true, |k| e.key == *k) {
+                newest = Some(e.seq);
+            }
+        })
+        .map_err(|e| self.read_fail(e))?;
+        if newest.is_some() {
+            return Ok(newest);
+        }
         let mut cursor = txn
             .open_ro_cursor(self.archive.by_ivorn)
             .map_err(|e| self.err(e))?;

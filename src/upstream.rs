@@ -446,11 +446,14 @@ fn session(
                 }
             }
             "VOEvent" => match upstream_event(&doc, &frame, name) {
-                Ok(ev) => {
+                Ok(mut ev) => {
                     let ack = transport::ack(&ev.ivorn, local);
                     debug!("received {} from upstream {name}", ev.ivorn);
                     stat.received();
                     let reply = tracker.received(&ev);
+                    if ctx.store.archiving() {
+                        ev.pack_for_archive();
+                    }
                     if ctx
                         .dispatcher
                         .send(Msg::Submit {

@@ -102,6 +102,11 @@ pub struct Event {
     /// where absent.
     pub author_ivorn: Option<String>,
     pub authored: Option<String>,
+    /// The payload as the archive stores it ([`crate::archive::pack`]), packed by the
+    /// thread that checked the event ([`Event::pack_for_archive`]) so that the one
+    /// thread that commits does not spend its time compressing; `None`: packed at
+    /// commit, if archived at all.
+    pub packed: Option<Box<[u8]>>,
 }
 
 impl Event {
@@ -122,6 +127,7 @@ impl Event {
             origin,
             author_ivorn: None,
             authored: None,
+            packed: None,
         }
     }
 
@@ -136,6 +142,7 @@ impl Event {
             origin: Origin::Local,
             author_ivorn: None,
             authored: None,
+            packed: None,
         }
     }
 
@@ -150,6 +157,11 @@ impl Event {
             self.authored = text(who, "Date");
         }
         self
+    }
+
+    /// Pack the payload for the archive now, on this thread (`packed`).
+    pub fn pack_for_archive(&mut self) {
+        self.packed = Some(crate::archive::pack(self.payload()).into_boxed_slice());
     }
 
     /// The payload bytes (no length prefix).

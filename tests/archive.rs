@@ -611,7 +611,7 @@ fn a_format_2_database_is_upgraded_by_the_broker() {
     assert!(b.wait_log("upgraded event database", Duration::from_secs(10)));
     assert!(b
         .log_text()
-        .contains("bolide-eventdb-2 to bolide-eventdb-4"));
+        .contains("bolide-eventdb-2 to bolide-eventdb-5"));
     assert_eq!(archive_ok(&db, &["list"]), "");
     let dup = submit(b.receive(), &old.bytes);
     assert!(dup.is_nak(), "the format-2 record was lost: {dup:?}");

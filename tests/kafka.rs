@@ -771,7 +771,12 @@ fn gateway_stats_report_heartbeat_topics_and_lag() {
     let accepted = std::thread::spawn(move || {
         let mut n = 0;
         for m in rx {
-            if let Msg::Submit { reply, .. } = m {
+            if let Msg::Submit { reply, event } = m {
+                // Packed for the archive on the consumer's thread.
+                assert_eq!(
+                    event.packed.as_deref(),
+                    Some(&bolide::archive::pack(event.payload())[..])
+                );
                 if let Some(r) = reply {
                     r.send(Verdict::Accepted);
                 }
@@ -796,6 +801,7 @@ fn gateway_stats_report_heartbeat_topics_and_lag() {
     let source = Source {
         max_event_size: 1 << 20,
         dispatcher: tx,
+        archive: true,
     };
     let mut gw = Gateway::start(&cfg, &store, source).expect("gateway");
     let stats = gw.stats();

@@ -529,7 +529,7 @@ impl State {
     /// has stopped.
     fn submit(&self, ctx: &Ctx, m: &BorrowedMessage<'_>) -> bool {
         let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
-        let event = match self.check(m) {
+        let mut event = match self.check(m) {
             Ok(e) => e,
             Err(why) => {
                 warn!("kafka {topic} partition {partition} offset {offset}: skipped: {why}");
@@ -541,6 +541,9 @@ impl State {
             "received {} from kafka {topic} partition {partition} offset {offset}",
             event.ivorn
         );
+        if self.source.archive {
+            event.pack_for_archive();
+        }
         let token = ctx.book().offsets.open(topic, partition, offset);
         let reply = Reply::Source(Settle::new(self.settled.clone(), token));
         self.source

@@ -243,6 +243,8 @@ pub fn shown(cfg: &KafkaConfig) -> String {
 pub struct Source {
     pub max_event_size: usize,
     pub dispatcher: Sender<Msg>,
+    /// The broker archives what it accepts: events are packed for it on the consumer.
+    pub archive: bool,
 }
 
 /// The running gateway: its threads and their stop flags, and the consumer's figures.

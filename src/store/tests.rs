@@ -464,6 +464,41 @@ fn archived_event(i: u64, pad: usize) -> crate::voevent::Event {
     )
 }
 
+/// An event packed ahead (on the thread that checked it) is stored as it was packed; one
+/// not packed is packed at commit; both read back exactly.
+#[test]
+fn events_packed_ahead_are_stored_as_packed() {
+    use crate::archive::codec;
+    let d = TestDir::new("packed-ahead");
+    let s = Store::open(&d.cfg()).unwrap();
+    let mut ahead = archived_event(1, 3000);
+    // Packed another valid way (plain LZ4), which packing at commit never chooses.
+    let mut plain = vec![codec::LZ4];
+    plain.extend(lz4_flex::block::compress(ahead.payload()));
+    ahead.packed = Some(plain.into_boxed_slice());
+    let late = archived_event(2, 3000);
+    s.insert_batch(&[(ahead.key, NOW), (late.key, NOW)], &[&ahead, &late])
+        .unwrap();
+    {
+        let txn = s.env.begin_ro_txn().unwrap();
+        let codec_of = |seq: u64| {
+            let mut k = seq.to_be_bytes().to_vec();
+            k.extend(0u32.to_be_bytes());
+            txn.get(s.archive.bytes, &k).unwrap()[0]
+        };
+        assert_eq!(codec_of(1), codec::LZ4);
+        assert_eq!(codec_of(2), archive::pack(late.payload())[0]);
+        assert_ne!(codec_of(2), codec::LZ4);
+    }
+    let mut back = Vec::new();
+    s.read_archive(0, |e| {
+        back.push(e.bytes.to_vec());
+        true
+    })
+    .unwrap();
+    assert_eq!(back, [ahead.payload(), late.payload()]);
+}
+
 /// When the map runs short the archive gives way: every batch of dedup records is
 /// committed (no author would get "storage unavailable"), the oldest archived events are
 /// deleted to make room, and the newest stay archived. Nothing is refused until the
@@ -495,7 +530,75 @@ fn a_full_archive_gives_way_to_dedup_records() {
     assert_eq!(*seqs.last().unwrap(), 600);
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
     let ikeys = txn.stat(s.archive.by_ivorn).unwrap().entries();
-    assert_eq!(ikeys as u64, c.count, "by_ivorn follows the archive");
+    let tail = c.next_seq - c.indexed;
+    assert!(tail < archive::INDEX_EVERY, "{c:?}");
+    assert_eq!(ikeys as u64 + tail, c.count, "by_ivorn follows the archive");
+}
+
+/// The newest entries (the tail) are in `by_ivorn` only once there are `INDEX_EVERY` of
+/// them, and found by ivorn all along; after a crash the counters come back whole, the
+/// tail counted from the entries themselves.
+#[test]
+fn the_tail_is_found_indexed_in_bulk_and_counted_after_a_crash() {
+    let d = TestDir::new("tail");
+    let mut cfg = d.cfg();
+    cfg.no_sync = true;
+    let n = archive::INDEX_EVERY + 10;
+    let events: Vec<_> = (0..n).map(|i| archived_event(i, 200)).collect();
+    let ikeys = |s: &Store| {
+        let txn = s.env.begin_ro_txn().unwrap();
+        txn.stat(s.archive.by_ivorn).unwrap().entries() as u64
+    };
+    let before = {
+        let s = Store::open(&cfg).unwrap();
+        for (i, e) in events.iter().enumerate() {
+            s.insert_batch(&[(e.key, NOW)], &[e]).unwrap();
+            let indexed = if (i as u64) < archive::INDEX_EVERY - 1 {
+                0
+            } else {
+                archive::INDEX_EVERY
+            };
+            assert_eq!(ikeys(&s), indexed, "after event {i}");
+        }
+        let c = s.archive_counters();
+        assert_eq!(
+            (c.next_seq, c.count, c.indexed),
+            (n + 1, n, archive::INDEX_EVERY + 1)
+        );
+        for (i, e) in events.iter().enumerate() {
+            assert_eq!(
+                s.archive_seq_of(&e.ivorn, Some(&e.key)).unwrap(),
+                Some(i as u64 + 1)
+            );
+        }
+        c
+        // Dropped without a word: as after `kill -9`, the tail is not indexed.
+    };
+    let s = Store::open(&cfg).unwrap();
+    assert_eq!(s.archive_counters(), before);
+    assert_eq!(ikeys(&s), archive::INDEX_EVERY);
+    let newest = events.last().unwrap();
+    assert_eq!(s.archive_seq_of(&newest.ivorn, None).unwrap(), Some(n));
+    assert_eq!(s.archive_seq_of("ivo://x.y/s#nothing", None).unwrap(), None);
+    // A second event with an ivorn of the indexed part, in the tail: the newest wins.
+    let again = archived_event(0, 300);
+    assert_eq!(again.ivorn, events[0].ivorn);
+    s.insert_batch(&[(again.key, NOW)], &[&again]).unwrap();
+    assert_eq!(s.archive_seq_of(&again.ivorn, None).unwrap(), Some(n + 1));
+    assert_eq!(
+        s.archive_seq_of(&again.ivorn, Some(&events[0].key))
+            .unwrap(),
+        Some(1)
+    );
+    // Deleting entries indexes the tail in the same transaction.
+    let later = crate::time::unix_now_ms() + 40 * 86_400_000;
+    assert_eq!(s.prune_archive(later, 5).unwrap() as u64, n + 1);
+    let c = s.archive_counters();
+    assert_eq!(
+        (c.count, c.bytes, c.indexed, c.next_seq),
+        (0, 0, n + 2, n + 2)
+    );
+    assert_eq!(ikeys(&s), 0);
 }
 
 /// Retention by size holds at every commit, by age in the insert path (a few per commit)
@@ -609,9 +712,29 @@ fn mapped_kib(file: &Path) -> u64 {
 /// the map: once the process's file-backed RSS has grown by `MAPPED_LIMIT`, the next
 /// commit allowed to (one a `WRITER_INTERVAL` after the last drop) drops them, and the
 /// data stays readable. A reader going through the archive drops them the same way,
-/// without waiting.
+/// without waiting. The RSS measured is the whole process's, where other tests map
+/// and drop their own databases: the checks run alone, in a child process.
 #[test]
 fn the_map_is_dropped_once_it_has_grown_by_the_limit() {
+    const ALONE: &str = "BOLIDE_MAPTRIM_ALONE";
+    if std::env::var_os(ALONE).is_some() {
+        return map_drop_checks();
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "store::tests::the_map_is_dropped_once_it_has_grown_by_the_limit",
+            "--test-threads=1",
+        ])
+        .env(ALONE, "1")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("1 passed"), "the checks did not run: {said}");
+}
+
+fn map_drop_checks() {
     use maptrim::MAPPED_LIMIT;
     let d = TestDir::new("trim-growth");
     let s = Store::open(&StoreConfig {
@@ -643,9 +766,7 @@ fn the_map_is_dropped_once_it_has_grown_by_the_limit() {
     }
     // Commits allowed to drop: until the map has been dropped at least twice and
     // data.mdb holds several limits' worth, it is never much more than the limit, and
-    // not dropped at every commit. Other tests running in this process map files too
-    // (their growth counts with ours), so the map is dropped no later than the limit,
-    // perhaps sooner.
+    // not dropped at every commit.
     let (mut drops, mut most, start) = (0, 0, i);
     while drops < 3 || fs::metadata(&data).unwrap().len() < 6 * MAPPED_LIMIT {
         assert!(
@@ -688,6 +809,54 @@ fn the_map_is_dropped_once_it_has_grown_by_the_limit() {
         "{most} KiB of data.mdb mapped while reading"
     );
     assert!(s.map_trim.headroom().is_some(), "/proc/self/statm is read");
+}
+
+/// Format 4 (every entry indexed as it is appended) is read as it is, and upgraded on
+/// open by its format record alone: every entry is kept and found.
+#[test]
+fn format_4_is_upgraded_keeping_every_entry() {
+    let d = TestDir::new("format4");
+    let events: Vec<_> = (0..5).map(|i| archived_event(i, 500)).collect();
+    let before = {
+        let s = Store::open(&d.cfg()).unwrap();
+        for e in &events {
+            s.insert_batch(&[(e.key, NOW)], &[e]).unwrap();
+        }
+        // As format 4 leaves it: every entry indexed, the format record 4.
+        let mut c = s.archive_counters();
+        let mut txn = s.env.begin_rw_txn().unwrap();
+        archive::index_tail(&mut txn, s.archive, &mut c).unwrap();
+        txn.put(s.archive.meta, &FORMAT_KEY, &FORMAT_4, WriteFlags::empty())
+            .unwrap();
+        txn.commit().unwrap();
+        c
+    };
+    let r = crate::archive_reader::ArchiveReader::open(&d.0).unwrap();
+    assert_eq!(
+        r.newest_bytes(&events[3].ivorn).unwrap().as_deref(),
+        Some(events[3].payload())
+    );
+    drop(r);
+    let s = Store::open(&d.cfg()).unwrap();
+    {
+        let txn = s.env.begin_ro_txn().unwrap();
+        assert_eq!(txn.get(s.archive.meta, &FORMAT_KEY).unwrap(), FORMAT);
+    }
+    assert_eq!(s.archive_counters(), before);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(
+            s.archive_seq_of(&e.ivorn, Some(&e.key)).unwrap(),
+            Some(i as u64 + 1)
+        );
+    }
+    let mut back = Vec::new();
+    s.read_archive(0, |e| {
+        back.push(e.bytes.to_vec());
+        true
+    })
+    .unwrap();
+    let want: Vec<&[u8]> = events.iter().map(|e| e.payload()).collect();
+    assert_eq!(back, want);
 }
 
 /// A format-3 archive (metadata and bytes in one value per entry) is rewritten in place
