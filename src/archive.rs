@@ -550,7 +550,11 @@ pub fn index_tail(txn: &mut RwTransaction<'_>, dbs: Dbs, c: &mut Counters) -> lm
 }
 
 /// Write the counters to `meta`.
-pub fn store_counters(txn: &mut RwTransaction<'_>, dbs: Dbs, c: &Counters) -> lmdb::Result<()> {
+pub(crate) fn store_counters(
+    txn: &mut RwTransaction<'_>,
+    dbs: Dbs,
+    c: &Counters,
+) -> lmdb::Result<()> {
     for (k, v) in [
         (NEXT_SEQ_KEY, c.next_seq),
         (COUNT_KEY, c.count),
