@@ -532,15 +532,10 @@ pub fn load_counters<T: Transaction>(txn: &T, dbs: Dbs) -> Result<Counters, Read
 /// tail of fewer than [`INDEX_EVERY`] entries, and one that deletes any leaves none.
 pub fn index_tail(txn: &mut RwTransaction<'_>, dbs: Dbs, c: &mut Counters) -> lmdb::Result<()> {
     let mut keys = Vec::new();
-    {
-        let mut cursor = txn.open_ro_cursor(dbs.archive)?;
-        for item in cursor.iter_from(c.indexed.to_be_bytes()) {
-            let (k, v) = item?;
-            let seq = k.try_into().map(u64::from_be_bytes).unwrap_or(0);
-            let e = decode(seq, v).map_err(|_| lmdb::Error::Corrupted)?;
-            keys.push(ivorn_key(e.ivorn, seq));
-        }
-    }
+    for_each_in_tail(txn, dbs, |e| keys.push(ivorn_key(e.ivorn, e.seq))).map_err(|e| match e {
+        ReadFail::Lmdb(e) => e,
+        ReadFail::Bad(_) => lmdb::Error::Corrupted,
+    })?;
     for k in keys {
         txn.put(dbs.by_ivorn, &k, &[], WriteFlags::empty())?;
     }

@@ -441,7 +441,7 @@ impl Store {
         let dbs = if from == FORMAT || from == FORMAT_4 || from_3 {
             Dbs {
                 archive: open_named(&txn, archive::ARCHIVE_DB)?,
-                // Format 3 -> 4 (`upgrade_from_3`): its entries' bytes go there.
+                // Format 3 (`upgrade_from_3`): its entries' bytes go there.
                 bytes: if from_3 {
                     create(&mut txn, archive::BYTES_DB)?
                 } else {

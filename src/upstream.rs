@@ -489,6 +489,60 @@ fn session(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StoreConfig;
+    use std::io::Write;
+    use std::net::TcpListener;
+
+    /// An event an upstream sends reaches the dispatcher packed for the archive when the
+    /// broker archives, and unpacked under `--no-archive`.
+    #[test]
+    fn events_are_packed_on_the_upstream_thread_when_archived() {
+        let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/voevents/swift_grb690738-bat-grb-pos_10.xml");
+        let payload = std::fs::read(&corpus).unwrap();
+        for archive in [true, false] {
+            let dir = std::env::temp_dir().join(format!(
+                "bolide-upstream-pack-{archive}-{}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            let mut cfg = StoreConfig::new(&dir);
+            cfg.no_sync = true;
+            if !archive {
+                cfg.archive = None;
+            }
+            let store = Arc::new(Store::open(&cfg).unwrap());
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let ctx = Arc::new(UpstreamContext {
+                local_ivo: None,
+                filters: Vec::new(),
+                max_event_size: 1 << 20,
+                limits: Limits::default(),
+                inactivity: Duration::from_secs(30),
+                frame_timeout: Duration::from_secs(10),
+                dispatcher: tx,
+                store,
+            });
+            let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+            let remote = Remote {
+                host: "127.0.0.1".into(),
+                port: upstream.local_addr().unwrap().port(),
+            };
+            let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+            let subscriber = std::thread::spawn(move || run(remote, ctx, stop_rx));
+            let (mut conn, _) = upstream.accept().unwrap();
+            conn.write_all(&crate::frame::encode(&payload)).unwrap();
+            let Ok(Msg::Submit { event, .. }) = rx.recv_timeout(Duration::from_secs(10)) else {
+                panic!("no event reached the dispatcher");
+            };
+            let expected = archive.then(|| crate::archive::pack(&payload).into_boxed_slice());
+            assert_eq!(event.packed, expected, "archive: {archive}");
+            stop_tx.send(()).unwrap();
+            drop(conn);
+            subscriber.join().unwrap();
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
 
     #[test]
     fn backoff_grows_geometrically_within_bounds_and_resets() {
