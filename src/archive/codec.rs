@@ -10,8 +10,8 @@
 //! and a Swift BAT GRB position, from the test corpus), 12 KB, hashed into the
 //! compressor's table with every event.
 //!
-//! A value's codec byte says how to read it back; values written with [`LZ4`] (before
-//! the dictionary) stay readable. [`DICTIONARY`] never changes: every value stored with
+//! A value's codec byte says how to read it back; values of [`LZ4`] (format 4's codec)
+//! stay readable. [`DICTIONARY`] never changes: every value stored with
 //! [`LZ4_DICT1`] needs exactly these bytes to be read. A better dictionary would be
 //! another file under another codec byte.
 
