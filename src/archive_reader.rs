@@ -293,6 +293,13 @@ impl ArchiveReader {
         })
     }
 
+    fn read_fail(&self, e: archive::ReadFail) -> ReadError {
+        match e {
+            archive::ReadFail::Bad(e) => ReadError::Entry(e),
+            archive::ReadFail::Lmdb(e) => self.err(e),
+        }
+    }
+
     fn err(&self, source: lmdb::Error) -> ReadError {
         ReadError::Lmdb {
             path: self.dir.clone(),
@@ -402,8 +409,7 @@ impl ArchiveReader {
             }
         }
         match fail {
-            Some(archive::ReadFail::Bad(e)) => Err(ReadError::Entry(e)),
-            Some(archive::ReadFail::Lmdb(e)) => Err(self.err(e)),
+            Some(e) => Err(self.read_fail(e)),
             None => Ok(n),
         }
     }
@@ -417,11 +423,9 @@ impl ArchiveReader {
             if let Some(e) = self.get(&txn, seq)? {
                 if e.ivorn == ivorn {
                     let mut buf = Vec::new();
-                    return match archive::with_bytes(&txn, self.dbs, &e, &mut buf) {
-                        Ok(full) => Ok(Some(full.bytes.to_vec())),
-                        Err(archive::ReadFail::Bad(e)) => Err(ReadError::Entry(e)),
-                        Err(archive::ReadFail::Lmdb(e)) => Err(self.err(e)),
-                    };
+                    return archive::with_bytes(&txn, self.dbs, &e, &mut buf)
+                        .map(|full| Some(full.bytes.to_vec()))
+                        .map_err(|e| self.read_fail(e));
                 }
             }
         }
@@ -511,10 +515,7 @@ impl ArchiveReader {
                 seqs.push(e.seq);
             }
         })
-        .map_err(|e| match e {
-            archive::ReadFail::Bad(e) => ReadError::Entry(e),
-            archive::ReadFail::Lmdb(e) => self.err(e),
-        })?;
+        .map_err(|e| self.read_fail(e))?;
         Ok(seqs)
     }
 

@@ -76,7 +76,7 @@ mod error;
 mod maptrim;
 use crate::voevent::Event;
 pub use error::StoreError;
-use error::{is_denied, map_lmdb};
+use error::{is_denied, map_lmdb, read_fail};
 use maptrim::MapTrim;
 
 /// SHA-256 of an event's VTP 2.0 span (root element start to end): the key of a record.
@@ -291,13 +291,7 @@ impl Store {
             let txn = env
                 .begin_ro_txn()
                 .map_err(|e| map_lmdb(&dir, map_size, e))?;
-            archive::load_counters(&txn, archive).map_err(|e| match e {
-                archive::ReadFail::Lmdb(e) => map_lmdb(&dir, map_size, e),
-                archive::ReadFail::Bad(e) => StoreError::Corrupt {
-                    path: dir.join(DATA_FILE),
-                    reason: e.to_string(),
-                },
-            })?
+            archive::load_counters(&txn, archive).map_err(|e| read_fail(&dir, map_size, e))?
         };
         let page_size = env
             .stat()
@@ -558,10 +552,7 @@ impl Store {
     }
 
     fn read_fail(&self, e: archive::ReadFail) -> StoreError {
-        match e {
-            archive::ReadFail::Lmdb(e) => self.err(e),
-            archive::ReadFail::Bad(e) => self.corrupt(e.to_string()),
-        }
+        read_fail(&self.dir, self.map_size, e)
     }
 
     fn corrupt(&self, reason: String) -> StoreError {
@@ -851,11 +842,8 @@ impl Store {
             let (k, v) = item.map_err(|e| self.err(e))?;
             let seq = k.try_into().map(u64::from_be_bytes).unwrap_or(0);
             let meta = archive::decode(seq, v).map_err(|e| self.corrupt(e.to_string()))?;
-            let entry =
-                archive::with_bytes(&txn, self.archive, &meta, &mut buf).map_err(|e| match e {
-                    archive::ReadFail::Lmdb(e) => self.err(e),
-                    archive::ReadFail::Bad(e) => self.corrupt(e.to_string()),
-                })?;
+            let entry = archive::with_bytes(&txn, self.archive, &meta, &mut buf)
+                .map_err(|e| self.read_fail(e))?;
             n += 1;
             self.map_trim.after_read(entry.size);
             if !visit(&entry) {

@@ -129,3 +129,15 @@ pub(super) fn map_lmdb(dir: &Path, map_size: usize, e: lmdb::Error) -> StoreErro
         },
     }
 }
+
+/// Map a failed archive read to a `StoreError` for the environment in `dir`: LMDB's
+/// error, or a damaged entry (the database is corrupt).
+pub(super) fn read_fail(dir: &Path, map_size: usize, e: crate::archive::ReadFail) -> StoreError {
+    match e {
+        crate::archive::ReadFail::Lmdb(e) => map_lmdb(dir, map_size, e),
+        crate::archive::ReadFail::Bad(e) => StoreError::Corrupt {
+            path: dir.join(DATA_FILE),
+            reason: e.to_string(),
+        },
+    }
+}
