@@ -149,7 +149,7 @@ pub fn handle(
             return;
         }
     };
-    let event = match check_author_event(payload, ctx.limits, peer) {
+    let mut event = match check_author_event(payload, ctx.limits, peer) {
         Ok(event) => event,
         Err((ivorn, rejection)) => {
             handoff.release();
@@ -175,7 +175,6 @@ pub fn handle(
         Arc::clone(&ctx.local_ivo),
         deadline,
     );
-    let mut event = event;
     if ctx.archive {
         event.pack_for_archive();
     }
